@@ -1,0 +1,199 @@
+"""Memory: allocator peaks, NVML process memory, CPU RSS, and logical byte counts.
+
+On CUDA, `MemoryTracker.track()` synchronizes and resets the allocator peak *before* the region,
+synchronizes after it, then reads `max_memory_allocated` / `max_memory_reserved` (exact; the
+headline `peak_mem_bytes` is the allocated peak, `mem_source = "torch_allocator"`). NVML memory
+(includes the CUDA context, cuBLAS workspaces and allocator slack) is polled every ~10 ms in a
+thread, so short peaks can be missed; it is per-process when this PID is visible to the driver,
+otherwise device-global used memory minus a baseline taken when the tracker was built (build it
+before loading the model; other processes on the GPU then leak into the figure).
+
+On CPU, the process RSS is sampled in a thread (the kernel's lifetime max cannot be reset), so
+`peak_rss_bytes` is approximate and absolute (weights, Python and torch included), not a delta.
+On `meta` nothing is measured. `kv_bytes` and `weights_bytes` are logical counts from shapes.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from dynbench.measure.env import nvml_handle, warn_once
+
+POLL_INTERVAL_S = 0.01
+
+
+@dataclass(frozen=True)
+class MemoryResult:
+    """Peaks over one tracked region, in bytes; None = not measured on this device."""
+
+    peak_alloc_bytes: int | None
+    peak_reserved_bytes: int | None
+    nvml_process_bytes: int | None
+    nvml_source: str | None  # "process" | "global-minus-baseline" | None
+    nvml_global_bytes: int | None  # device-global used memory (all processes), peak
+    peak_rss_bytes: int | None
+    peak_mem_bytes: int | None  # headline: peak_alloc_bytes on CUDA, peak_rss_bytes on CPU
+    mem_source: str | None  # "torch_allocator" | "rss_sampled_approx" | None
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process (Linux /proc), else the lifetime max RSS."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return maxrss if sys.platform == "darwin" else maxrss * 1024  # bytes on macOS, KiB else
+
+
+class _Poller:
+    """Calls `sample()` now, every POLL_INTERVAL_S in a daemon thread, and once more on stop."""
+
+    def __init__(self, sample: Callable[[], None]):
+        self._sample = sample
+        self._stop = threading.Event()
+        self.error: Exception | None = None
+        self._thread = threading.Thread(target=self._loop, name="dynbench-mem-poll", daemon=True)
+
+    def _safe_sample(self) -> None:
+        if self.error is None:
+            try:
+                self._sample()
+            except Exception as exc:  # NVML can fail in many ways; never kill the benchmark
+                self.error = exc
+
+    def _loop(self) -> None:
+        while not self._stop.wait(POLL_INTERVAL_S):
+            self._safe_sample()
+
+    def __enter__(self) -> _Poller:
+        self._safe_sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._safe_sample()
+
+
+class MemoryTracker:
+    """`with mem.track(): …` then `mem.result()`; one region per result."""
+
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+        self._result: MemoryResult | None = None
+        self._nvml = nvml_handle(self.device)  # None off CUDA or without NVML
+        self._baseline: int | None = None
+        if self._nvml is not None:
+            import pynvml
+
+            try:
+                self._baseline = int(pynvml.nvmlDeviceGetMemoryInfo(self._nvml).used)
+            except pynvml.NVMLError as exc:
+                warn_once(f"NVML memory query failed ({exc}); NVML memory figures will be null.")
+                self._nvml = None
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        self._result = None
+        if self.device.type == "cuda":
+            with self._track_cuda():
+                yield
+        elif self.device.type == "cpu":
+            with self._track_cpu():
+                yield
+        else:  # meta: shapes only, nothing to measure
+            yield
+            self._result = MemoryResult(None, None, None, None, None, None, None, None)
+
+    @contextmanager
+    def _track_cpu(self) -> Iterator[None]:
+        peak = [0]
+
+        def sample() -> None:
+            peak[0] = max(peak[0], rss_bytes())
+
+        with _Poller(sample):
+            yield
+        self._result = MemoryResult(
+            peak_alloc_bytes=None, peak_reserved_bytes=None, nvml_process_bytes=None,
+            nvml_source=None, nvml_global_bytes=None, peak_rss_bytes=peak[0],
+            peak_mem_bytes=peak[0], mem_source="rss_sampled_approx",
+        )
+
+    @contextmanager
+    def _track_cuda(self) -> Iterator[None]:
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        nvml = _NvmlPeaks(self._nvml) if self._nvml is not None else None
+        with _Poller(nvml.sample) if nvml is not None else nullcontext() as poller:
+            yield
+            torch.cuda.synchronize(self.device)  # the region's kernels are done before reading
+        if poller is not None and poller.error is not None:
+            warn_once(f"NVML memory polling failed ({poller.error}); NVML figures may be partial.")
+        alloc = int(torch.cuda.max_memory_allocated(self.device))
+        reserved = int(torch.cuda.max_memory_reserved(self.device))
+        process = source = global_peak = None
+        if nvml is not None:
+            global_peak = nvml.global_peak
+            if nvml.process_peak is not None:
+                process, source = nvml.process_peak, "process"
+            elif global_peak is not None and self._baseline is not None:
+                process, source = global_peak - self._baseline, "global-minus-baseline"
+        self._result = MemoryResult(
+            peak_alloc_bytes=alloc, peak_reserved_bytes=reserved, nvml_process_bytes=process,
+            nvml_source=source, nvml_global_bytes=global_peak, peak_rss_bytes=None,
+            peak_mem_bytes=alloc, mem_source="torch_allocator",
+        )
+
+    def result(self) -> MemoryResult:
+        if self._result is None:
+            raise RuntimeError("MemoryTracker.result() called before a completed track() region")
+        return self._result
+
+
+class _NvmlPeaks:
+    """Max of this PID's NVML used memory (None while the PID is invisible) and of global used."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.pid = os.getpid()
+        self.process_peak: int | None = None
+        self.global_peak: int | None = None
+
+    def sample(self) -> None:
+        import pynvml
+
+        used = int(pynvml.nvmlDeviceGetMemoryInfo(self.handle).used)
+        self.global_peak = used if self.global_peak is None else max(self.global_peak, used)
+        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(self.handle):
+            # usedGpuMemory is None where the driver cannot attribute memory (e.g. WDDM)
+            if proc.pid == self.pid and proc.usedGpuMemory is not None:
+                mem = int(proc.usedGpuMemory)
+                self.process_peak = max(mem, self.process_peak or 0)
+
+
+def weights_bytes(module: torch.nn.Module) -> int:
+    """Bytes of parameters + buffers (shared tensors once); works on meta tensors."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def kv_bytes(cached_lens: Sequence[int], kv_heads: int, head_dim: int,
+             dtype: torch.dtype, batch: int) -> int:
+    """Logical KV-cache bytes: Σ_layers 2 (K and V) × len × kv_heads × head_dim × bytes × batch.
+
+    `cached_lens` holds one cached length per layer. Counts what the cache holds, not what the
+    allocator reserved for it.
+    """
+    per_token = 2 * kv_heads * head_dim * dtype.itemsize * batch
+    return sum(int(n) for n in cached_lens) * per_token

@@ -1,0 +1,52 @@
+"""Build a model for a (preset, method) pair on any device — `meta` for shape-only work."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from dynbench.errors import DynbenchError
+from dynbench.models.dynamic_llava import DynamicLlava
+from dynbench.models.llava import LlavaForBench
+from dynbench.models.presets import get_preset
+
+METHODS = {"llava": LlavaForBench, "dynamic-llava": DynamicLlava}
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype):
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def build_model(
+    model: str = "tiny",
+    method: str = "dynamic-llava",
+    *,
+    attn: str = "sdpa",
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> LlavaForBench:
+    """Random-weight model, built directly on `device` in `dtype` (no float32 copy of a 7B)."""
+    if method not in METHODS:
+        raise DynbenchError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    if attn not in ATTN_IMPLEMENTATIONS:
+        raise DynbenchError(
+            f"unknown attention implementation {attn!r}; choose one of: {', '.join(ATTN_IMPLEMENTATIONS)}"
+        )
+    preset = get_preset(model)
+    torch.manual_seed(seed)
+    with torch.device(device), _default_dtype(dtype):
+        net = METHODS[method](preset, attn=attn)
+    return net.eval().requires_grad_(False)
+
+
+def count_parameters(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())

@@ -1,0 +1,182 @@
+"""The three inference modes, as plain generators of per-step results.
+
+Definitions (DESIGN "The three modes"), P = prompt text tokens + image tokens:
+  * prefill  — one forward over P tokens → the first token. The K/V it produces are cached (as in
+    the first step of generation), so `layer_cache_lens` and KV bytes are reported.
+  * no-cache — `gen_len` forwards, the i-th over P + i − 1 tokens, no cache; the vision tower runs
+    every step (as the official benchmark) unless `reuse_vision`.
+  * kv-cache — prefill + `gen_len − 1` decode steps; each new token at its absolute position.
+Greedy decoding, EOS ignored. The last produced token is never fed back, so a full generation
+feeds `gen_len − 1` text tokens. With `answer_ids` (teacher forcing) the given tokens are fed
+instead of the model's own, so contexts are identical across methods; `token_ids` stay the
+model's greedy predictions.
+
+Each step yields a `Step`; the caller times between steps or sets `model.regions` for finer
+regions (vision_tower, projector, llm_prefill, decode_step, predictors, token_drop, lm_head).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from dynbench.errors import DynbenchError
+from dynbench.inputs import ModelInputs
+from dynbench.models.dynamic_llava import TextDecider
+from dynbench.models.llava import DropConfig, LlavaForBench
+
+MODES = ("prefill", "no-cache", "kv-cache")
+
+
+@dataclass
+class Step:
+    step: int  # 0 = prefill / first forward; i = the i-th decode step after it
+    token_ids: list[int]  # the token this step produced, per batch row
+    layer_seq_lens: list[int] | None  # input length of each decoder layer (full-sequence forwards)
+    layer_cache_lens: list[int] | None  # KV length of each layer after the step (cache modes)
+    image_tokens_kept: int  # per row, from the sparse layer on
+    text_tokens_fed: int  # generated tokens fed so far
+    text_tokens_kept: int  # of those, kept from the sparse layer on (cached, or not dropped)
+    kv_bytes_prompt: int | None
+    kv_bytes_generated: int | None
+    wall_ms: float  # host wall time of the step (device synchronized at its end)
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    method: str
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def last(self) -> Step:
+        return self.steps[-1]
+
+    @property
+    def generated_ids(self) -> list[list[int]]:
+        """(B, gen_len) produced token ids."""
+        return [list(row) for row in zip(*(s.token_ids for s in self.steps), strict=True)]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _check(model: LlavaForBench, inputs: ModelInputs, drop: DropConfig, gen_len: int, decoding: bool):
+    if decoding and gen_len < 1:
+        raise DynbenchError(f"gen_len must be at least 1 for decoding, got {gen_len}")
+    if inputs.answer_ids is not None and inputs.answer_ids.shape[1] < gen_len - 1:
+        raise DynbenchError(
+            f"teacher forcing needs {gen_len - 1} answer tokens for gen_len {gen_len}, "
+            f"got {inputs.answer_ids.shape[1]}"
+        )
+    learned = model.method != "llava" and drop.text_policy == "learned"
+    if decoding and learned and inputs.batch > 1 and not inputs.rows_identical():
+        # learned text decisions differ per row → ragged caches; the official code pads them
+        # without masking (reference pitfall 3c). Refuse rather than measure a wrong model.
+        raise DynbenchError(
+            "distinct prompts in one batch are not supported with --text-policy learned "
+            "(per-row decisions give ragged caches); replicate one prompt or use --text-policy budget"
+        )
+
+
+def _feed(inputs: ModelInputs, produced: torch.Tensor, i: int) -> torch.Tensor:
+    """Token fed at decode position i (0-based): the forced answer token or the model's own."""
+    return inputs.answer_ids[:, i].to(produced.device) if inputs.answer_ids is not None else produced
+
+
+def _prefill(model, inputs: ModelInputs, drop: DropConfig):
+    """One forward over the prompt with a cache → (Step 0, the cache, the produced token)."""
+    ids, px, layout = inputs.input_ids.to(model.device), inputs.pixel_values.to(model.device), inputs.layout
+    t0 = time.perf_counter()
+    cache = model.new_cache()
+    feats = model.encode_image(px)
+    with model.region("llm_prefill"):
+        out = model.forward_sequence(model.embed_prompt(ids, feats, layout), layout, drop, cache)
+    token = model.logits(out.hidden[:, -1]).argmax(-1)  # (B,)
+    cache.mark_prompt()
+    _sync(model.device)
+    image_kept = out.image_kept if out.image_kept is not None else layout.image_tokens
+    step = Step(
+        0, token.tolist(), out.layer_seq_lens, cache.lengths(), image_kept, 0, 0,
+        *cache.kv_bytes(), (time.perf_counter() - t0) * 1e3,
+    )  # fmt: skip
+    return step, cache, token
+
+
+def run_prefill(model, inputs: ModelInputs, drop: DropConfig, gen_len=None, reuse_vision=False):
+    _check(model, inputs, drop, 0, decoding=False)
+    yield _prefill(model, inputs, drop)[0]
+
+
+def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reuse_vision=False):
+    _check(model, inputs, drop, gen_len, decoding=True)
+    ids, px, layout = inputs.input_ids.to(model.device), inputs.pixel_values.to(model.device), inputs.layout
+    fed = ids.new_empty((ids.shape[0], 0))  # (B, i) generated tokens fed so far
+    feats = None
+    for i in range(gen_len):
+        t0 = time.perf_counter()
+        if feats is None or not reuse_vision:
+            feats = model.encode_image(px)
+        with model.region("llm_forward"):
+            hidden = torch.cat([model.embed_prompt(ids, feats, layout), model.embed_tokens(fed)], dim=1)
+            out = model.forward_sequence(hidden, layout, drop)
+        token = model.logits(out.hidden[:, -1]).argmax(-1)
+        _sync(model.device)
+        n_fed = fed.shape[1]
+        yield Step(
+            i, token.tolist(), out.layer_seq_lens, None,
+            out.image_kept if out.image_kept is not None else layout.image_tokens,
+            n_fed, out.text_kept if out.text_kept is not None else n_fed,
+            None, None, (time.perf_counter() - t0) * 1e3,
+        )  # fmt: skip
+        fed = torch.cat([fed, _feed(inputs, token, i)[:, None]], dim=1)
+
+
+def run_kv_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reuse_vision=False):
+    _check(model, inputs, drop, gen_len, decoding=True)
+    step, cache, token = _prefill(model, inputs, drop)
+    yield step
+    decider = TextDecider(drop.text_policy, drop.text_keep) if model.method != "llava" else None
+    image_kept, P = step.image_tokens_kept, inputs.layout.seq_len
+    for j in range(1, gen_len):
+        t0 = time.perf_counter()
+        fed = _feed(inputs, token, j - 1)  # (B,)
+        with model.region("decode_step"):
+            hidden, _ = model.forward_token(model.embed_tokens(fed[:, None]), P + j - 1, cache, decider)
+            token = model.logits(hidden[:, -1]).argmax(-1)
+        _sync(model.device)
+        yield Step(
+            j, token.tolist(), None, cache.lengths(), image_kept, j,
+            decider.kept if decider is not None else j,
+            *cache.kv_bytes(), (time.perf_counter() - t0) * 1e3,
+        )  # fmt: skip
+
+
+DRIVERS: dict[str, Callable[..., Iterator[Step]]] = {
+    "prefill": run_prefill,
+    "no-cache": run_no_cache,
+    "kv-cache": run_kv_cache,
+}
+
+
+def run_mode(
+    mode: str,
+    model: LlavaForBench,
+    inputs: ModelInputs,
+    drop: DropConfig | None = None,
+    gen_len: int = 1,
+    reuse_vision: bool = False,
+) -> ModeResult:
+    """Run one mode to the end and collect its steps (no gradients)."""
+    if mode not in DRIVERS:
+        raise DynbenchError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    result = ModeResult(mode, model.method)
+    with torch.inference_mode():
+        for step in DRIVERS[mode](model, inputs, drop or DropConfig(), gen_len, reuse_vision):
+            result.steps.append(step)
+    return result

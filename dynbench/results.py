@@ -1,0 +1,177 @@
+"""Results store: plain, append-only JSON Lines (one flat JSON object per line).
+
+Schema, in words
+- A results folder holds `records.jsonl`. Each benchmark point writes one row per step (`step`
+  = its index; what a step is per mode is defined in `modes.py`) and one summary row with
+  `step` = null. Rows are never rewritten: a point run again (e.g. after an `error`) is appended
+  again, so readers should take the last summary row of a point.
+- Every row carries the full RunSpec, one column per field (model, method, mode, batch,
+  prompt_len, gen_len, keep ratios, text policy, dtype, device, attn, seed, …). Axes a point does
+  not use are null (`llava` has no keep ratios; `prefill` has no `gen_len`).
+- `env_id` (12 hex, `dynbench.measure.env.env_id`) names the environment; `git_sha` the code.
+- `status`: "ok", "oom" (ran out of memory; measurements null) or "error: <message>".
+- Units are suffixes and values raw SI: `_ms` (float milliseconds), `_bytes` (int bytes),
+  `tmacs` / `tflops_*` (tera multiply-adds / tera FLOPs, the convention in the name). Counts are
+  plain ints (`seq_len`, `image_tokens`, `text_tokens_kept`).
+- null (None) means "not measured", never zero. NaN and ±inf are written as null (strict JSON).
+- Lists stay JSON lists: `layer_seq_lens`, `layer_cache_lens`, `latency_ms_samples`,
+  `generated_ids`.
+
+Durability: `append_record` issues one write + flush + fsync per row, so a crash can only leave
+a truncated last line; `load` skips it with a warning and the next append cuts it off. Whole
+files (baselines, reports) go through `write_atomic` (temp file + fsync + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dynbench.errors import DynbenchError
+
+RECORDS_FILE = "records.jsonl"
+RESUMABLE_STATUSES = ("ok", "oom")  # `--resume` skips these; "error: …" points run again
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types only: non-finite floats -> None, tuples -> lists, numpy/torch -> Python."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy / torch scalars and arrays
+        return _jsonable(value.tolist())
+    raise TypeError(f"cannot store {type(value).__name__} in a record: {value!r}")
+
+
+def _cut_partial_line(path: Path) -> None:
+    """Drop a trailing line without newline (a write cut short by a crash) before appending."""
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        keep = f.read().rfind(b"\n") + 1  # 0 when the only line is partial
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    warnings.warn(f"{path}: removed a truncated last line ({size - keep} bytes) left by an "
+                  "interrupted write", RuntimeWarning, stacklevel=3)
+
+
+def append_record(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
+    """Append one record as one JSON line: one write, flush, fsync. Creates parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(_jsonable(record), allow_nan=False) + "\n"
+    if path.exists():
+        _cut_partial_line(path)
+    with open(path, "ab") as f:
+        f.write(line.encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _records_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    file = path / RECORDS_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise DynbenchError(f"no results at {file}: pass a {RECORDS_FILE} file or a folder "
+                            "written by `dynbench run --out DIR`")
+    return file
+
+
+def iter_records(path: str | os.PathLike) -> Iterator[dict]:
+    """Raw records from a records.jsonl file or a folder holding one.
+
+    A corrupt last line is skipped with a warning (a crash mid-write); a corrupt line followed by
+    more records means the file was damaged otherwise, and raises DynbenchError.
+    """
+    file = _records_file(path)
+    bad: tuple[int, str] | None = None  # (line number, reason) of an unparsable line
+    with open(file, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if bad is not None:
+                raise DynbenchError(f"{file}:{bad[0]}: corrupt record ({bad[1]}); fix or delete "
+                                    "that line")
+            try:
+                record = json.loads(line)  # bytes: a broken UTF-8 sequence is a ValueError too
+            except ValueError as exc:
+                bad = (lineno, str(exc))
+                continue
+            if not isinstance(record, dict):
+                bad = (lineno, f"expected a JSON object, got {type(record).__name__}")
+                continue
+            yield record
+    if bad is not None:
+        warnings.warn(f"{file}:{bad[0]}: skipped a truncated last record ({bad[1]})",
+                      RuntimeWarning, stacklevel=2)
+
+
+def load(path: str | os.PathLike) -> pd.DataFrame:
+    """All records as a DataFrame (list columns stay Python lists; nulls become None/NaN)."""
+    records = list(iter_records(path))
+    if not records:
+        raise DynbenchError(f"{_records_file(path)} holds no records: run `dynbench run` first")
+    return pd.DataFrame.from_records(records)
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a whole file so readers see the old or the new content, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # as stored
+    return value
+
+
+def point_key(record: Mapping[str, Any], fields: Iterable[str]) -> tuple:
+    """Hashable identity of a point: the values of `fields` in order (missing -> None)."""
+    return tuple(_hashable(record.get(name)) for name in fields)
+
+
+def recorded_keys(path: str | os.PathLike, fields: Iterable[str]) -> set[tuple]:
+    """Keys of points whose summary row (step null) has status ok/oom; empty if no results yet.
+
+    Step rows alone do not count: a point interrupted before its summary row runs again.
+    """
+    file = Path(path) / RECORDS_FILE if Path(path).is_dir() else Path(path)
+    if not file.exists():
+        return set()
+    fields = tuple(fields)
+    return {point_key(r, fields) for r in iter_records(file)
+            if r.get("step") is None and r.get("status") in RESUMABLE_STATUSES}

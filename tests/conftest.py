@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+from dynbench.inputs import synthetic_inputs
+from dynbench.models.build import build_model
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def tiny_pair(attn: str = "sdpa"):
+    """A tiny `llava` and a `dynamic-llava` that share every LLaVA weight."""
+    llava = build_model("tiny", "llava", attn=attn, seed=0)
+    dyn = build_model("tiny", "dynamic-llava", attn=attn, seed=1)
+    missing, unexpected = dyn.load_state_dict(llava.state_dict(), strict=False)
+    assert not unexpected and all("score_predictor" in k for k in missing)
+    return llava, dyn
+
+
+@pytest.fixture(scope="session")
+def pair():
+    return tiny_pair("sdpa")
+
+
+@pytest.fixture(scope="session")
+def prompt():
+    llava = build_model("tiny", "llava", device="meta")
+    return synthetic_inputs(llava.preset, prompt_len=48, batch=1, seed=3)

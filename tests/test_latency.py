@@ -1,0 +1,156 @@
+import statistics
+import time
+import warnings
+
+import numpy as np
+import pynvml
+import pytest
+import torch
+
+from dynbench.measure import env, latency
+from dynbench.measure.latency import ClockMonitor, LatencyTracker, summarize
+
+VALUES = [12.0, 10.5, 11.0, 30.0, 10.0, 10.25, 9.75, 11.5, 10.0, 13.0, 10.8]
+
+
+def test_summarize_matches_numpy_and_statistics():
+    s = summarize(VALUES)
+    assert s.n == len(VALUES)
+    assert s.median == pytest.approx(statistics.median(VALUES))
+    assert s.p90 == pytest.approx(np.percentile(VALUES, 90))
+    assert s.p99 == pytest.approx(np.percentile(VALUES, 99))
+    assert s.mean == pytest.approx(statistics.mean(VALUES))
+    assert s.std == pytest.approx(statistics.stdev(VALUES))
+    assert s.cv == pytest.approx(statistics.stdev(VALUES) / statistics.mean(VALUES))
+    assert (s.min, s.max) == (9.75, 30.0)
+
+
+def test_summarize_single_and_empty():
+    s = summarize([4.0])
+    assert (s.median, s.p90, s.p99, s.std, s.cv) == (4.0, 4.0, 4.0, 0.0, 0.0)
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_stats_as_dict_prefixes_columns():
+    d = summarize([1.0, 2.0, 3.0]).as_dict("tpot_ms")
+    assert d["tpot_ms_median"] == 2.0 and d["tpot_ms_n"] == 3 and len(d) == 9
+
+
+def test_cpu_tracker_times_sleep_and_keeps_order():
+    tracker = LatencyTracker(torch.device("cpu"))
+    assert tracker.timer == "cpu"
+    with tracker.track("slow"):
+        time.sleep(0.02)
+    with tracker.track("fast"):
+        pass
+    with tracker.track("slow"):
+        time.sleep(0.001)
+    result = tracker.result()
+    assert list(result) == ["slow", "fast"]
+    slow = result["slow"]
+    assert len(slow) == 2 and slow[0] >= 19.0 and slow[0] < 1000.0
+    assert slow[1] < slow[0]  # call order kept, not sorted
+    tracker.reset()
+    assert tracker.result() == {}
+
+
+class FakeEvent:
+    def __init__(self, log, enable_timing=False):
+        assert enable_timing
+        self.log, self.t = log, None
+
+    def record(self, stream=None):
+        assert stream == "stream"
+        self.t = len(self.log)
+        self.log.append("record")
+
+    def elapsed_time(self, end):
+        assert "synchronize" in self.log, "read before sync"
+        return float(end.t - self.t)
+
+
+def test_cuda_tracker_records_events_and_syncs_once(monkeypatch):
+    log = []
+    monkeypatch.setattr(torch.cuda, "Event",
+                        lambda enable_timing=False: FakeEvent(log, enable_timing))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: "stream")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append("synchronize"))
+    tracker = LatencyTracker("cuda")
+    assert tracker.timer == "cuda_event"
+    for _ in range(3):
+        with tracker.track("step"):
+            log.append("work")
+    assert "synchronize" not in log  # nothing blocks inside the loop
+    result = tracker.result()
+    assert log.count("synchronize") == 1 and log[-1] == "synchronize"
+    assert result == {"step": [2.0, 2.0, 2.0]}
+    assert tracker.result() == result and log.count("synchronize") == 1  # read once
+
+
+def _fake_nvml(monkeypatch, clocks, reasons, *, new_api=True):
+    monkeypatch.setattr(latency, "nvml_handle", lambda device: "handle")
+    clocks, reasons = iter(clocks), iter(reasons)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetClockInfo", lambda h, kind: next(clocks))
+    if new_api:
+        monkeypatch.setattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons",
+                            lambda h: next(reasons))
+    else:
+        monkeypatch.delattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons")
+        monkeypatch.setattr(pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons",
+                            lambda h: next(reasons))
+
+
+def test_clock_monitor_flags_throttling(monkeypatch):
+    _fake_nvml(monkeypatch, [1980, 1755], [0x0, 0x4 | 0x1])
+    mon = ClockMonitor("cuda")
+    with mon.track():
+        pass
+    r = mon.result()
+    assert (r.sm_clock_mhz_start, r.sm_clock_mhz_end) == (1980, 1755)
+    assert r.clock_event_reasons == 0x5
+    assert r.throttled and r.throttle_reasons == ("sw_power_cap",)
+
+
+def test_clock_monitor_idle_is_not_throttling_old_binding(monkeypatch):
+    _fake_nvml(monkeypatch, [1980, 1980], [0x1, 0x2 | 0x10], new_api=False)
+    mon = ClockMonitor("cuda")
+    with mon.track():
+        pass
+    assert mon.result().throttled is False and mon.result().throttle_reasons == ()
+
+
+def test_clock_monitor_none_without_nvml(monkeypatch):
+    def boom():
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
+
+    monkeypatch.setattr(pynvml, "nvmlInit", boom)
+    monkeypatch.setattr(env, "_warned", set())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            mon = ClockMonitor("cuda")
+            with mon.track():
+                pass
+            assert mon.result() is None
+    assert len(caught) == 1
+    cpu = ClockMonitor("cpu")
+    with cpu.track():
+        pass
+    assert cpu.result() is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tracker_real_gpu():
+    tracker = LatencyTracker("cuda")
+    x = torch.randn(2048, 2048, device="cuda")
+    with tracker.track("mm"):
+        for _ in range(10):
+            x = x @ x / 2048
+    assert tracker.result()["mm"][0] > 0
+    mon = ClockMonitor("cuda")
+    with mon.track():
+        torch.cuda._sleep(1000)
+    r = mon.result()
+    assert r is None or r.sm_clock_mhz_start > 0

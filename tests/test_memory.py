@@ -1,0 +1,137 @@
+import os
+import time
+from types import SimpleNamespace
+
+import pynvml
+import pytest
+import torch
+
+from dynbench.measure import env, memory
+from dynbench.measure.memory import MemoryTracker, kv_bytes, rss_bytes, weights_bytes
+
+
+def test_kv_bytes_hand_count():
+    # 3 layers cached 10, 10, 4 tokens; 8 kv heads x 128 dims in fp16, batch 2
+    expected = 2 * (10 + 10 + 4) * 8 * 128 * 2 * 2
+    assert kv_bytes([10, 10, 4], kv_heads=8, head_dim=128, dtype=torch.float16, batch=2) == expected
+    assert kv_bytes([], 8, 128, torch.float32, 1) == 0
+
+
+def test_weights_bytes_meta_linear():
+    lin = torch.nn.Linear(1024, 512, device="meta", dtype=torch.bfloat16)
+    assert weights_bytes(lin) == (1024 * 512 + 512) * 2
+    norm = torch.nn.BatchNorm1d(16)  # buffers count too: running mean/var (fp32) + counter (int64)
+    assert weights_bytes(norm) == 2 * 16 * 4 + 2 * 16 * 4 + 8
+
+
+def test_cpu_tracker_sees_rss_growth():
+    mem = MemoryTracker("cpu")
+    before = rss_bytes()
+    with mem.track():
+        block = torch.ones(64 * 2**20, dtype=torch.uint8)  # 64 MiB, touched
+        time.sleep(0.05)  # several polls while it is resident
+        del block
+    r = mem.result()
+    assert r.mem_source == "rss_sampled_approx" and r.peak_mem_bytes == r.peak_rss_bytes
+    assert r.peak_rss_bytes >= before + 48 * 2**20
+    assert r.peak_alloc_bytes is None and r.nvml_process_bytes is None and r.nvml_source is None
+
+
+def test_meta_measures_nothing_and_result_needs_track():
+    mem = MemoryTracker("meta")
+    with pytest.raises(RuntimeError):
+        mem.result()
+    with mem.track():
+        pass
+    assert mem.result().peak_mem_bytes is None and mem.result().mem_source is None
+
+
+def fake_cuda(monkeypatch, log):
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append("sync"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats",
+                        lambda device=None: log.append("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated",
+                        lambda device=None: log.append("read") or 1000)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 2048)
+
+
+def test_cuda_order_reset_region_sync_read(monkeypatch):
+    log = []
+    fake_cuda(monkeypatch, log)
+    monkeypatch.setattr(memory, "nvml_handle", lambda device: None)
+    mem = MemoryTracker("cuda")
+    with mem.track():
+        log.append("region")
+    assert log == ["sync", "reset", "region", "sync", "read"]
+    r = mem.result()
+    assert (r.peak_alloc_bytes, r.peak_reserved_bytes, r.peak_mem_bytes) == (1000, 2048, 1000)
+    assert r.mem_source == "torch_allocator"
+    assert r.nvml_process_bytes is None and r.nvml_source is None and r.peak_rss_bytes is None
+
+
+def fake_nvml(monkeypatch, used, processes):
+    """`used`: device-global used bytes per call; `processes`: what the driver lists."""
+    used = iter(used)
+    last = [0]
+
+    def memory_info(handle):
+        last[0] = next(used, last[0])
+        return SimpleNamespace(used=last[0])
+
+    monkeypatch.setattr(memory, "nvml_handle", lambda device: "handle")
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo", memory_info)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetComputeRunningProcesses", lambda h: processes)
+
+
+def test_cuda_nvml_per_process(monkeypatch):
+    fake_cuda(monkeypatch, [])
+    procs = [SimpleNamespace(pid=1, usedGpuMemory=9 * 2**30),
+             SimpleNamespace(pid=os.getpid(), usedGpuMemory=3 * 2**30)]
+    fake_nvml(monkeypatch, [2**30, 5 * 2**30, 12 * 2**30], procs)
+    mem = MemoryTracker("cuda")
+    with mem.track():
+        pass
+    r = mem.result()
+    assert (r.nvml_source, r.nvml_process_bytes) == ("process", 3 * 2**30)
+    assert r.nvml_global_bytes == 12 * 2**30
+
+
+def test_cuda_nvml_hidden_pid_falls_back_to_global_minus_baseline(monkeypatch):
+    fake_cuda(monkeypatch, [])
+    fake_nvml(monkeypatch, [2**30, 5 * 2**30, 7 * 2**30, 6 * 2**30],
+              [SimpleNamespace(pid=123456789, usedGpuMemory=None)])
+    mem = MemoryTracker("cuda")  # baseline: 1 GiB
+    with mem.track():
+        pass
+    r = mem.result()
+    assert (r.nvml_source, r.nvml_process_bytes) == ("global-minus-baseline", 6 * 2**30)
+
+
+def test_cuda_nvml_failure_mid_region_only_warns(monkeypatch):
+    fake_cuda(monkeypatch, [])
+    fake_nvml(monkeypatch, [2**30], [])
+
+    def broken(handle):
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+
+    mem = MemoryTracker("cuda")
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo", broken)
+    monkeypatch.setattr(env, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="polling failed"):
+        with mem.track():
+            pass
+    assert mem.result().peak_alloc_bytes == 1000 and mem.result().nvml_process_bytes is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_real_cuda_peak_covers_known_tensor():
+    n = 256 * 2**20
+    mem = MemoryTracker("cuda")
+    with mem.track():
+        x = torch.empty(n, dtype=torch.uint8, device="cuda")
+        del x
+    r = mem.result()
+    assert r.peak_alloc_bytes >= n and r.peak_reserved_bytes >= r.peak_alloc_bytes
+    assert r.mem_source == "torch_allocator"
+    assert r.nvml_process_bytes is None or r.nvml_process_bytes >= n
