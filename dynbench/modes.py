@@ -34,7 +34,7 @@ MODES = ("prefill", "no-cache", "kv-cache")
 @dataclass
 class Step:
     step: int  # 0 = prefill / first forward; i = the i-th decode step after it
-    token_ids: list[int]  # the token this step produced, per batch row
+    token_ids: list[int] | None  # the token this step produced, per batch row (None on meta)
     layer_seq_lens: list[int] | None  # input length of each decoder layer (full-sequence forwards)
     layer_cache_lens: list[int] | None  # KV length of each layer after the step (cache modes)
     image_tokens_kept: int  # per row, from the sparse layer on
@@ -43,6 +43,12 @@ class Step:
     kv_bytes_prompt: int | None
     kv_bytes_generated: int | None
     wall_ms: float  # host wall time of the step (device synchronized at its end)
+    # what ran, for cost accounting (FLOPs): per decoder layer (queries, keys attended), whether
+    # the vision tower ran, and how many tokens (per row) each predictor scored
+    layer_shapes: list[tuple[int, int]] = field(default_factory=list)
+    vision_ran: bool = False
+    image_scored: int = 0
+    text_scored: int = 0
 
 
 @dataclass
@@ -57,7 +63,9 @@ class ModeResult:
 
     @property
     def generated_ids(self) -> list[list[int]]:
-        """(B, gen_len) produced token ids."""
+        """(B, gen_len) produced token ids ([] on the meta device, where nothing is computed)."""
+        if any(s.token_ids is None for s in self.steps):
+            return []
         return [list(row) for row in zip(*(s.token_ids for s in self.steps), strict=True)]
 
 
@@ -75,6 +83,11 @@ def _check(model: LlavaForBench, inputs: ModelInputs, drop: DropConfig, gen_len:
             f"got {inputs.answer_ids.shape[1]}"
         )
     learned = model.method != "llava" and drop.text_policy == "learned"
+    if learned and decoding and model.device.type == "meta":
+        raise DynbenchError(
+            "the meta device computes shapes only, so learned text decisions cannot be made there; "
+            "use --text-policy budget (exact counts) or a real device"
+        )
     if decoding and learned and inputs.batch > 1 and not inputs.rows_identical():
         # learned text decisions differ per row → ragged caches; the official code pads them
         # without masking (reference pitfall 3c). Refuse rather than measure a wrong model.
@@ -87,6 +100,10 @@ def _check(model: LlavaForBench, inputs: ModelInputs, drop: DropConfig, gen_len:
 def _feed(inputs: ModelInputs, produced: torch.Tensor, i: int) -> torch.Tensor:
     """Token fed at decode position i (0-based): the forced answer token or the model's own."""
     return inputs.answer_ids[:, i].to(produced.device) if inputs.answer_ids is not None else produced
+
+
+def _ids(token: torch.Tensor) -> list[int] | None:
+    return None if token.device.type == "meta" else token.tolist()
 
 
 def _prefill(model, inputs: ModelInputs, drop: DropConfig):
@@ -102,8 +119,10 @@ def _prefill(model, inputs: ModelInputs, drop: DropConfig):
     _sync(model.device)
     image_kept = out.image_kept if out.image_kept is not None else layout.image_tokens
     step = Step(
-        0, token.tolist(), out.layer_seq_lens, cache.lengths(), image_kept, 0, 0,
+        0, _ids(token), out.layer_seq_lens, cache.lengths(), image_kept, 0, 0,
         *cache.kv_bytes(), (time.perf_counter() - t0) * 1e3,
+        layer_shapes=[(n, n) for n in out.layer_seq_lens], vision_ran=True,
+        image_scored=out.image_scored,
     )  # fmt: skip
     return step, cache, token
 
@@ -120,7 +139,8 @@ def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
     feats = None
     for i in range(gen_len):
         t0 = time.perf_counter()
-        if feats is None or not reuse_vision:
+        ran_vision = feats is None or not reuse_vision
+        if ran_vision:
             feats = model.encode_image(px)
         with model.region("llm_forward"):
             hidden = torch.cat([model.embed_prompt(ids, feats, layout), model.embed_tokens(fed)], dim=1)
@@ -129,10 +149,12 @@ def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
         _sync(model.device)
         n_fed = fed.shape[1]
         yield Step(
-            i, token.tolist(), out.layer_seq_lens, None,
+            i, _ids(token), out.layer_seq_lens, None,
             out.image_kept if out.image_kept is not None else layout.image_tokens,
             n_fed, out.text_kept if out.text_kept is not None else n_fed,
             None, None, (time.perf_counter() - t0) * 1e3,
+            layer_shapes=[(n, n) for n in out.layer_seq_lens], vision_ran=ran_vision,
+            image_scored=out.image_scored, text_scored=out.text_scored,
         )  # fmt: skip
         fed = torch.cat([fed, _feed(inputs, token, i)[:, None]], dim=1)
 
@@ -146,14 +168,17 @@ def run_kv_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
     for j in range(1, gen_len):
         t0 = time.perf_counter()
         fed = _feed(inputs, token, j - 1)  # (B,)
+        before = cache.lengths()
         with model.region("decode_step"):
             hidden, _ = model.forward_token(model.embed_tokens(fed[:, None]), P + j - 1, cache, decider)
             token = model.logits(hidden[:, -1]).argmax(-1)
         _sync(model.device)
         yield Step(
-            j, token.tolist(), None, cache.lengths(), image_kept, j,
+            j, _ids(token), None, cache.lengths(), image_kept, j,
             decider.kept if decider is not None else j,
             *cache.kv_bytes(), (time.perf_counter() - t0) * 1e3,
+            layer_shapes=[(1, n + 1) for n in before],  # the token attends to itself too
+            text_scored=1 if decider is not None else 0,
         )  # fmt: skip
 
 

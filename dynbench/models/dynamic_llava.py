@@ -214,6 +214,7 @@ class DynamicLlava(LlavaForBench):
             parts = [rows(0, a), img_idx, rows(b, P)]
             counts["image"] = img_idx.shape[1]
             if n > P:  # no-cache decoding: fed generated tokens follow the prompt
+                counts["text_scored"] = n - 1 - P
                 if n - 1 > P:
                     with self.region("predictor_text"):
                         txt_logits = self.model.output_text_score_predictor(h[:, P : n - 1])
@@ -229,7 +230,10 @@ class DynamicLlava(LlavaForBench):
 
         pos = torch.arange(n, device=hidden.device).expand(batch, n)
         hidden, pos, seq_lens = self.run_layers(hidden, pos, cache, sparse_hook)
-        return SequenceOut(hidden, counts["index"], seq_lens, counts["image"], counts.get("text"))
+        return SequenceOut(
+            hidden, counts["index"], seq_lens, counts["image"], counts.get("text"),
+            image_scored=b - a, text_scored=counts.get("text_scored", 0),
+        )  # fmt: skip
 
     def forward_token(self, hidden, position, cache, decider=None):
         decision = {}

@@ -59,6 +59,8 @@ class SequenceOut:
     layer_seq_lens: list[int]  # input length of every decoder layer
     image_kept: int | None = None  # image tokens kept from the sparse layer on (per row)
     text_kept: int | None = None  # fed generated tokens kept from the sparse layer on (per row)
+    image_scored: int = 0  # tokens the image predictor scored (per row)
+    text_scored: int = 0  # tokens the output-text predictor scored (per row)
 
 
 class LlavaBackbone(nn.Module):
