@@ -168,7 +168,7 @@ def _run_points(points: list[RunSpec]) -> list[tuple[RunSpec, ModeResult]]:
 def _results_table(results: list[tuple[RunSpec, ModeResult]]) -> Table:
     table = Table(title="dynbench run (wall time is host time, not a benchmark: see README)")
     for col in ("method", "mode", "prompt", "gen", "keep v/t", "img kept", "text kept/fed",
-                "layer seq lens", "layer cache lens", "KV prompt MiB", "KV gen MiB", "wall ms"):  # fmt: skip
+                "layer seq lens", "layer cache lens", "KV prompt MiB", "KV gen MiB"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("method", "mode") else "right")
     for spec, res in results:
         last = res.last
@@ -183,7 +183,6 @@ def _results_table(results: list[tuple[RunSpec, ModeResult]]) -> Table:
             _runs(last.layer_seq_lens) if last.layer_seq_lens else "—",
             _runs(last.layer_cache_lens) if last.layer_cache_lens else "—",
             _mib(last.kv_bytes_prompt), _mib(last.kv_bytes_generated),
-            f"{sum(s.wall_ms for s in res.steps):.1f}",
         )  # fmt: skip
     return table
 

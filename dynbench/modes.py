@@ -11,22 +11,29 @@ feeds `gen_len − 1` text tokens. With `answer_ids` (teacher forcing) the given
 instead of the model's own, so contexts are identical across methods; `token_ids` stay the
 model's greedy predictions.
 
-Each step yields a `Step`; the caller times between steps or sets `model.regions` for finer
-regions (vision_tower, projector, llm_prefill, decode_step, predictors, token_drop, lm_head).
+Each step yields a `Step`. Drivers never synchronize the device themselves (token ids stay on
+it until the run ends), so a caller can time each step with CUDA events (`run_mode(step_timer=…)`)
+or set `model.regions` for finer regions (vision_tower, projector, llm_prefill, llm_forward,
+decode_step, predictor_vision, predictor_text, token_drop, lm_head). The only host syncs inside a
+step are the ones the method needs: the learned text policy reads its decision (`.item()`).
+
+`plan_mode` computes the same steps from the rules alone (budget policy), without running the
+model: what `--device meta` reports for 7B / 13B in seconds. Tests check plan == run.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
 from dynbench.errors import DynbenchError
 from dynbench.inputs import ModelInputs
-from dynbench.models.dynamic_llava import TextDecider
+from dynbench.models.dynamic_llava import TextDecider, keep_count
 from dynbench.models.llava import DropConfig, LlavaForBench
+from dynbench.models.presets import Preset
 
 MODES = ("prefill", "no-cache", "kv-cache")
 
@@ -34,7 +41,7 @@ MODES = ("prefill", "no-cache", "kv-cache")
 @dataclass
 class Step:
     step: int  # 0 = prefill / first forward; i = the i-th decode step after it
-    token_ids: list[int] | None  # the token this step produced, per batch row (None on meta)
+    tokens: torch.Tensor | None  # (B,) the token this step produced, on the device
     layer_seq_lens: list[int] | None  # input length of each decoder layer (full-sequence forwards)
     layer_cache_lens: list[int] | None  # KV length of each layer after the step (cache modes)
     image_tokens_kept: int  # per row, from the sparse layer on
@@ -42,13 +49,18 @@ class Step:
     text_tokens_kept: int  # of those, kept from the sparse layer on (cached, or not dropped)
     kv_bytes_prompt: int | None
     kv_bytes_generated: int | None
-    wall_ms: float  # host wall time of the step (device synchronized at its end)
     # what ran, for cost accounting (FLOPs): per decoder layer (queries, keys attended), whether
     # the vision tower ran, and how many tokens (per row) each predictor scored
     layer_shapes: list[tuple[int, int]] = field(default_factory=list)
     vision_ran: bool = False
     image_scored: int = 0
     text_scored: int = 0
+    token_ids: list[int] | None = None  # `tokens` on the host, filled in when the run ends
+
+    def to_host(self) -> None:
+        if self.tokens is not None and self.tokens.device.type != "meta":
+            self.token_ids = self.tokens.tolist()
+        self.tokens = None
 
 
 @dataclass
@@ -67,11 +79,6 @@ class ModeResult:
         if any(s.token_ids is None for s in self.steps):
             return []
         return [list(row) for row in zip(*(s.token_ids for s in self.steps), strict=True)]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _check(model: LlavaForBench, inputs: ModelInputs, drop: DropConfig, gen_len: int, decoding: bool):
@@ -102,25 +109,18 @@ def _feed(inputs: ModelInputs, produced: torch.Tensor, i: int) -> torch.Tensor:
     return inputs.answer_ids[:, i].to(produced.device) if inputs.answer_ids is not None else produced
 
 
-def _ids(token: torch.Tensor) -> list[int] | None:
-    return None if token.device.type == "meta" else token.tolist()
-
-
 def _prefill(model, inputs: ModelInputs, drop: DropConfig):
     """One forward over the prompt with a cache → (Step 0, the cache, the produced token)."""
     ids, px, layout = inputs.input_ids.to(model.device), inputs.pixel_values.to(model.device), inputs.layout
-    t0 = time.perf_counter()
     cache = model.new_cache()
     feats = model.encode_image(px)
     with model.region("llm_prefill"):
         out = model.forward_sequence(model.embed_prompt(ids, feats, layout), layout, drop, cache)
     token = model.logits(out.hidden[:, -1]).argmax(-1)  # (B,)
     cache.mark_prompt()
-    _sync(model.device)
     image_kept = out.image_kept if out.image_kept is not None else layout.image_tokens
     step = Step(
-        0, _ids(token), out.layer_seq_lens, cache.lengths(), image_kept, 0, 0,
-        *cache.kv_bytes(), (time.perf_counter() - t0) * 1e3,
+        0, token, out.layer_seq_lens, cache.lengths(), image_kept, 0, 0, *cache.kv_bytes(),
         layer_shapes=[(n, n) for n in out.layer_seq_lens], vision_ran=True,
         image_scored=out.image_scored,
     )  # fmt: skip
@@ -138,7 +138,6 @@ def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
     fed = ids.new_empty((ids.shape[0], 0))  # (B, i) generated tokens fed so far
     feats = None
     for i in range(gen_len):
-        t0 = time.perf_counter()
         ran_vision = feats is None or not reuse_vision
         if ran_vision:
             feats = model.encode_image(px)
@@ -146,13 +145,11 @@ def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
             hidden = torch.cat([model.embed_prompt(ids, feats, layout), model.embed_tokens(fed)], dim=1)
             out = model.forward_sequence(hidden, layout, drop)
         token = model.logits(out.hidden[:, -1]).argmax(-1)
-        _sync(model.device)
         n_fed = fed.shape[1]
         yield Step(
-            i, _ids(token), out.layer_seq_lens, None,
+            i, token, out.layer_seq_lens, None,
             out.image_kept if out.image_kept is not None else layout.image_tokens,
-            n_fed, out.text_kept if out.text_kept is not None else n_fed,
-            None, None, (time.perf_counter() - t0) * 1e3,
+            n_fed, out.text_kept if out.text_kept is not None else n_fed, None, None,
             layer_shapes=[(n, n) for n in out.layer_seq_lens], vision_ran=ran_vision,
             image_scored=out.image_scored, text_scored=out.text_scored,
         )  # fmt: skip
@@ -166,17 +163,14 @@ def run_kv_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
     decider = TextDecider(drop.text_policy, drop.text_keep) if model.method != "llava" else None
     image_kept, P = step.image_tokens_kept, inputs.layout.seq_len
     for j in range(1, gen_len):
-        t0 = time.perf_counter()
         fed = _feed(inputs, token, j - 1)  # (B,)
         before = cache.lengths()
         with model.region("decode_step"):
             hidden, _ = model.forward_token(model.embed_tokens(fed[:, None]), P + j - 1, cache, decider)
             token = model.logits(hidden[:, -1]).argmax(-1)
-        _sync(model.device)
         yield Step(
-            j, _ids(token), None, cache.lengths(), image_kept, j,
-            decider.kept if decider is not None else j,
-            *cache.kv_bytes(), (time.perf_counter() - t0) * 1e3,
+            j, token, None, cache.lengths(), image_kept, j,
+            decider.kept if decider is not None else j, *cache.kv_bytes(),
             layer_shapes=[(1, n + 1) for n in before],  # the token attends to itself too
             text_scored=1 if decider is not None else 0,
         )  # fmt: skip
@@ -196,12 +190,84 @@ def run_mode(
     drop: DropConfig | None = None,
     gen_len: int = 1,
     reuse_vision: bool = False,
+    step_timer=None,
 ) -> ModeResult:
-    """Run one mode to the end and collect its steps (no gradients)."""
+    """Run one mode to the end and collect its steps (no gradients).
+
+    `step_timer.track("step")` (e.g. a `LatencyTracker`) wraps the work of each step.
+    """
     if mode not in DRIVERS:
         raise DynbenchError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
     result = ModeResult(mode, model.method)
     with torch.inference_mode():
-        for step in DRIVERS[mode](model, inputs, drop or DropConfig(), gen_len, reuse_vision):
+        steps = DRIVERS[mode](model, inputs, drop or DropConfig(), gen_len, reuse_vision)
+        while True:
+            with step_timer.track("step") if step_timer is not None else nullcontext():
+                step = next(steps, None)
+            if step is None:
+                break
             result.steps.append(step)
+    for step in result.steps:  # one device→host copy per step, after the timed work
+        step.to_host()
+    return result
+
+
+def plan_mode(
+    preset: Preset,
+    method: str,
+    mode: str,
+    prompt_len: int,
+    gen_len: int = 1,
+    drop: DropConfig | None = None,
+    reuse_vision: bool = False,
+    batch: int = 1,
+    dtype: torch.dtype = torch.float32,
+) -> ModeResult:
+    """The steps `run_mode` would produce, from the counting rules alone (no model is run).
+
+    Exact for `llava` and for `dynamic-llava` under the budget policy; learned decisions depend
+    on the weights and cannot be planned.
+    """
+    drop = drop or DropConfig()
+    dynamic = method != "llava"
+    if dynamic and drop.text_policy == "learned" and mode != "prefill":
+        raise DynbenchError(
+            "learned text decisions depend on the weights and cannot be counted without running "
+            "the model; use --text-policy budget on the meta device"
+        )
+    L, s, N = preset.layers, preset.sparse_layer, preset.image_tokens
+    P = prompt_len + N
+    k = keep_count(drop.vision_keep, N) if dynamic else N
+    per_token = 2 * preset.kv_heads * (preset.hidden // preset.heads) * dtype.itemsize * batch
+    split = lambda below, above: [below] * s + [above] * (L - s)  # noqa: E731
+    result = ModeResult(mode, method)
+    prompt_lens = split(P, P - (N - k))
+    if mode in ("prefill", "kv-cache"):
+        result.steps.append(Step(
+            0, None, prompt_lens, list(prompt_lens), k, 0, 0, sum(prompt_lens) * per_token, 0,
+            layer_shapes=[(n, n) for n in prompt_lens], vision_ran=True,
+            image_scored=N if dynamic else 0,
+        ))  # fmt: skip
+    if mode == "kv-cache":
+        decider = TextDecider(drop.text_policy, drop.text_keep) if dynamic else None
+        cache = list(prompt_lens)
+        for j in range(1, gen_len):
+            keep = decider.decide(None) if dynamic else True
+            shapes = [(1, n + 1) for n in cache]
+            cache = [n + 1 if (i < s or keep) else n for i, n in enumerate(cache)]
+            kept = decider.kept if dynamic else j
+            result.steps.append(Step(
+                j, None, None, list(cache), k, j, kept, sum(prompt_lens) * per_token,
+                (sum(cache) - sum(prompt_lens)) * per_token,
+                layer_shapes=shapes, text_scored=1 if dynamic else 0,
+            ))  # fmt: skip
+    if mode == "no-cache":
+        for i in range(gen_len):  # i generated tokens fed; i - 1 of them are candidates
+            kept = i if not dynamic else (keep_count(drop.text_keep, i - 1) + 1 if i else 0)
+            lens = split(P + i, P - (N - k) + kept) if dynamic else split(P + i, P + i)
+            result.steps.append(Step(
+                i, None, lens, None, k, i, kept, None, None,
+                layer_shapes=[(n, n) for n in lens], vision_ran=i == 0 or not reuse_vision,
+                image_scored=N if dynamic else 0, text_scored=max(i - 1, 0) if dynamic else 0,
+            ))  # fmt: skip
     return result

@@ -9,7 +9,7 @@ from dynbench.inputs import synthetic_inputs
 from dynbench.models.build import build_model, count_parameters
 from dynbench.models.dynamic_llava import TextDecider, keep_count, text_keep_index
 from dynbench.models.llava import DropConfig
-from dynbench.modes import run_mode
+from dynbench.modes import plan_mode, run_mode
 
 IMG, KEPT_IMG = 576, 115
 
@@ -160,3 +160,17 @@ def test_big_presets_build_on_meta_with_published_sizes(name, published):
         n = count_parameters(model)
         assert abs(n - published) / published < 0.01, (name, method, n)
         assert model.lm_head.weight.device.type == "meta"
+
+
+@pytest.mark.parametrize("mode", ["prefill", "no-cache", "kv-cache"])
+@pytest.mark.parametrize("vision_keep, text_keep", [(0.2, 0.5), (0.37, 0.3), (1.0, 1.0)])
+def test_plan_equals_run(pair, prompt, mode, vision_keep, text_keep):
+    """The counting rules alone (what --device meta reports) reproduce a real run exactly."""
+    drop = DropConfig(vision_keep, text_keep, "budget")
+    for net in pair:
+        ran = run_mode(mode, net, prompt, drop, gen_len=7, reuse_vision=True)
+        planned = plan_mode(net.preset, net.method, mode, prompt.layout.prompt_len, 7, drop, True)
+        assert len(ran.steps) == len(planned.steps)
+        for a, b in zip(ran.steps, planned.steps, strict=True):
+            a.token_ids = b.token_ids = None
+            assert a == b, (net.method, mode, a.step)
