@@ -6,25 +6,29 @@ exit code 2. Set DYNBENCH_DEBUG=1 to see the traceback instead.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import sys
 import warnings
-from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import click
-import torch
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from dynbench.errors import DynbenchError
-from dynbench.inputs import synthetic_inputs
+from dynbench.measure import env as envmod
 from dynbench.models.build import METHODS, build_model, count_parameters
 from dynbench.models.presets import DTYPES, PRESETS
-from dynbench.modes import MODES, ModeResult, run_mode
-from dynbench.spec import DEFAULT_TEXT_KEEP, DEFAULT_VISION_KEEP, RunSpec, expand
+from dynbench.modes import MODES
+from dynbench.report.tables import summary_table
+from dynbench.results import RECORDS_FILE, recorded_keys
+from dynbench.runner import SPEC_FIELDS, Runner, SweepOutcome, spec_key
+from dynbench.spec import MAX_POINTS, load_suite, points_from, resolve_device
 
 # typer ≥ 0.20 vendors click: catch usage errors from whichever click raised them.
 try:
@@ -41,96 +45,99 @@ app = typer.Typer(
     help="Efficiency benchmarking of Dynamic-LLaVA against dense LLaVA-1.5.",
 )
 # stdout piped to a file or CI log: do not squeeze tables into 80 columns
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+stdout = Console(width=None if sys.stdout.isatty() else 160)
+stderr = Console(stderr=True)
 
 ListOpt = list[str] | None
 
 
-def _split(values: list[str] | None, cast: Callable, flag: str, default: list) -> list:
+def _split(values: list[str] | None) -> list[str] | None:
     """Repeated flags and comma-separated values → one list (`--gen-len 8,16 --gen-len 32`)."""
     if not values:
-        return list(default)
-    items = [v.strip() for value in values for v in value.split(",") if v.strip()]
+        return None
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _out_dir(out: str | None, resume: bool) -> Path | None:
+    if out is None:
+        if resume:
+            raise DynbenchError("--resume needs --out DIR (the results folder to resume)")
+        return None
+    path = Path(out)
+    if path.suffix == ".jsonl":  # --out results/x/records.jsonl names the file itself
+        path = path.parent
     try:
-        return [cast(v) for v in items]
-    except ValueError:
-        raise DynbenchError(f"{flag}: cannot read {','.join(items)!r} as {cast.__name__} values") from None
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DynbenchError("--device cuda: no CUDA device is visible; use --device cpu")
-    if device == "meta":
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".dynbench-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise DynbenchError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    if (path / RECORDS_FILE).exists() and not resume:
         raise DynbenchError(
-            "--device meta builds shapes only and cannot generate tokens; "
-            "use --device cpu or cuda (meta-device FLOP counting comes with the measurement layer)"
+            f"--out {out} already holds {RECORDS_FILE}; add --resume to continue it or choose another folder"
         )
-    return device
-
-
-def _runs(values: list[int]) -> str:
-    """[640, 640, 179, 179] → '640×2 179×2'."""
-    parts, i = [], 0
-    while i < len(values):
-        j = i
-        while j < len(values) and values[j] == values[i]:
-            j += 1
-        parts.append(f"{values[i]}×{j - i}" if j - i > 1 else str(values[i]))
-        i = j
-    return " ".join(parts)
-
-
-def _mib(n: int | None) -> str:
-    return "—" if n is None else f"{n / 2**20:.2f}"
+    return path
 
 
 @app.command()
 def run(
     mode: Annotated[ListOpt, typer.Option(help=f"{' | '.join(MODES)} (default: all three)")] = None,
     method: Annotated[ListOpt, typer.Option(help=f"{' | '.join(METHODS)} (default: both)")] = None,
-    model: Annotated[str, typer.Option(help=f"preset: {' | '.join(PRESETS)}")] = "tiny",
-    prompt_len: Annotated[ListOpt, typer.Option(help="text tokens in the prompt (image excluded)")] = None,
-    gen_len: Annotated[ListOpt, typer.Option(help="tokens generated (decode modes)")] = None,
-    vision_keep: Annotated[ListOpt, typer.Option(help="image keep ratio (0, 1]")] = None,
-    text_keep: Annotated[ListOpt, typer.Option(help="output-text keep ratio (0, 1], budget policy")] = None,
-    text_policy: Annotated[str, typer.Option(help="learned | budget")] = "budget",
-    reuse_vision: Annotated[bool, typer.Option(help="no-cache: run the vision tower once")] = False,
-    batch: Annotated[int, typer.Option(help="batch size (one prompt replicated)")] = 1,
-    seed: Annotated[int, typer.Option(help="seed for weights and synthetic inputs")] = 0,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    dtype: Annotated[str, typer.Option(help=" | ".join(DTYPES))] = "float32",
-    attn: Annotated[str, typer.Option(help="sdpa | eager | flash_attention_2")] = "sdpa",
+    model: Annotated[str | None, typer.Option(help=f"preset: {' | '.join(PRESETS)} [default: tiny]")] = None,
+    prompt_len: Annotated[ListOpt, typer.Option(help="text tokens in the prompt, image excluded [default: 64]")] = None,
+    gen_len: Annotated[ListOpt, typer.Option(help="tokens generated in decode modes [default: 32]")] = None,
+    vision_keep: Annotated[ListOpt, typer.Option(help="image keep ratio in (0, 1] [default: 0.2]")] = None,
+    text_keep: Annotated[ListOpt, typer.Option(help="output-text keep ratio, budget policy [default: 0.5]")] = None,
+    text_policy: Annotated[str | None, typer.Option(help="learned | budget [default: budget]")] = None,
+    reuse_vision: Annotated[bool | None, typer.Option("--reuse-vision", help="no-cache: encode the image once")] = None,
+    batch: Annotated[int | None, typer.Option(help="batch size, one prompt replicated [default: 1]")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of weights and synthetic inputs [default: 0]")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | meta (counts only) [default: auto]")] = None,
+    dtype: Annotated[str | None, typer.Option(help=f"{' | '.join(DTYPES)} [default: float32]")] = None,
+    attn: Annotated[str | None, typer.Option(help="sdpa | eager | flash_attention_2 [default: sdpa]")] = None,
+    warmup: Annotated[int | None, typer.Option(help="warm-up runs [default: prefill 3, decode 1]")] = None,
+    repeats: Annotated[int | None, typer.Option(help="measured runs [default: prefill 10 GPU/3 CPU, decode 1]")] = None,
+    flops: Annotated[bool, typer.Option("--flops/--no-flops", help="count FLOPs with fvcore")] = True,
+    suite: Annotated[str | None, typer.Option(help="a suite YAML file instead of the point flags")] = None,
+    out: Annotated[str | None, typer.Option(help="results folder (records.jsonl is appended there)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="skip points already recorded in --out")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help=f"allow more than {MAX_POINTS:,} points")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print only JSON Lines summary rows on stdout")] = False,
 ) -> None:
-    """Run the model in each mode and print realized token counts, per-layer lengths and KV bytes."""
-    if text_policy == "learned" and text_keep:
-        raise DynbenchError(
-            "--text-keep cannot be used with --text-policy learned (the predictor decides); "
-            "use --text-policy budget to impose a keep ratio"
-        )
-    axes = {
-        "mode": _split(mode, str, "--mode", MODES),
-        "method": _split(method, str, "--method", METHODS),
-        "prompt_len": _split(prompt_len, int, "--prompt-len", [64]),
-        "gen_len": _split(gen_len, int, "--gen-len", [32]),
-        "vision_keep": _split(vision_keep, float, "--vision-keep", [DEFAULT_VISION_KEEP]),
-        "text_keep": _split(text_keep, float, "--text-keep", [DEFAULT_TEXT_KEEP])
-        if text_policy == "budget" else [None],  # fmt: skip
-    }
-    fixed = dict(
-        model=model, text_policy=text_policy, reuse_vision=reuse_vision, batch=batch, seed=seed,
-        device=_resolve_device(device), dtype=dtype, attn=attn,
-    )  # fmt: skip
+    """Measure every point of the sweep: FLOPs, memory, latency and realized token counts."""
+    values = dict(mode=_split(mode), method=_split(method), model=model, prompt_len=_split(prompt_len),
+                  gen_len=_split(gen_len), vision_keep=_split(vision_keep), text_keep=_split(text_keep),
+                  text_policy=text_policy, reuse_vision=reuse_vision, batch=batch, seed=seed,
+                  device=device, dtype=dtype, attn=attn, warmup=warmup, repeats=repeats)  # fmt: skip
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        points = expand(axes, fixed)
+        if suite is not None:
+            given = [k for k, v in values.items() if v is not None]
+            if given:
+                flags = ", ".join("--" + k.replace("_", "-") for k in given)
+                raise DynbenchError(f"--suite sets the points; move {flags} into the suite file")
+            points = load_suite(suite)
+        else:
+            points = points_from(values)
     for message in dict.fromkeys(str(w.message) for w in caught):
-        err.print(f"[yellow]Warning:[/] {message}")
-    _check_attn(attn)
-    results = _run_points(points)
-    out.print(_results_table(results))
+        stderr.print(f"[yellow]Warning:[/] {message}")
+    if len(points) > MAX_POINTS and not yes:
+        raise DynbenchError(f"the sweep has {len(points):,} points (over {MAX_POINTS:,}); add --yes to run it")
+    for attn_impl in {p.attn for p in points}:
+        _check_attn(attn_impl)
+    out_dir = _out_dir(out, resume)
+    done = recorded_keys(out_dir / RECORDS_FILE, SPEC_FIELDS) if resume else set()
+    outcome = _sweep(Runner(out_dir, flops=flops), points, done)
+    if json_out:
+        for row in outcome.rows:
+            print(json.dumps(row, default=str), flush=True)
+    (stderr if json_out else stdout).print(summary_table(outcome.rows))
+    if outcome.skipped:
+        stderr.print(f"{outcome.skipped} point(s) already recorded in {out_dir} were skipped (--resume)")
+    if outcome.errors:
+        stderr.print(f"[red]{outcome.errors} point(s) failed[/]; their rows have status 'error: …'")
+        raise typer.Exit(1)
 
 
 def _check_attn(attn: str) -> None:
@@ -141,50 +148,30 @@ def _check_attn(attn: str) -> None:
             raise DynbenchError("--attn flash_attention_2 needs the flash-attn package; use sdpa or eager")
 
 
-def _run_points(points: list[RunSpec]) -> list[tuple[RunSpec, ModeResult]]:
-    """Build each model once (per preset, method, dtype, device, attn, seed) and run its points."""
-    results, models = [], {}
+def _sweep(runner: Runner, points: list, done: set) -> SweepOutcome:
+    """Run the points not yet recorded, with a progress bar; Ctrl-C keeps every finished row."""
+    outcome = SweepOutcome()
+    pending = [p for p in points if spec_key(p) not in done]
+    outcome.skipped = len(points) - len(pending)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True) as progress:
-        task = progress.add_task("running", total=len(points))
-        for spec in points:
-            key = (spec.model, spec.method, spec.dtype, spec.device, spec.attn, spec.seed)
-            if key not in models:
-                progress.update(task, description=f"building {spec.model} {spec.method}")
-                models = {key: build_model(
-                    spec.model, spec.method, attn=spec.attn, dtype=DTYPES[spec.dtype],
-                    device=spec.device, seed=spec.seed,
-                )}  # fmt: skip  (one model in memory at a time)
-            net = models[key]
-            label = f"{spec.method} {spec.mode} P={spec.prompt_len} g={spec.gen_len}"
-            progress.update(task, description=label)
-            inputs = synthetic_inputs(net.preset, spec.prompt_len, spec.batch, spec.seed)
-            results.append((spec, run_mode(spec.mode, net, inputs, spec.drop, spec.gen_len or 1,
-                                           bool(spec.reuse_vision))))  # fmt: skip
-            progress.advance(task)
-    return results
-
-
-def _results_table(results: list[tuple[RunSpec, ModeResult]]) -> Table:
-    table = Table(title="dynbench run (wall time is host time, not a benchmark: see README)")
-    for col in ("method", "mode", "prompt", "gen", "keep v/t", "img kept", "text kept/fed",
-                "layer seq lens", "layer cache lens", "KV prompt MiB", "KV gen MiB"):  # fmt: skip
-        table.add_column(col, justify="left" if col in ("method", "mode") else "right")
-    for spec, res in results:
-        last = res.last
-        keeps = "—" if spec.vision_keep is None else f"{spec.vision_keep:g}/" + (
-            "learned" if spec.text_policy == "learned" else "—" if spec.text_keep is None
-            else f"{spec.text_keep:g} imposed"
-        )  # fmt: skip
-        table.add_row(
-            spec.method, spec.mode, str(spec.prompt_len), str(spec.gen_len or "—"), keeps,
-            str(last.image_tokens_kept),
-            "—" if spec.mode == "prefill" else f"{last.text_tokens_kept}/{last.text_tokens_fed}",
-            _runs(last.layer_seq_lens) if last.layer_seq_lens else "—",
-            _runs(last.layer_cache_lens) if last.layer_cache_lens else "—",
-            _mib(last.kv_bytes_prompt), _mib(last.kv_bytes_generated),
-        )  # fmt: skip
-    return table
+    with Progress(*columns, console=stderr, transient=True) as progress:
+        task = progress.add_task("starting", total=len(points), completed=outcome.skipped)
+        try:
+            for spec in pending:
+                progress.update(task, description=f"{spec.method} {spec.mode} P={spec.prompt_len} g={spec.gen_len}")
+                row = runner.run_point(spec)
+                outcome.rows.append(row)
+                outcome.errors += row["status"].startswith("error")
+                progress.advance(task)
+        except KeyboardInterrupt:
+            progress.stop()
+            hint = ""
+            if runner.out_dir is not None:
+                argv = [a for a in sys.argv[1:] if a != "--resume"]
+                hint = f"; resume with: dynbench {shlex.join(argv)} --resume"
+            stderr.print(f"Interrupted after {len(outcome.rows)} point(s); every finished row is kept{hint}")
+            raise
+    return outcome
 
 
 @app.command()
@@ -200,7 +187,28 @@ def models() -> None:
             name, *(f"{n / 1e9:.3f} B" if n > 1e8 else f"{n / 1e6:.2f} M" for n in counts),
             str(p.image_tokens), str(p.layers), str(p.hidden), str(p.sparse_layer), p.description,
         )  # fmt: skip
-    out.print(table)
+    stdout.print(table)
+
+
+@app.command("env")
+def env_command(
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    dtype: Annotated[str, typer.Option(help=" | ".join(DTYPES))] = "float32",
+    attn: Annotated[str, typer.Option(help="sdpa | eager | flash_attention_2")] = "sdpa",
+    json_out: Annotated[bool, typer.Option("--json", help="print the snapshot as JSON")] = False,
+) -> None:
+    """Show the environment a run would record (GPU, driver, versions, env_id)."""
+    if dtype not in DTYPES:
+        raise DynbenchError(f"unknown dtype {dtype!r}; choose one of: {', '.join(DTYPES)}")
+    snap = envmod.snapshot(resolve_device(device), DTYPES[dtype], attn)
+    snap["env_id"] = envmod.env_id(snap)
+    if json_out:
+        print(json.dumps(snap, indent=2, sort_keys=True))
+        return
+    table = Table(title="dynbench env", show_header=False)
+    for key, value in snap.items():
+        table.add_row(key, "—" if value is None else str(value))
+    stdout.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import itertools
 import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
 
 from dynbench.errors import DynbenchError
 from dynbench.models.build import ATTN_IMPLEMENTATIONS, METHODS
@@ -40,6 +43,8 @@ class RunSpec:
     device: str = "cpu"
     dtype: str = "float32"
     attn: str = "sdpa"
+    warmup: int | None = None  # None: the mode's default (see `collapse`)
+    repeats: int | None = None
 
     def __post_init__(self):
         preset = get_preset(self.model)
@@ -65,6 +70,10 @@ class RunSpec:
             raise DynbenchError(f"--gen-len must be ≥ 1, got {self.gen_len}")
         if self.batch < 1:
             raise DynbenchError(f"--batch must be ≥ 1, got {self.batch}")
+        if self.warmup is not None and self.warmup < 0:
+            raise DynbenchError(f"--warmup must be ≥ 0, got {self.warmup}")
+        if self.repeats is not None and self.repeats < 1 and self.device != "meta":
+            raise DynbenchError(f"--repeats must be ≥ 1, got {self.repeats}")
         total = self.prompt_len + (self.gen_len or 0)
         if total > MAX_TOTAL_TOKENS:
             raise DynbenchError(
@@ -96,8 +105,18 @@ def _one_of(flag: str, value, choices) -> None:
 
 
 def collapse(fields: dict) -> dict:
-    """Set to None every axis a point does not use (see module docstring)."""
+    """Set to None every axis a point does not use (see module docstring), and fill in the
+    mode's default warm-up and repeats (DESIGN: decode modes 1 + 1 — one repeat is a whole
+    generation whose steps give the statistics; prefill 3 + 10 on GPU, 3 + 3 on CPU; nothing
+    runs on meta)."""
     fields = dict(fields)
+    prefill, device = fields.get("mode") == "prefill", fields.get("device", "cpu")
+    if device == "meta":
+        fields.update(warmup=0, repeats=0)
+    if fields.get("warmup") is None:
+        fields["warmup"] = 3 if prefill else 1
+    if fields.get("repeats") is None:
+        fields["repeats"] = (10 if device == "cuda" else 3) if prefill else 1
     if fields.get("mode") == "prefill":
         fields.update(gen_len=None, text_keep=None, text_policy=None)
     if fields.get("mode") != "no-cache":
@@ -121,4 +140,115 @@ def expand(axes: dict[str, list], fixed: dict) -> list[RunSpec]:
     points: dict[RunSpec, None] = {}
     for values in itertools.product(*(axes[n] for n in names)):
         points[RunSpec(**collapse(dict(zip(names, values, strict=True), **fixed)))] = None
+    return list(points)
+
+
+# ---- from flags or a suite to points ----------------------------------------------------------------
+# field -> (type, is a sweep axis, default); a default of None is resolved by `collapse`/RunSpec
+FIELDS: dict[str, tuple[type, bool, object]] = {
+    "mode": (str, True, list(MODES)),
+    "method": (str, True, ["llava", "dynamic-llava"]),
+    "prompt_len": (int, True, [64]),
+    "gen_len": (int, True, [32]),
+    "vision_keep": (float, True, [DEFAULT_VISION_KEEP]),
+    "text_keep": (float, True, None),  # 0.5 under the budget policy, none when learned
+    "model": (str, False, "tiny"),
+    "text_policy": (str, False, "budget"),
+    "reuse_vision": (bool, False, False),
+    "batch": (int, False, 1),
+    "seed": (int, False, 0),
+    "device": (str, False, "auto"),
+    "dtype": (str, False, "float32"),
+    "attn": (str, False, "sdpa"),
+    "warmup": (int, False, None),
+    "repeats": (int, False, None),
+}
+MAX_POINTS = 10_000
+
+
+def resolve_device(device: str) -> str:
+    """`auto` → cuda when visible, else cpu; `cuda` without a GPU is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DynbenchError("--device cuda: no CUDA device is visible; use --device cpu")
+    return device
+
+
+def _cast(name: str, value, typ: type, where: str):
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "false", "1", "0", "yes", "no"):
+            return str(value).lower() in ("true", "1", "yes")
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+    else:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return typ(value) if typ is float or not isinstance(value, float) else typ(str(value))
+        except (TypeError, ValueError):
+            pass
+    flag = "--" + name.replace("_", "-")
+    raise DynbenchError(f"{where}{flag}: cannot read {value!r} as {typ.__name__}")
+
+
+def points_from(values: dict, where: str = "") -> list[RunSpec]:
+    """Sweep points from flag or suite values: field → value, list of values, or None (default)."""
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise DynbenchError(f"{where}unknown key(s) {', '.join(unknown)}; allowed: {', '.join(FIELDS)}")
+    axes, fixed = {}, {}
+    for name, (typ, is_axis, default) in FIELDS.items():
+        value = values.get(name)
+        if value is None:
+            value = default
+        if is_axis:
+            items = value if isinstance(value, list) else [value]
+            axes[name] = [None if v is None else _cast(name, v, typ, where) for v in items]
+        else:
+            if isinstance(value, list):
+                raise DynbenchError(f"{where}--{name.replace('_', '-')} takes one value, got a list")
+            fixed[name] = None if value is None else _cast(name, value, typ, where)
+    if axes["text_keep"] == [None] and fixed["text_policy"] == "budget":
+        axes["text_keep"] = [DEFAULT_TEXT_KEEP]
+    fixed["device"] = resolve_device(fixed["device"])
+    return expand(axes, fixed)
+
+
+SUITE_KEYS = ("description", "defaults", "sweeps")
+
+
+def load_suite(path: str | Path) -> list[RunSpec]:
+    """Points of a suite file: `defaults` merged into each of `sweeps` (or one flat sweep)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise DynbenchError(f"cannot read suite {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise DynbenchError(f"suite {path} is not valid YAML{at}") from None
+    if not isinstance(data, dict):
+        raise DynbenchError(f"suite {path} must be a mapping of settings (see suites/smoke.yaml)")
+    if "sweeps" not in data:
+        data = {"description": data.pop("description", None), "sweeps": [data]}
+    unknown = sorted(set(data) - set(SUITE_KEYS))
+    if unknown:
+        allowed = ", ".join(SUITE_KEYS)
+        raise DynbenchError(f"suite {path}: unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
+    defaults, sweeps = data.get("defaults") or {}, data["sweeps"]
+    if not isinstance(defaults, dict) or not isinstance(sweeps, list) or not sweeps:
+        raise DynbenchError(f"suite {path}: `defaults` must be a mapping and `sweeps` a non-empty list")
+    points: dict[RunSpec, None] = {}
+    for i, sweep in enumerate(sweeps, start=1):
+        if not isinstance(sweep, dict):
+            raise DynbenchError(f"suite {path}: sweep {i} must be a mapping")
+        for point in points_from({**defaults, **sweep}, where=f"suite {path.name}, sweep {i}: "):
+            points[point] = None
     return list(points)

@@ -1,0 +1,283 @@
+"""The sweep runner: measure each point (FLOPs, memory, latency, counts) and write its records.
+
+Per point: warm-up runs (not recorded), then `repeats` measured runs of the mode with a
+`LatencyTracker` timing every step (CUDA events on GPU, no host sync inside the loop; perf_counter
+on CPU) and the model's named regions, a `MemoryTracker` around the measured runs (allocator
+peaks reset before, read after a sync; NVML polled; RSS sampled on CPU) and a `ClockMonitor` for
+throttling. FLOPs are not timed: they are assembled from the steps by `ModelCost` (fvcore). On
+the `meta` device nothing runs: the steps come from `plan_mode` and only counts are reported.
+
+Rows (README "Result records"): one per step of the first measured run, then the summary row
+(`step` = null) — written last, so a point cut short has no summary and `--resume` runs it again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dynbench.errors import DynbenchError
+from dynbench.inputs import synthetic_inputs
+from dynbench.measure import env as envmod
+from dynbench.measure.flops import (
+    paper_decode_layer_tokens,
+    paper_prefill_layer_tokens,
+    tflops_paper,
+    tmacs_fastv,
+)  # fmt: skip
+from dynbench.measure.latency import ClockMonitor, LatencyTracker, summarize
+from dynbench.measure.memory import MemoryTracker, weights_bytes
+from dynbench.measure.model_cost import ModelCost
+from dynbench.models.build import build_model, count_parameters
+from dynbench.models.presets import DTYPES
+from dynbench.modes import ModeResult, plan_mode, run_mode
+from dynbench.results import RECORDS_FILE, append_record, write_atomic
+from dynbench.spec import RunSpec
+
+# measured columns: null when nothing ran (meta) or the mode does not define them
+LATENCY_COLUMNS = ("timer", "ttft_ms", "vision_ms", "llm_prefill_ms", "tpot_ms_median", "tpot_ms_p90", "tpot_ms_p99",
+                   "step_ms_median", "step_ms_p90", "total_ms", "latency_ms_samples", "latency_cv", "throttled",
+                   "sm_clock_mhz")  # fmt: skip
+MEMORY_COLUMNS = ("peak_alloc_bytes", "peak_reserved_bytes", "nvml_process_bytes", "nvml_source", "peak_rss_bytes",
+                  "peak_mem_bytes", "mem_source")  # fmt: skip
+ENV_COLUMNS = ("gpu_name", "driver_version", "cuda_version", "torch_version", "transformers_version",
+               "fvcore_version")  # fmt: skip
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        "out of memory" in text or "can't allocate memory" in text or isinstance(exc, MemoryError)
+    )
+
+
+@dataclass
+class _Loaded:
+    """A built model and what is measured once per model."""
+
+    net: torch.nn.Module
+    memory: MemoryTracker
+    cost: ModelCost
+    env: dict
+    env_id: str
+    params: int
+    weights_bytes: int
+
+
+@dataclass
+class SweepOutcome:
+    rows: list[dict] = field(default_factory=list)  # summary rows, in order
+    errors: int = 0
+    skipped: int = 0
+
+
+class Runner:
+    def __init__(self, out_dir: Path | None = None, flops: bool = True):
+        self.out_dir = out_dir
+        self.flops = flops
+        self._loaded: tuple[tuple, _Loaded] | None = None  # one model in memory at a time
+
+    # ---- models ---------------------------------------------------------------------------------
+    def _model(self, spec: RunSpec) -> _Loaded:
+        key = (spec.model, spec.method, spec.dtype, spec.device, spec.attn, spec.seed)
+        if self._loaded is not None and self._loaded[0] == key:
+            return self._loaded[1]
+        self._loaded = None  # free the previous model before building the next
+        if spec.device == "cuda":
+            torch.cuda.empty_cache()
+        memory = MemoryTracker(spec.device)  # before the build: NVML's container baseline
+        net = build_model(spec.model, spec.method, attn=spec.attn, dtype=DTYPES[spec.dtype],
+                          device=spec.device, seed=spec.seed)  # fmt: skip
+        snap = envmod.snapshot(spec.device, DTYPES[spec.dtype], spec.attn)
+        loaded = _Loaded(net, memory, ModelCost(net), snap, envmod.env_id(snap),
+                         count_parameters(net), weights_bytes(net))  # fmt: skip
+        if self.out_dir is not None:
+            write_atomic(self.out_dir / "env" / f"{loaded.env_id}.json", _json(snap))
+        self._loaded = (key, loaded)
+        return loaded
+
+    # ---- one point ------------------------------------------------------------------------------
+    def run_point(self, spec: RunSpec) -> dict:
+        """Measure one point, append its rows, return the summary row (status ok / oom)."""
+        point_id = uuid.uuid4().hex[:12]
+        base = {**spec.as_dict(), "point_id": point_id, "time_utc": _now(),
+                "text_keep_imposed": spec.method != "llava" and spec.text_policy == "budget"}  # fmt: skip
+        try:
+            loaded = self._model(spec)
+            base.update(env_id=loaded.env_id, git_sha=loaded.env.get("git_sha"),
+                        **{k: loaded.env.get(k) for k in ENV_COLUMNS})  # fmt: skip
+            summary, steps = self._measure(spec, loaded)
+        except Exception as exc:  # noqa: BLE001 — an OOM or a failing point must not end the sweep
+            if isinstance(exc, DynbenchError):
+                raise
+            self._loaded = None
+            if spec.device == "cuda":
+                torch.cuda.empty_cache()
+            status = "oom" if is_oom(exc) else f"error: {type(exc).__name__}: {exc}"
+            row = {**base, "step": None, "status": status}
+            self._write(row)
+            return row
+        for step_row in steps:
+            self._write({**base, **step_row, "status": "ok"})
+        row = {**base, **summary, "step": None, "status": "ok"}
+        self._write(row)
+        return row
+
+    def _write(self, row: dict) -> None:
+        if self.out_dir is not None:
+            append_record(self.out_dir / RECORDS_FILE, row)
+
+    def _measure(self, spec: RunSpec, loaded: _Loaded) -> tuple[dict, list[dict]]:
+        net = loaded.net
+        gen_len = spec.gen_len or 1
+        timing: dict = {}
+        if spec.device == "meta":
+            result = plan_mode(net.preset, spec.method, spec.mode, spec.prompt_len, gen_len, spec.drop,
+                               bool(spec.reuse_vision), spec.batch, DTYPES[spec.dtype])  # fmt: skip
+            memory = None
+        else:
+            inputs = synthetic_inputs(net.preset, spec.prompt_len, spec.batch, spec.seed)
+            warmup, repeats = spec.warmup, spec.repeats
+            args = (spec.mode, net, inputs, spec.drop, gen_len, bool(spec.reuse_vision))
+            for _ in range(warmup):
+                run_mode(*args)
+            latency, clock = LatencyTracker(spec.device), ClockMonitor(spec.device)
+            runs: list[ModeResult] = []
+            net.regions = latency
+            try:
+                with loaded.memory.track(), clock.track():
+                    for _ in range(repeats):
+                        runs.append(run_mode(*args, step_timer=latency))
+            finally:
+                net.regions = None
+            result, memory = runs[0], loaded.memory.result()
+            timing = _latency_fields(spec, latency, clock, runs)
+        summary, step_rows = _count_fields(spec, loaded, result, self.flops)
+        summary.update(dict.fromkeys(LATENCY_COLUMNS + MEMORY_COLUMNS), **timing)
+        if memory is not None:
+            summary.update(
+                peak_alloc_bytes=memory.peak_alloc_bytes, peak_reserved_bytes=memory.peak_reserved_bytes,
+                nvml_process_bytes=memory.nvml_process_bytes, nvml_source=memory.nvml_source,
+                peak_rss_bytes=memory.peak_rss_bytes, peak_mem_bytes=memory.peak_mem_bytes,
+                mem_source=memory.mem_source,
+            )  # fmt: skip
+        samples = timing.get("_step_samples")
+        for i, row in enumerate(step_rows):
+            row["step_ms"] = samples[i] if samples else None
+        summary.pop("_step_samples", None)
+        return summary, step_rows
+
+
+SPEC_FIELDS = tuple(RunSpec.__dataclass_fields__)
+
+
+def spec_key(spec: RunSpec) -> tuple:
+    return tuple(getattr(spec, f) for f in SPEC_FIELDS)
+
+
+# ---- row fields -----------------------------------------------------------------------------------
+def _count_fields(spec: RunSpec, loaded: _Loaded, result: ModeResult, flops: bool) -> tuple[dict, list[dict]]:
+    p = loaded.net.preset
+    last = result.last
+    step_rows, totals = [], {"vision": 0, "llm": 0, "predictors": 0, "lm_head": 0}
+    for step in result.steps:
+        row = {
+            "step": step.step, "token_ids": step.token_ids,
+            "layer_seq_lens": step.layer_seq_lens, "layer_cache_lens": step.layer_cache_lens,
+            "image_tokens_kept": step.image_tokens_kept, "text_tokens_fed": step.text_tokens_fed,
+            "text_tokens_kept": step.text_tokens_kept, "kv_bytes_prompt": step.kv_bytes_prompt,
+            "kv_bytes_generated": step.kv_bytes_generated, "kv_bytes": _kv_total(step),
+        }  # fmt: skip
+        if flops:
+            macs = loaded.cost.step(step, spec.batch)
+            for part in totals:
+                totals[part] += getattr(macs, part)
+            row["tmacs"] = macs.total / 1e12
+        step_rows.append(row)
+    fed, kept = last.text_tokens_fed, last.text_tokens_kept
+    summary = {
+        "image_tokens": p.image_tokens, "seq_len": spec.prompt_len + p.image_tokens,
+        "image_tokens_kept": last.image_tokens_kept, "text_tokens_fed": fed, "text_tokens_kept": kept,
+        "vision_keep_realized": last.image_tokens_kept / p.image_tokens,
+        "text_keep_realized": kept / fed if fed else None,
+        "layer_seq_lens": last.layer_seq_lens, "layer_cache_lens": last.layer_cache_lens,
+        "generated_ids": result.generated_ids[0] if result.generated_ids else None,
+        "params": loaded.params, "weights_bytes": loaded.weights_bytes,
+        "kv_bytes": _kv_total(last), "kv_bytes_prompt": last.kv_bytes_prompt,
+        "kv_bytes_generated": last.kv_bytes_generated,
+    }  # fmt: skip
+    if flops:
+        summary.update({f"tmacs_{part}": value / 1e12 for part, value in totals.items()})
+        summary["tmacs"] = sum(totals.values()) / 1e12
+        meta = spec.device == "meta"
+        summary["flops_source"] = "fvcore (meta; vision on a CPU stand-in)" if meta else "fvcore"
+    summary.update(_analytic(spec, p, last))
+    return summary, step_rows
+
+
+def _analytic(spec: RunSpec, p, last) -> dict:
+    """Paper-convention FLOPs (prefill, no-cache) and FastV-convention MACs (prefill)."""
+    L, s = p.layers, p.sparse_layer
+    if spec.mode == "prefill":
+        image = paper_prefill_layer_tokens(L, s, p.image_tokens, last.image_tokens_kept)
+        return {"tflops_paper": tflops_paper(image, p.hidden) * spec.batch,
+                "tmacs_fastv": tmacs_fastv(image, p.hidden, p.intermediate) * spec.batch}  # fmt: skip
+    if spec.mode == "no-cache":
+        text = paper_decode_layer_tokens(L, s, last.text_tokens_fed, last.text_tokens_kept)
+        return {"tflops_paper": tflops_paper(text, p.hidden) * spec.batch, "tmacs_fastv": None}
+    return {"tflops_paper": None, "tmacs_fastv": None}
+
+
+def _kv_total(step) -> int | None:
+    if step.kv_bytes_prompt is None:
+        return None
+    return step.kv_bytes_prompt + step.kv_bytes_generated
+
+
+def _latency_fields(spec: RunSpec, latency: LatencyTracker, clock: ClockMonitor, runs) -> dict:
+    times = latency.result()
+    n_steps = len(runs[0].steps)
+    steps = times["step"]  # repeats × n_steps, in order
+    per_run = [steps[i * n_steps : (i + 1) * n_steps] for i in range(len(runs))]
+    fields = {"timer": latency.timer, "_step_samples": per_run[0]}
+    median = lambda xs: summarize(xs).median if xs else None  # noqa: E731
+    vision = [a + b for a, b in zip(times.get("vision_tower", []), times.get("projector", []), strict=True)]
+    fields["vision_ms"] = median(vision)
+    fields["total_ms"] = median([sum(r) for r in per_run])
+    if spec.mode in ("prefill", "kv-cache"):
+        ttft = [r[0] for r in per_run]
+        fields["ttft_ms"] = median(ttft)
+        fields["llm_prefill_ms"] = median(times.get("llm_prefill", []))
+    if spec.mode == "prefill":
+        headline = ttft
+    elif spec.mode == "kv-cache":
+        headline = [x for r in per_run for x in r[1:]]
+        if headline:
+            stats = summarize(headline)
+            fields.update(tpot_ms_median=stats.median, tpot_ms_p90=stats.p90, tpot_ms_p99=stats.p99)
+    else:
+        headline = [x for r in per_run for x in r]
+        stats = summarize(headline)
+        fields.update(step_ms_median=stats.median, step_ms_p90=stats.p90)
+    fields["latency_ms_samples"] = headline
+    fields["latency_cv"] = summarize(headline).cv if len(headline) > 1 else None
+    clk = clock.result()
+    fields["throttled"] = clk.throttled if clk is not None else None
+    fields["sm_clock_mhz"] = clk.sm_clock_mhz_end if clk is not None else None
+    return fields
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _json(obj: dict) -> str:
+    import json
+
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"

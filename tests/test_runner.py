@@ -1,0 +1,161 @@
+"""The sweep runner through the CLI: records, resume, OOM rows, FLOP deltas, meta counts, errors."""
+
+import json
+
+import pytest
+import torch
+
+from dynbench import runner as runner_mod
+from dynbench.cli import main
+from dynbench.measure.flops import analytic_layer_macs, count_macs
+from dynbench.models.build import build_model
+from dynbench.results import load
+
+FAST = ["--warmup", "0", "--repeats", "1"]
+
+
+def summaries(path):
+    df = load(path)
+    return df[df["step"].isna()]
+
+
+def test_records_and_json_stdout(tmp_path, capsys):
+    out = tmp_path / "res"
+    argv = ["run", "--mode", "kv-cache", "--gen-len", "4", "--prompt-len", "8", "--out", str(out), "--json", *FAST]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]  # stdout is JSON Lines only
+    assert [r["method"] for r in rows] == ["llava", "dynamic-llava"]
+    df = load(out)
+    assert len(df) == 2 * (4 + 1)  # 4 step rows + 1 summary per point
+    s = summaries(out).set_index("method")
+    # 8 + 576 prompt + 3 fed below layer 2; from it on 461 image tokens fewer and 2 of 3 fed kept (t=1, t=3)
+    assert s.loc["dynamic-llava", "layer_cache_lens"] == [587, 587, 125, 125]
+    assert s.loc["llava", "tflops_paper"] is None or s["tflops_paper"].isna().all()  # kv-cache: undefined
+    for col in ("ttft_ms", "tpot_ms_median", "peak_mem_bytes", "tmacs", "kv_bytes_generated"):
+        assert (s[col] > 0).all(), col
+    assert s.loc["llava", "timer"] == "cpu" and s.loc["llava", "mem_source"] == "rss_sampled_approx"
+    steps = df[df["step"].notna()].groupby("point_id")["tmacs"].sum()
+    for _, row in s.iterrows():
+        assert steps[row["point_id"]] == pytest.approx(row["tmacs"], rel=1e-12)
+    assert (tmp_path / "res" / "env").is_dir()
+
+
+def test_prefill_tmacs_drop_matches_per_layer_counts(tmp_path):
+    out = tmp_path / "res"
+    assert main(["run", "--mode", "prefill", "--prompt-len", "20", "--out", str(out), *FAST]) == 0
+    s = summaries(out).set_index("method")
+    p = build_model("tiny", "dynamic-llava", device="meta").preset
+    hand = lambda n: analytic_layer_macs(n, n, p.hidden, p.intermediate, p.heads, p.kv_heads, p.hidden // p.heads)  # noqa: E731
+    P = 20 + 576
+    removed = (p.layers - p.sparse_layer) * (hand(P) - hand(P - 461))  # the layers from the sparse one on
+    dyn = build_model("tiny", "dynamic-llava")
+    predictor = count_macs(dyn.model.image_score_predictor, (torch.zeros(1, 576, p.hidden),)).total
+    saved = (s.loc["llava", "tmacs"] - s.loc["dynamic-llava", "tmacs"]) * 1e12
+    assert round(saved) == removed - predictor
+    assert s.loc["llava", "tmacs_vision"] == s.loc["dynamic-llava", "tmacs_vision"]
+
+
+def test_resume_records_each_point_once(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "res"
+    argv = ["run", "--mode", "prefill", "--vision-keep", "0.2,0.5,0.8", "--prompt-len", "4", "--out", str(out),
+            "--no-flops", *FAST]  # fmt: skip
+    real = runner_mod.Runner.run_point
+    calls = []
+
+    def interrupted(self, spec):
+        calls.append(spec)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, spec)
+
+    monkeypatch.setattr(runner_mod.Runner, "run_point", interrupted)
+    assert main(argv) == 130
+    assert "--resume" in capsys.readouterr().err
+    monkeypatch.setattr(runner_mod.Runner, "run_point", real)
+    assert len(summaries(out)) == 2
+    assert main(argv) == 2  # the folder holds records: refused without --resume
+    assert main([*argv, "--resume"]) == 0
+    s = summaries(out)
+    keys = [(m, None if k != k or k is None else k) for m, k in zip(s["method"], s["vision_keep"], strict=True)]
+    assert sorted(keys, key=str) == sorted(
+        [("llava", None), ("dynamic-llava", 0.2), ("dynamic-llava", 0.5), ("dynamic-llava", 0.8)], key=str
+    )
+    assert main([*argv, "--resume"]) == 0  # nothing left to do
+    assert len(summaries(out)) == 4
+
+
+def test_oom_becomes_a_row_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    out = tmp_path / "res"
+    real = runner_mod.run_mode
+
+    def flaky(mode, net, *args, **kwargs):
+        if net.method == "llava":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(mode, net, *args, **kwargs)
+
+    monkeypatch.setattr(runner_mod, "run_mode", flaky)
+    assert main(["run", "--mode", "prefill", "--prompt-len", "4", "--out", str(out), "--no-flops", *FAST]) == 0
+    s = summaries(out).set_index("method")
+    assert s.loc["llava", "status"] == "oom" and s.loc["dynamic-llava", "status"] == "ok"
+
+
+def test_error_row_exits_1(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(runner_mod, "run_mode", broken)
+    out = tmp_path / "res"
+    assert main(["run", "--mode", "prefill", "--out", str(out), "--no-flops", *FAST]) == 1
+    assert set(summaries(out)["status"]) == {"error: ValueError: boom"}
+
+
+def test_meta_7b_prefill_counts(capsys):
+    assert main(["run", "--device", "meta", "--model", "llava-1.5-7b", "--mode", "prefill", "--prompt-len", "40",
+                 "--json"]) == 0  # fmt: skip
+    rows = {r["method"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert round(rows["llava"]["tflops_paper"], 2) == 10.07
+    assert round(rows["dynamic-llava"]["tflops_paper"], 2) == 2.49
+    assert round(rows["llava"]["tmacs_fastv"], 3) == 3.817
+    assert rows["dynamic-llava"]["tmacs"] < 0.4 * rows["llava"]["tmacs"]
+    assert rows["llava"]["ttft_ms"] is None and rows["llava"]["peak_mem_bytes"] is None  # nothing ran
+    assert rows["dynamic-llava"]["layer_seq_lens"] == [616] * 2 + [155] * 30
+
+
+BAD = [
+    (["--suite", "SUITE", "--mode", "prefill"], "--suite sets the points"),
+    (["--suite", "BADYAML"], "not valid YAML at line"),
+    (["--suite", "UNKNOWN"], "unknown key(s) modes"),
+    (["--suite", "missing.yaml"], "cannot read suite"),
+    (["--out", "FILE/sub"], "cannot write there"),
+    (["--prompt-len", ",".join(map(str, range(101))), "--gen-len", ",".join(map(str, range(1, 101))),
+      "--mode", "no-cache", "--method", "llava"], "add --yes"),  # fmt: skip
+    (["--resume"], "--resume needs --out"),
+    (["--device", "meta", "--text-policy", "learned", "--mode", "kv-cache"], "learned text decisions"),
+]
+
+
+@pytest.mark.parametrize("extra, message", BAD, ids=[m for _, m in BAD])
+def test_bad_run_input(tmp_path, capsys, extra, message):
+    (tmp_path / "suite.yaml").write_text("mode: prefill\nmethod: llava\nprompt_len: 4\n")
+    (tmp_path / "bad.yaml").write_text("mode: [prefill\n  x: 1\n")
+    (tmp_path / "unknown.yaml").write_text("modes: [prefill]\n")
+    (tmp_path / "file").write_text("")
+    names = {"SUITE": "suite.yaml", "BADYAML": "bad.yaml", "UNKNOWN": "unknown.yaml", "FILE/sub": "file/sub",
+             "missing.yaml": "missing.yaml"}  # fmt: skip
+    extra = [str(tmp_path / names[a]) if a in names else a for a in extra]
+    assert main(["run", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: ") and message in err[0], err
+
+
+def test_suite_points(tmp_path):
+    from dynbench.spec import load_suite
+
+    points = load_suite("suites/smoke.yaml")
+    assert {(p.mode, p.method) for p in points} == {
+        (m, k) for m in ("prefill", "no-cache", "kv-cache") for k in ("llava", "dynamic-llava")
+    }
+    assert len(points) == 1 + 2 + 2 + 2  # llava prefill once; dynamic prefill at two keeps
+    for name in ("suites/ci-gpu.yaml", "suites/paper.yaml"):
+        assert load_suite(name.replace("suites/", "suites/")) if torch.cuda.is_available() else True
