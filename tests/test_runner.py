@@ -9,6 +9,7 @@ from dynbench import runner as runner_mod
 from dynbench.cli import main
 from dynbench.measure.flops import analytic_layer_macs, count_macs
 from dynbench.models.build import build_model
+from dynbench.errors import DynbenchError
 from dynbench.results import load
 
 FAST = ["--warmup", "0", "--repeats", "1"]
@@ -157,5 +158,9 @@ def test_suite_points(tmp_path):
         (m, k) for m in ("prefill", "no-cache", "kv-cache") for k in ("llava", "dynamic-llava")
     }
     assert len(points) == 1 + 2 + 2 + 2  # llava prefill once; dynamic prefill at two keeps
-    for name in ("suites/ci-gpu.yaml", "suites/paper.yaml"):
-        assert load_suite(name.replace("suites/", "suites/")) if torch.cuda.is_available() else True
+    for name, n_points in (("suites/ci-gpu.yaml", 1 + 2 + 2 * 2 + 2), ("suites/paper.yaml", 2 + 2 + 12)):
+        if torch.cuda.is_available():
+            assert len(load_suite(name)) == n_points
+        else:  # the GPU suites name --device cuda: refused, in one line, on a CPU machine
+            with pytest.raises(DynbenchError, match="no CUDA device"):
+                load_suite(name)
