@@ -20,14 +20,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dynbench import profile as profiling
+from dynbench import regress
 from dynbench.errors import DynbenchError
 from dynbench.measure import env as envmod
 from dynbench.models.build import METHODS, build_model, count_parameters
-from dynbench.models.presets import DTYPES, PRESETS
+from dynbench.models.presets import DTYPES, PRESETS, get_preset
 from dynbench.modes import MODES
-from dynbench.report.tables import summary_table
+from dynbench.report.tables import build_report, load_results, summary_table
 from dynbench.results import RECORDS_FILE, recorded_keys
-from dynbench.runner import SPEC_FIELDS, Runner, SweepOutcome, spec_key
+from dynbench.runner import SPEC_FIELDS, Runner, Source, SweepOutcome, spec_key
 from dynbench.spec import MAX_POINTS, load_suite, points_from, resolve_device
 
 # typer ≥ 0.20 vendors click: catch usage errors from whichever click raised them.
@@ -46,7 +48,7 @@ app = typer.Typer(
 )
 # stdout piped to a file or CI log: do not squeeze tables into 80 columns
 stdout = Console(width=None if sys.stdout.isatty() else 160)
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 ListOpt = list[str] | None
 
@@ -80,36 +82,93 @@ def _out_dir(out: str | None, resume: bool) -> Path | None:
     return path
 
 
+# ---- the options of one point, shared by `run` and `profile` ---------------------------------------
+ModeOpt = Annotated[ListOpt, typer.Option(help=f"{' | '.join(MODES)} [run default: all three]")]
+MethodOpt = Annotated[ListOpt, typer.Option(help=f"{' | '.join(METHODS)} [run default: both]")]
+ModelOpt = Annotated[str | None, typer.Option(help=f"preset: {' | '.join(PRESETS)} [default: tiny]")]
+PromptLenOpt = Annotated[ListOpt, typer.Option(help="text tokens in the prompt, image excluded [default: 64]")]
+GenLenOpt = Annotated[ListOpt, typer.Option(help="tokens generated in decode modes [default: 32]")]
+VisionKeepOpt = Annotated[ListOpt, typer.Option(help="image keep ratio in (0, 1] [default: 0.2]")]
+TextKeepOpt = Annotated[ListOpt, typer.Option(help="output-text keep ratio, budget policy [default: 0.5]")]
+TextPolicyOpt = Annotated[str | None, typer.Option(help="learned | budget [default: budget]")]
+ReuseVisionOpt = Annotated[bool | None, typer.Option("--reuse-vision", help="no-cache: encode the image once")]
+BatchOpt = Annotated[int | None, typer.Option(help="batch size, one prompt replicated [default: 1]")]
+SeedOpt = Annotated[int | None, typer.Option(help="seed of weights and synthetic inputs [default: 0]")]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto | cpu | cuda | meta (counts only) [default: auto]")]
+DtypeOpt = Annotated[str | None, typer.Option(help=f"{' | '.join(DTYPES)} [default: float32]")]
+AttnOpt = Annotated[str | None, typer.Option(help="sdpa | eager | flash_attention_2 [default: sdpa]")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print only JSON on stdout (tables go to stderr)")]
+CheckpointOpt = Annotated[str | None, typer.Option(help="local weights: llava-hf or official Dynamic-LLaVA folder")]
+VisionTowerOpt = Annotated[str | None, typer.Option(help="local CLIP folder (official checkpoints have none)")]
+ImageOpt = Annotated[str | None, typer.Option(help="an image file (with --prompt and --checkpoint)")]
+PromptOpt = Annotated[str | None, typer.Option(help="the user's question about --image")]
+InputsOpt = Annotated[str | None, typer.Option(help="an .npz with exact input_ids and pixel_values")]
+TeacherForceOpt = Annotated[str | None, typer.Option(help="an .npz with answer_ids fed in decode modes")]
+
+
+def _with_source(values: dict, source: Source) -> dict:
+    """Defaults that come from a checkpoint or real inputs (user flags still win)."""
+    info = source.checkpoint_info(values.get("model"))
+    if info is not None:
+        values["model"] = info.preset_name
+        if values["method"] is None:
+            values["method"] = ["llava", "dynamic-llava"] if info.method == "dynamic-llava" else ["llava"]
+        if values["text_policy"] is None and values["text_keep"] is None:
+            values["text_policy"] = info.text_policy_default
+        if values["vision_keep"] is None and info.vision_keep_default is not None:
+            values["vision_keep"] = [info.vision_keep_default]
+    preset = get_preset(values["model"] or "tiny")
+    real = source.real_inputs(preset)
+    if real is not None:
+        if values.get("prompt_len") is not None:
+            raise DynbenchError("--prompt-len is set by --inputs / --image --prompt; drop it")
+        values["prompt_len"] = [real.layout.prompt_len]
+    return values
+
+
+def _point_values(mode, method, model, prompt_len, gen_len, vision_keep, text_keep, text_policy, reuse_vision,
+                  batch, seed, device, dtype, attn, **extra) -> dict:  # fmt: skip
+    return dict(mode=_split(mode), method=_split(method), model=model, prompt_len=_split(prompt_len),
+                gen_len=_split(gen_len), vision_keep=_split(vision_keep), text_keep=_split(text_keep),
+                text_policy=text_policy, reuse_vision=reuse_vision, batch=batch, seed=seed, device=device,
+                dtype=dtype, attn=attn, **extra)  # fmt: skip
+
+
 @app.command()
 def run(
-    mode: Annotated[ListOpt, typer.Option(help=f"{' | '.join(MODES)} (default: all three)")] = None,
-    method: Annotated[ListOpt, typer.Option(help=f"{' | '.join(METHODS)} (default: both)")] = None,
-    model: Annotated[str | None, typer.Option(help=f"preset: {' | '.join(PRESETS)} [default: tiny]")] = None,
-    prompt_len: Annotated[ListOpt, typer.Option(help="text tokens in the prompt, image excluded [default: 64]")] = None,
-    gen_len: Annotated[ListOpt, typer.Option(help="tokens generated in decode modes [default: 32]")] = None,
-    vision_keep: Annotated[ListOpt, typer.Option(help="image keep ratio in (0, 1] [default: 0.2]")] = None,
-    text_keep: Annotated[ListOpt, typer.Option(help="output-text keep ratio, budget policy [default: 0.5]")] = None,
-    text_policy: Annotated[str | None, typer.Option(help="learned | budget [default: budget]")] = None,
-    reuse_vision: Annotated[bool | None, typer.Option("--reuse-vision", help="no-cache: encode the image once")] = None,
-    batch: Annotated[int | None, typer.Option(help="batch size, one prompt replicated [default: 1]")] = None,
-    seed: Annotated[int | None, typer.Option(help="seed of weights and synthetic inputs [default: 0]")] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | meta (counts only) [default: auto]")] = None,
-    dtype: Annotated[str | None, typer.Option(help=f"{' | '.join(DTYPES)} [default: float32]")] = None,
-    attn: Annotated[str | None, typer.Option(help="sdpa | eager | flash_attention_2 [default: sdpa]")] = None,
+    mode: ModeOpt = None,
+    method: MethodOpt = None,
+    model: ModelOpt = None,
+    prompt_len: PromptLenOpt = None,
+    gen_len: GenLenOpt = None,
+    vision_keep: VisionKeepOpt = None,
+    text_keep: TextKeepOpt = None,
+    text_policy: TextPolicyOpt = None,
+    reuse_vision: ReuseVisionOpt = None,
+    batch: BatchOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    attn: AttnOpt = None,
     warmup: Annotated[int | None, typer.Option(help="warm-up runs [default: prefill 3, decode 1]")] = None,
     repeats: Annotated[int | None, typer.Option(help="measured runs [default: prefill 10 GPU/3 CPU, decode 1]")] = None,
     flops: Annotated[bool, typer.Option("--flops/--no-flops", help="count FLOPs with fvcore")] = True,
+    checkpoint: CheckpointOpt = None,
+    vision_tower: VisionTowerOpt = None,
+    image: ImageOpt = None,
+    prompt: PromptOpt = None,
+    inputs: InputsOpt = None,
+    teacher_force: TeacherForceOpt = None,
     suite: Annotated[str | None, typer.Option(help="a suite YAML file instead of the point flags")] = None,
     out: Annotated[str | None, typer.Option(help="results folder (records.jsonl is appended there)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="skip points already recorded in --out")] = False,
     yes: Annotated[bool, typer.Option("--yes", help=f"allow more than {MAX_POINTS:,} points")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="print only JSON Lines summary rows on stdout")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Measure every point of the sweep: FLOPs, memory, latency and realized token counts."""
-    values = dict(mode=_split(mode), method=_split(method), model=model, prompt_len=_split(prompt_len),
-                  gen_len=_split(gen_len), vision_keep=_split(vision_keep), text_keep=_split(text_keep),
-                  text_policy=text_policy, reuse_vision=reuse_vision, batch=batch, seed=seed,
-                  device=device, dtype=dtype, attn=attn, warmup=warmup, repeats=repeats)  # fmt: skip
+    values = _point_values(mode, method, model, prompt_len, gen_len, vision_keep, text_keep, text_policy,
+                           reuse_vision, batch, seed, device, dtype, attn, warmup=warmup, repeats=repeats)  # fmt: skip
+    source = Source(checkpoint, vision_tower, inputs, image, prompt, teacher_force)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if suite is not None:
@@ -117,9 +176,10 @@ def run(
             if given:
                 flags = ", ".join("--" + k.replace("_", "-") for k in given)
                 raise DynbenchError(f"--suite sets the points; move {flags} into the suite file")
-            points = load_suite(suite)
+            source.checkpoint_info()
+            points = load_suite(suite, source.labels)
         else:
-            points = points_from(values)
+            points = points_from(_with_source(values, source), source=source.labels)
     for message in dict.fromkeys(str(w.message) for w in caught):
         stderr.print(f"[yellow]Warning:[/] {message}")
     if len(points) > MAX_POINTS and not yes:
@@ -128,7 +188,7 @@ def run(
         _check_attn(attn_impl)
     out_dir = _out_dir(out, resume)
     done = recorded_keys(out_dir / RECORDS_FILE, SPEC_FIELDS) if resume else set()
-    outcome = _sweep(Runner(out_dir, flops=flops), points, done)
+    outcome = _sweep(Runner(out_dir, flops=flops, source=source), points, done)
     if json_out:
         for row in outcome.rows:
             print(json.dumps(row, default=str), flush=True)
@@ -188,6 +248,128 @@ def models() -> None:
             str(p.image_tokens), str(p.layers), str(p.hidden), str(p.sparse_layer), p.description,
         )  # fmt: skip
     stdout.print(table)
+
+
+@app.command()
+def profile(
+    out: Annotated[str, typer.Option(help="folder for the trace (TensorBoard / Perfetto)")],
+    mode: ModeOpt = None,
+    method: MethodOpt = None,
+    model: ModelOpt = None,
+    prompt_len: PromptLenOpt = None,
+    gen_len: GenLenOpt = None,
+    vision_keep: VisionKeepOpt = None,
+    text_keep: TextKeepOpt = None,
+    text_policy: TextPolicyOpt = None,
+    reuse_vision: ReuseVisionOpt = None,
+    batch: BatchOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    attn: AttnOpt = None,
+    checkpoint: CheckpointOpt = None,
+    vision_tower: VisionTowerOpt = None,
+    image: ImageOpt = None,
+    prompt: PromptOpt = None,
+    inputs: InputsOpt = None,
+    teacher_force: TeacherForceOpt = None,
+    wait: Annotated[int, typer.Option(help="profiler schedule: runs skipped")] = 1,
+    warmup: Annotated[int, typer.Option(help="profiler schedule: warm-up runs (traced, discarded)")] = 1,
+    active: Annotated[int, typer.Option(help="profiler schedule: recorded runs")] = 1,
+    with_stack: Annotated[bool, typer.Option("--with-stack", help="record Python stacks")] = False,
+    shapes: Annotated[bool, typer.Option("--shapes/--no-shapes", help="record input shapes")] = True,
+    memory: Annotated[bool, typer.Option("--memory/--no-memory", help="record allocations")] = True,
+    gzip: Annotated[bool, typer.Option("--gzip", help="write the trace as .json.gz")] = False,
+    top: Annotated[int, typer.Option(help="rows in the top-operator table")] = 15,
+    json_out: JsonOpt = False,
+) -> None:
+    """Profile one point with torch.profiler: a trace for TensorBoard / Perfetto and per-range tables."""
+    values = _point_values(mode or ["kv-cache"], method or ["dynamic-llava"], model, prompt_len, gen_len,
+                           vision_keep, text_keep, text_policy, reuse_vision, batch, seed, device, dtype, attn)
+    source = Source(checkpoint, vision_tower, inputs, image, prompt, teacher_force)
+    points = points_from(_with_source(values, source), source=source.labels)
+    if len(points) != 1:
+        raise DynbenchError(f"profile takes one point, the flags give {len(points)}: give one value per flag")
+    spec = points[0]
+    if spec.device == "meta":
+        raise DynbenchError("--device meta runs nothing, so there is nothing to profile; use cpu or cuda")
+    _check_attn(spec.attn)
+    net = Runner(source=source).build_net(spec)
+    inputs = source.point_inputs(spec, net.preset)
+    result = profiling.profile_point(
+        net, inputs, spec.drop, spec.mode, spec.gen_len or 1, out, reuse_vision=bool(spec.reuse_vision),
+        wait=wait, warmup=warmup, active=active, record_shapes=shapes, profile_memory=memory,
+        with_stack=with_stack, use_gzip=gzip, top=top,
+    )  # fmt: skip
+    console = stderr if json_out else stdout
+    for table in profiling.render(result):
+        console.print(table)
+    stderr.print(f"trace: {result.trace_path}  (open it in https://ui.perfetto.dev or TensorBoard)")
+    if json_out:
+        print(json.dumps(profiling.to_json(result), default=str))
+
+
+@app.command()
+def report(
+    results: Annotated[list[str], typer.Argument(help="result folders or records.jsonl files")],
+    format: Annotated[str, typer.Option(help="table | md | csv")] = "table",
+    paper: Annotated[bool, typer.Option("--paper", help="the paper's Table-4 view")] = False,
+) -> None:
+    """Tables of llava vs dynamic-llava per point, with Δ% (terminal, Markdown or CSV)."""
+    rendered = build_report(load_results(results), format, paper)
+    if isinstance(rendered, str):
+        sys.stdout.write(rendered)
+    else:
+        for table in rendered:
+            stdout.print(table)
+
+
+@app.command()
+def plot(
+    results: Annotated[list[str], typer.Argument(help="result folders or records.jsonl files")],
+    out: Annotated[Path, typer.Option(help="folder for the charts (PNG + SVG)")],
+) -> None:
+    """Paper-style charts of each mode (PNG and SVG)."""
+    from dynbench.report.plots import plot_all  # matplotlib only when plotting
+
+    skipped: list[str] = []
+    for path in plot_all(load_results(results), out, skipped=skipped):
+        stdout.print(str(path))
+    for reason in skipped:
+        stderr.print(f"[yellow]skipped[/] {reason}")
+
+
+@app.command()
+def baseline(
+    results: Annotated[Path, typer.Argument(help="results folder or its records.jsonl")],
+    out: Annotated[Path, typer.Option(help="baseline file, e.g. results/baselines/NAME.jsonl")],
+) -> None:
+    """Store a run's summary rows and environment as a baseline for `dynbench check`."""
+    written = regress.write_baseline(results, out)
+    stderr.print(f"wrote {out}: {written.describe()}")
+
+
+@app.command()
+def check(
+    results: Annotated[Path, typer.Argument(help="results folder or its records.jsonl")],
+    baseline: Annotated[Path, typer.Option(help="file written by `dynbench baseline`")],
+    latency_tol: Annotated[float, typer.Option(help="latency tolerance on the median ratio")] = 0.05,
+    summary_md: Annotated[str | None, typer.Option(help="append a Markdown summary to FILE")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON Lines on stdout, one per check")] = False,
+    fail_on_improvement: Annotated[bool, typer.Option(help="exit 1 on improvements (stale baseline)")] = False,
+    gate_cpu_latency: Annotated[bool, typer.Option(help="gate CPU timings too (noisy)")] = False,
+) -> None:
+    """Compare a run with a baseline: exit 0 no regression, 1 regression, 2 bad input."""
+    report = regress.check_results(results, baseline, latency_tol=latency_tol,
+                                   fail_on_improvement=fail_on_improvement,
+                                   gate_cpu_latency=gate_cpu_latency)  # fmt: skip
+    stderr.print(report.render())
+    if summary_md:  # "$GITHUB_STEP_SUMMARY" is empty outside Actions
+        report.write_markdown(summary_md)
+    if json_out:
+        for line in report.to_json():
+            print(json.dumps(line, allow_nan=False))
+    raise typer.Exit(report.exit_code)
 
 
 @app.command("env")

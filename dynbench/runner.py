@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from dynbench.errors import DynbenchError
-from dynbench.inputs import synthetic_inputs
+from dynbench.inputs import (
+    ModelInputs,
+    image_prompt_inputs,
+    load_answer_ids,
+    npz_inputs,
+    synthetic_inputs,
+    with_answer_ids,
+)  # fmt: skip
 from dynbench.measure import env as envmod
 from dynbench.measure.flops import (
     paper_decode_layer_tokens,
@@ -33,7 +41,8 @@ from dynbench.measure.latency import ClockMonitor, LatencyTracker, summarize
 from dynbench.measure.memory import MemoryTracker, weights_bytes
 from dynbench.measure.model_cost import ModelCost
 from dynbench.models.build import build_model, count_parameters
-from dynbench.models.presets import DTYPES
+from dynbench.models.checkpoints import LoadedModel, dense_view, load_checkpoint
+from dynbench.models.presets import DTYPES, Preset, register_preset
 from dynbench.modes import ModeResult, plan_mode, run_mode
 from dynbench.results import RECORDS_FILE, append_record, write_atomic
 from dynbench.spec import RunSpec
@@ -58,6 +67,85 @@ def is_oom(exc: BaseException) -> bool:
 
 
 @dataclass
+class Source:
+    """Where weights and inputs come from, for every point of a run (the run's flags).
+
+    Nothing set: random weights of a named preset and a synthetic prompt. `checkpoint`: local
+    weights (`models/checkpoints.py`), loaded once per (dtype, device, attention) and shared by
+    both methods (`llava` is a view of a Dynamic-LLaVA checkpoint without its predictors).
+    `inputs` (.npz) or `image` + `prompt`: one real prompt, replicated over the batch;
+    `teacher_force`: answer tokens fed instead of the model's own.
+    """
+
+    checkpoint: str | None = None
+    vision_tower: str | None = None
+    inputs: str | None = None
+    image: str | None = None
+    prompt: str | None = None
+    teacher_force: str | None = None
+    _meta: LoadedModel | None = field(default=None, repr=False)  # names and shapes only
+    _inputs: ModelInputs | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if (self.image is None) != (self.prompt is None):
+            raise DynbenchError("--image and --prompt go together")
+        if self.image is not None and self.inputs is not None:
+            raise DynbenchError("give either --image/--prompt or --inputs, not both")
+        if self.image is not None and self.checkpoint is None:
+            raise DynbenchError("--image/--prompt need --checkpoint (its tokenizer and image processor)")
+        if self.vision_tower is not None and self.checkpoint is None:
+            raise DynbenchError("--vision-tower is used with --checkpoint")
+
+    @property
+    def labels(self) -> dict:
+        """The RunSpec fields that name this source."""
+        return {"checkpoint": self.checkpoint, "inputs": self.inputs or self.image,
+                "teacher_force": self.teacher_force}  # fmt: skip
+
+    def checkpoint_info(self, model: str | None = None) -> LoadedModel | None:
+        """Read the checkpoint's config and check every tensor's name and shape (no data)."""
+        if self.checkpoint is not None and self._meta is None:
+            self._meta = load_checkpoint(self.checkpoint, vision_tower_dir=self.vision_tower, model=model,
+                                         device="meta")  # fmt: skip
+            register_preset(self._meta.preset)
+            for note in self._meta.notes:
+                warnings.warn(note, stacklevel=2)
+        return self._meta
+
+    def real_inputs(self, preset: Preset) -> ModelInputs | None:
+        """The real prompt (batch 1), built once; None for synthetic prompts."""
+        if self._inputs is None:
+            if self.inputs is not None:
+                self._inputs = npz_inputs(self.inputs, preset)
+            elif self.image is not None:
+                info = self.checkpoint_info()
+                self._inputs = image_prompt_inputs(self.image, self.prompt, info.tokenizer_dir,
+                                                   info.image_processor_dir, preset, layout=info.layout,
+                                                   preprocessing=info.preprocessing)  # fmt: skip
+        return self._inputs
+
+    def point_inputs(self, spec: RunSpec, preset: Preset) -> ModelInputs:
+        real = self.real_inputs(preset)
+        if real is None:
+            inputs = synthetic_inputs(preset, spec.prompt_len, spec.batch, spec.seed)
+        else:
+            inputs = _replicate(real, spec.batch)
+        if self.teacher_force is not None:
+            inputs = with_answer_ids(inputs, load_answer_ids(self.teacher_force), vocab=preset.vocab)
+        return inputs
+
+
+def _replicate(inputs: ModelInputs, batch: int) -> ModelInputs:
+    if inputs.batch == batch:
+        return inputs
+    if inputs.batch != 1:
+        raise DynbenchError(f"the inputs hold {inputs.batch} rows but --batch is {batch}")
+    grow = lambda t: None if t is None else t.expand(batch, *t.shape[1:]).clone()  # noqa: E731
+    return replace(inputs, input_ids=grow(inputs.input_ids), pixel_values=grow(inputs.pixel_values),
+                   answer_ids=grow(inputs.answer_ids))  # fmt: skip
+
+
+@dataclass
 class _Loaded:
     """A built model and what is measured once per model."""
 
@@ -78,22 +166,23 @@ class SweepOutcome:
 
 
 class Runner:
-    def __init__(self, out_dir: Path | None = None, flops: bool = True):
+    def __init__(self, out_dir: Path | None = None, flops: bool = True, source: Source | None = None):
         self.out_dir = out_dir
         self.flops = flops
+        self.source = source or Source()
         self._loaded: tuple[tuple, _Loaded] | None = None  # one model in memory at a time
+        self._checkpoint: tuple[tuple, LoadedModel] | None = None
 
     # ---- models ---------------------------------------------------------------------------------
     def _model(self, spec: RunSpec) -> _Loaded:
-        key = (spec.model, spec.method, spec.dtype, spec.device, spec.attn, spec.seed)
+        key = (spec.model, spec.method, spec.dtype, spec.device, spec.attn, spec.seed, spec.checkpoint)
         if self._loaded is not None and self._loaded[0] == key:
             return self._loaded[1]
         self._loaded = None  # free the previous model before building the next
         if spec.device == "cuda":
             torch.cuda.empty_cache()
         memory = MemoryTracker(spec.device)  # before the build: NVML's container baseline
-        net = build_model(spec.model, spec.method, attn=spec.attn, dtype=DTYPES[spec.dtype],
-                          device=spec.device, seed=spec.seed)  # fmt: skip
+        net = self.build_net(spec)
         snap = envmod.snapshot(spec.device, DTYPES[spec.dtype], spec.attn)
         loaded = _Loaded(net, memory, ModelCost(net), snap, envmod.env_id(snap),
                          count_parameters(net), weights_bytes(net))  # fmt: skip
@@ -102,12 +191,30 @@ class Runner:
         self._loaded = (key, loaded)
         return loaded
 
+    def build_net(self, spec: RunSpec) -> torch.nn.Module:
+        if self.source.checkpoint is None:
+            return build_model(spec.model, spec.method, attn=spec.attn, dtype=DTYPES[spec.dtype],
+                               device=spec.device, seed=spec.seed)  # fmt: skip
+        key = (spec.dtype, spec.device, spec.attn)
+        if self._checkpoint is None or self._checkpoint[0] != key:
+            self._checkpoint = None
+            loaded = load_checkpoint(self.source.checkpoint, vision_tower_dir=self.source.vision_tower,
+                                     dtype=DTYPES[spec.dtype], device=spec.device, attn=spec.attn)  # fmt: skip
+            self._checkpoint = (key, loaded)
+        loaded = self._checkpoint[1]
+        if spec.method == loaded.method:
+            return loaded.net
+        if spec.method == "llava":
+            return dense_view(loaded.net)
+        raise DynbenchError(f"--checkpoint {self.source.checkpoint} holds {loaded.method} weights, not {spec.method}")
+
     # ---- one point ------------------------------------------------------------------------------
     def run_point(self, spec: RunSpec) -> dict:
         """Measure one point, append its rows, return the summary row (status ok / oom)."""
         point_id = uuid.uuid4().hex[:12]
         base = {**spec.as_dict(), "point_id": point_id, "time_utc": _now(),
-                "text_keep_imposed": spec.method != "llava" and spec.text_policy == "budget"}  # fmt: skip
+                "text_keep_imposed": spec.method != "llava" and spec.text_policy == "budget",
+                **self._source_columns()}  # fmt: skip
         try:
             loaded = self._model(spec)
             base.update(env_id=loaded.env_id, git_sha=loaded.env.get("git_sha"),
@@ -129,6 +236,17 @@ class Runner:
         self._write(row)
         return row
 
+    def _source_columns(self) -> dict:
+        info = self.source.checkpoint_info()
+        real = self.source._inputs
+        return {
+            "checkpoint_layout": info.layout if info else None,
+            "vision_tower": str(info.vision_tower_dir) if info and info.vision_tower_dir else None,
+            "sparse_config": info.sparse_config if info else None,
+            "inputs_source": real.source if real is not None else "synthetic",
+            "preprocessing": real.preprocessing if real is not None else None,
+        }
+
     def _write(self, row: dict) -> None:
         if self.out_dir is not None:
             append_record(self.out_dir / RECORDS_FILE, row)
@@ -142,7 +260,7 @@ class Runner:
                                bool(spec.reuse_vision), spec.batch, DTYPES[spec.dtype])  # fmt: skip
             memory = None
         else:
-            inputs = synthetic_inputs(net.preset, spec.prompt_len, spec.batch, spec.seed)
+            inputs = self.source.point_inputs(spec, net.preset)
             warmup, repeats = spec.warmup, spec.repeats
             args = (spec.mode, net, inputs, spec.drop, gen_len, bool(spec.reuse_vision))
             for _ in range(warmup):

@@ -45,6 +45,11 @@ class RunSpec:
     attn: str = "sdpa"
     warmup: int | None = None  # None: the mode's default (see `collapse`)
     repeats: int | None = None
+    # where weights and inputs come from (flags of a whole run, not sweep axes; None = random
+    # weights / synthetic prompt)
+    checkpoint: str | None = None
+    inputs: str | None = None  # an .npz of exact tensors, or the image of --image/--prompt
+    teacher_force: str | None = None
 
     def __post_init__(self):
         preset = get_preset(self.model)
@@ -197,8 +202,9 @@ def _cast(name: str, value, typ: type, where: str):
     raise DynbenchError(f"{where}{flag}: cannot read {value!r} as {typ.__name__}")
 
 
-def points_from(values: dict, where: str = "") -> list[RunSpec]:
-    """Sweep points from flag or suite values: field → value, list of values, or None (default)."""
+def points_from(values: dict, where: str = "", source: dict | None = None) -> list[RunSpec]:
+    """Sweep points from flag or suite values: field → value, list of values, or None (default).
+    `source` (checkpoint / inputs / teacher_force labels) is the same for every point."""
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise DynbenchError(f"{where}unknown key(s) {', '.join(unknown)}; allowed: {', '.join(FIELDS)}")
@@ -217,13 +223,13 @@ def points_from(values: dict, where: str = "") -> list[RunSpec]:
     if axes["text_keep"] == [None] and fixed["text_policy"] == "budget":
         axes["text_keep"] = [DEFAULT_TEXT_KEEP]
     fixed["device"] = resolve_device(fixed["device"])
-    return expand(axes, fixed)
+    return expand(axes, {**fixed, **(source or {})})
 
 
 SUITE_KEYS = ("description", "defaults", "sweeps")
 
 
-def load_suite(path: str | Path) -> list[RunSpec]:
+def load_suite(path: str | Path, source: dict | None = None) -> list[RunSpec]:
     """Points of a suite file: `defaults` merged into each of `sweeps` (or one flat sweep)."""
     path = Path(path)
     try:
@@ -249,6 +255,6 @@ def load_suite(path: str | Path) -> list[RunSpec]:
     for i, sweep in enumerate(sweeps, start=1):
         if not isinstance(sweep, dict):
             raise DynbenchError(f"suite {path}: sweep {i} must be a mapping")
-        for point in points_from({**defaults, **sweep}, where=f"suite {path.name}, sweep {i}: "):
+        for point in points_from({**defaults, **sweep}, f"suite {path.name}, sweep {i}: ", source):
             points[point] = None
     return list(points)

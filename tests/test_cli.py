@@ -25,7 +25,9 @@ BAD = [
     (["run", "--dtype", "float8"], "unknown dtype"),
     (["run", "--attn", "flash"], "unknown attn"),
     (["run", "--batch", "0"], "--batch must be ≥ 1"),
-    (["run", "--device", "meta"], "--device meta"),
+    (["profile", "--out", "/tmp/x", "--mode", "prefill,kv-cache"], "profile takes one point"),
+    (["profile", "--out", "/tmp/x", "--device", "meta"], "nothing to profile"),
+    (["check", "no/such/dir", "--baseline", "no/such.jsonl"], "no"),
 ]
 
 
@@ -46,15 +48,19 @@ def test_cuda_without_gpu_is_refused(capsys):
 
 
 def test_run_prints_counts(capsys):
-    assert main(["run", "--mode", "kv-cache,prefill", "--gen-len", "4", "--prompt-len", "8"]) == 0
+    argv = ["run", "--mode", "kv-cache,prefill", "--gen-len", "4", "--prompt-len", "8", "--warmup", "0",
+            "--repeats", "1"]  # fmt: skip
+    assert main(argv) == 0
     text = capsys.readouterr().out
     assert "dynamic-llava" in text and "llava" in text
-    assert "640" not in text and "584×4" in text  # dense prefill: 8 + 576 tokens in all 4 layers
+    assert "584×4" in text  # dense prefill: 8 + 576 tokens in all 4 layers
     assert "584×2 123×2" in text  # dynamic: 576 - 115 = 461 fewer from layer 2 on
 
 
 def test_long_lengths_warn_but_run(capsys):
-    assert main(["run", "--mode", "prefill", "--method", "llava", "--prompt-len", "1500"]) == 0
+    argv = ["run", "--mode", "prefill", "--method", "llava", "--prompt-len", "1500", "--warmup", "0", "--repeats", "1",
+            "--no-flops"]  # fmt: skip
+    assert main(argv) == 0
     captured = capsys.readouterr()
     assert "max_position_embeddings" in captured.err and "2076×4" in captured.out
 

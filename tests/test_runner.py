@@ -7,9 +7,9 @@ import torch
 
 from dynbench import runner as runner_mod
 from dynbench.cli import main
+from dynbench.errors import DynbenchError
 from dynbench.measure.flops import analytic_layer_macs, count_macs
 from dynbench.models.build import build_model
-from dynbench.errors import DynbenchError
 from dynbench.results import load
 
 FAST = ["--warmup", "0", "--repeats", "1"]

@@ -156,13 +156,20 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+_FROM_CHECKPOINTS: dict[str, Preset] = {}  # shapes read from a loaded checkpoint's config
+
+
+def register_preset(preset: Preset) -> None:
+    """Make a checkpoint's shape known by name for this process (named presets take precedence)."""
+    if preset.name not in PRESETS:
+        _FROM_CHECKPOINTS[preset.name] = preset
+
+
 def get_preset(name: str) -> Preset:
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise DynbenchError(
-            f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}"
-        ) from None
+    preset = PRESETS.get(name) or _FROM_CHECKPOINTS.get(name)
+    if preset is None:
+        raise DynbenchError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return preset
 
 
 DTYPES: dict[str, torch.dtype] = {
