@@ -1,0 +1,39 @@
+"""The CPU half of the regression gate: the smoke suite against the committed baseline.
+
+Exact metrics (per-layer lengths, keep counts, KV bytes, parameter and FLOP counts) must equal
+`results/baselines/smoke-cpu.jsonl`; CPU latency is reported, not gated. Refresh the baseline
+(README "Use in CI") when a change to those numbers is intended.
+"""
+
+import json
+from pathlib import Path
+
+from dynbench.cli import main
+from dynbench.regress import check_results
+from dynbench.results import RECORDS_FILE
+
+BASELINE = Path(__file__).parent.parent / "results" / "baselines" / "smoke-cpu.jsonl"
+
+
+def test_smoke_suite_matches_committed_baseline(tmp_path, capsys):
+    out = tmp_path / "smoke"
+    assert main(["run", "--suite", "suites/smoke.yaml", "--out", str(out)]) == 0
+    report = check_results(out, BASELINE)
+    verdicts = [(r.kind, r.verdict, r.metric, r.note) for r in report.results]
+    assert report.exit_code == 0, [v for v in verdicts if v[1] == "regression"]
+    exact = [v for v in verdicts if v[0] == "exact" and v[1] == "pass"]
+    assert len(exact) >= 7 * 8  # every point, every exact metric actually compared
+    assert not [v for v in verdicts if v[1] == "missing"]
+
+    # a changed vision keep, relabelled as the baseline's, is caught and named
+    rows = [json.loads(line) for line in (out / RECORDS_FILE).read_text().splitlines()]
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    point = next(r for r in rows if r["step"] is None and r["method"] == "dynamic-llava" and r["mode"] == "prefill")
+    point["layer_seq_lens"] = point["layer_seq_lens"][:2] + [n + 1 for n in point["layer_seq_lens"][2:]]
+    point["image_tokens_kept"] += 1
+    (changed / RECORDS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bad = check_results(changed, BASELINE)
+    assert bad.exit_code == 1
+    names = {r.metric for r in bad.results if r.verdict == "regression"}
+    assert {"layer_seq_lens", "image_tokens_kept"} <= names
