@@ -460,9 +460,9 @@ def test_workflow_is_valid_and_runs_the_gate():
     g, c = commands(gpu), commands(cpu)
     assert gpu["steps"][0]["uses"].startswith("actions/checkout@")
     assert any('pip install -e ".[dev]"' in cmd for cmd in g)
-    order = [next(i for i, cmd in enumerate(g) if cmd.startswith(prefix)) for prefix in (
+    order = [next(i for i, cmd in enumerate(g) if prefix in cmd) for prefix in (
         "dynbench run --suite suites/ci-gpu.yaml --out results/ci-gpu",
-        "dynbench check results/ci-gpu --baseline results/baselines/ci-gpu.jsonl "
+        "dynbench check results/ci-gpu --baseline results/baselines/ci-gpu.jsonl \\ "
         '--summary-md "$GITHUB_STEP_SUMMARY"',
         "dynbench plot results/ci-gpu --out results/ci-gpu/figures",
     )]  # fmt: skip
