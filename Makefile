@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install test smoke lint
+.PHONY: install test smoke lint figures
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -14,3 +14,10 @@ smoke:
 
 lint:
 	$(PYTHON) -m ruff check dynbench tests
+
+# The README's chart set without a GPU: 7B counts on the meta device + measured tiny-preset CPU runs.
+figures:
+	rm -rf results/figures-meta results/figures-cpu
+	dynbench run --suite suites/figures-meta.yaml --out results/figures-meta
+	dynbench run --suite suites/smoke.yaml --out results/figures-cpu
+	dynbench plot results/figures-meta results/figures-cpu --out docs/figures
