@@ -66,6 +66,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dynbench.errors import DynbenchError
+from dynbench.report.tables import runs
 from dynbench.results import _jsonable, iter_records, point_key, write_atomic
 
 BASELINE_FORMAT = 1  # header field `dynbench_baseline`; bump when the file layout changes
@@ -289,7 +290,7 @@ def _exact_change(base: Any, cur: Any, rel_tol: float, item: str) -> str | None:
     """None when equal; otherwise what changed, naming positions in lists."""
     if isinstance(base, list) and isinstance(cur, list):
         if len(base) != len(cur):
-            return f"{len(base)} → {len(cur)} entries ({_runs(base)} → {_runs(cur)})"
+            return f"{len(base)} → {len(cur)} entries ({runs(base)} → {runs(cur)})"
         diffs = [(i, b, c) for i, (b, c) in enumerate(zip(base, cur, strict=True))
                  if not _close(c, b, rel_tol)]
         if not diffs:
@@ -516,18 +517,6 @@ def _label(point: Mapping[str, Any], shown: Iterable[str] = ()) -> str:
     return " ".join(parts)
 
 
-def _runs(values: Sequence[Any]) -> str:
-    """[640, 640, 179, 179] → '640×2 179×2'."""
-    parts, i = [], 0
-    while i < len(values):
-        j = i
-        while j < len(values) and values[j] == values[i]:
-            j += 1
-        parts.append(f"{values[i]}×{j - i}" if j - i > 1 else str(values[i]))
-        i = j
-    return " ".join(parts)
-
-
 def _metric_name(metric: str) -> str:
     return "latency" if metric == LATENCY_METRIC else metric
 
@@ -536,7 +525,7 @@ def _fmt(metric: str, value: Any) -> str:
     if value is None:
         return "—"
     if isinstance(value, list):
-        return _runs(value)
+        return runs(value)
     if metric == LATENCY_METRIC:
         return f"{value:.4g} ms"
     if metric in MEMORY_METRICS:
