@@ -84,7 +84,7 @@ def _out_dir(out: str | None, resume: bool) -> Path | None:
 
 # ---- the options of one point, shared by `run` and `profile` ---------------------------------------
 ModeOpt = Annotated[ListOpt, typer.Option(help=f"{' | '.join(MODES)} [run default: all three]")]
-MethodOpt = Annotated[ListOpt, typer.Option(help=f"{' | '.join(METHODS)} [run default: both]")]
+MethodOpt = Annotated[ListOpt, typer.Option(help=f"{' | '.join(METHODS)} [run default: llava, dynamic-llava]")]
 ModelOpt = Annotated[str | None, typer.Option(help=f"preset: {' | '.join(PRESETS)} [default: tiny]")]
 PromptLenOpt = Annotated[ListOpt, typer.Option(help="text tokens in the prompt, image excluded [default: 64]")]
 GenLenOpt = Annotated[ListOpt, typer.Option(help="tokens generated in decode modes [default: 32]")]
@@ -153,6 +153,12 @@ def run(
     warmup: Annotated[int | None, typer.Option(help="warm-up runs [default: prefill 3, decode 1]")] = None,
     repeats: Annotated[int | None, typer.Option(help="measured runs [default: prefill 10 GPU/3 CPU, decode 1]")] = None,
     flops: Annotated[bool, typer.Option("--flops/--no-flops", help="count FLOPs with fvcore")] = True,
+    match_budget: Annotated[str | None, typer.Option(
+        help="flops | tokens: set fastv's R (random: its keep) so that its prefill paper TFLOPs or "
+        "equivalent tokens equal dynamic-llava's at the same vision keep")] = None,
+    fastv_k: Annotated[ListOpt, typer.Option(help="fastv: first pruned layer K [default: 2]")] = None,
+    fastv_r: Annotated[ListOpt, typer.Option(help="fastv: fraction R of image tokens dropped [default: 0.5]")] = None,
+    kv_budget: Annotated[ListOpt, typer.Option(help="h2o, streaming-llm: KV budget, share of P [default: 0.2]")] = None,
     checkpoint: CheckpointOpt = None,
     vision_tower: VisionTowerOpt = None,
     image: ImageOpt = None,
@@ -167,7 +173,9 @@ def run(
 ) -> None:
     """Measure every point of the sweep: FLOPs, memory, latency and realized token counts."""
     values = _point_values(mode, method, model, prompt_len, gen_len, vision_keep, text_keep, text_policy,
-                           reuse_vision, batch, seed, device, dtype, attn, warmup=warmup, repeats=repeats)  # fmt: skip
+                           reuse_vision, batch, seed, device, dtype, attn, warmup=warmup, repeats=repeats,
+                           match_budget=match_budget, fastv_k=_split(fastv_k), fastv_r=_split(fastv_r),
+                           kv_budget=_split(kv_budget))  # fmt: skip
     source = Source(checkpoint, vision_tower, inputs, image, prompt, teacher_force)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -242,7 +250,8 @@ def models() -> None:
                 "hidden", "sparse layer", "description"):  # fmt: skip
         table.add_column(col, overflow="fold")
     for name, p in PRESETS.items():
-        counts = [count_parameters(build_model(name, m, device="meta")) for m in METHODS]
+        # the baselines (random, fastv, h2o, streaming-llm) have llava's parameters
+        counts = [count_parameters(build_model(name, m, device="meta")) for m in ("llava", "dynamic-llava")]
         table.add_row(
             name, *(f"{n / 1e9:.3f} B" if n > 1e8 else f"{n / 1e6:.2f} M" for n in counts),
             str(p.image_tokens), str(p.layers), str(p.hidden), str(p.sparse_layer), p.description,

@@ -19,6 +19,11 @@ step are the ones the method needs: the learned text policy reads its decision (
 
 `plan_mode` computes the same steps from the rules alone (budget policy), without running the
 model: what `--device meta` reports for 7B / 13B in seconds. Tests check plan == run.
+
+Baselines (`models/baselines.py`): `random` and `fastv` prune image tokens in every full-sequence
+forward (their decode steps are dense); `h2o` and `streaming-llm` bound the KV cache after the
+prefill and every decode step, and have no no-cache mode (refused). Their steps report no
+`text_tokens_kept` (what stays cached is per layer and, for h2o, per head: see the KV bytes).
 """
 
 from __future__ import annotations
@@ -31,8 +36,18 @@ import torch
 
 from dynbench.errors import DynbenchError
 from dynbench.inputs import ModelInputs
+from dynbench.models.baselines import (
+    KV_METHODS,
+    SINK_TOKENS,
+    check_kv_budget,
+    check_mode,
+    drop_plan,
+    kv_budget_tokens,
+    layer_attn,
+    streaming_prompt_kept,
+)  # fmt: skip
 from dynbench.models.dynamic_llava import TextDecider, keep_count
-from dynbench.models.llava import DropConfig, LlavaForBench
+from dynbench.models.llava import DropConfig, LlavaForBench, PromptLayout, SequenceOut
 from dynbench.models.presets import Preset
 
 MODES = ("prefill", "no-cache", "kv-cache")
@@ -44,9 +59,10 @@ class Step:
     tokens: torch.Tensor | None  # (B,) the token this step produced, on the device
     layer_seq_lens: list[int] | None  # input length of each decoder layer (full-sequence forwards)
     layer_cache_lens: list[int] | None  # KV length of each layer after the step (cache modes)
-    image_tokens_kept: int  # per row, from the sparse layer on
+    image_tokens_kept: int  # per row, from the layer that drops image tokens on
     text_tokens_fed: int  # generated tokens fed so far
-    text_tokens_kept: int  # of those, kept from the sparse layer on (cached, or not dropped)
+    text_tokens_kept: int | None  # of those, kept from the sparse layer on (cached, or not dropped)
+    # KV bytes; h2o's split is data-dependent: a 0-d device tensor until `to_host`, None in a plan
     kv_bytes_prompt: int | None
     kv_bytes_generated: int | None
     # what ran, for cost accounting (FLOPs): per decoder layer (queries, keys attended), whether
@@ -55,12 +71,19 @@ class Step:
     vision_ran: bool = False
     image_scored: int = 0
     text_scored: int = 0
+    # full-sequence forwards: image tokens into each decoder layer (equivalent tokens, paper FLOPs)
+    layer_image_tokens: list[int] | None = None
+    layer_attn: list[str] | None = None  # attention implementation of each decoder layer
     token_ids: list[int] | None = None  # `tokens` on the host, filled in when the run ends
 
     def to_host(self) -> None:
         if self.tokens is not None and self.tokens.device.type != "meta":
             self.token_ids = self.tokens.tolist()
         self.tokens = None
+        for name in ("kv_bytes_prompt", "kv_bytes_generated"):
+            value = getattr(self, name)
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, int(value.item()))
 
 
 @dataclass
@@ -89,7 +112,7 @@ def _check(model: LlavaForBench, inputs: ModelInputs, drop: DropConfig, gen_len:
             f"teacher forcing needs {gen_len - 1} answer tokens for gen_len {gen_len}, "
             f"got {inputs.answer_ids.shape[1]}"
         )
-    learned = model.method != "llava" and drop.text_policy == "learned"
+    learned = model.method == "dynamic-llava" and drop.text_policy == "learned"
     if learned and decoding and model.device.type == "meta":
         raise DynbenchError(
             "the meta device computes shapes only, so learned text decisions cannot be made there; "
@@ -109,6 +132,20 @@ def _feed(inputs: ModelInputs, produced: torch.Tensor, i: int) -> torch.Tensor:
     return inputs.answer_ids[:, i].to(produced.device) if inputs.answer_ids is not None else produced
 
 
+def _layer_image_tokens(model: LlavaForBench, out: SequenceOut, layout: PromptLayout) -> list[int]:
+    """Image tokens into each decoder layer of a full-sequence forward."""
+    if out.layer_image_tokens is not None:
+        return out.layer_image_tokens
+    L, N = len(model.layers), layout.image_tokens
+    if out.image_kept is None:
+        return [N] * L
+    return [N] * model.sparse_layer + [out.image_kept] * (L - model.sparse_layer)  # dynamic-llava
+
+
+def _layer_attn(model: LlavaForBench, drop: DropConfig, phase: str) -> list[str]:
+    return layer_attn(model.method, drop, len(model.layers), model.attn, phase)
+
+
 def _prefill(model, inputs: ModelInputs, drop: DropConfig):
     """One forward over the prompt with a cache → (Step 0, the cache, the produced token)."""
     ids, px, layout = inputs.input_ids.to(model.device), inputs.pixel_values.to(model.device), inputs.layout
@@ -122,7 +159,8 @@ def _prefill(model, inputs: ModelInputs, drop: DropConfig):
     step = Step(
         0, token, out.layer_seq_lens, cache.lengths(), image_kept, 0, 0, *cache.kv_bytes(),
         layer_shapes=[(n, n) for n in out.layer_seq_lens], vision_ran=True,
-        image_scored=out.image_scored,
+        image_scored=out.image_scored, layer_image_tokens=_layer_image_tokens(model, out, layout),
+        layer_attn=_layer_attn(model, drop, "prefill"),
     )  # fmt: skip
     return step, cache, token
 
@@ -133,6 +171,7 @@ def run_prefill(model, inputs: ModelInputs, drop: DropConfig, gen_len=None, reus
 
 
 def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reuse_vision=False):
+    check_mode(model.method, "no-cache")
     _check(model, inputs, drop, gen_len, decoding=True)
     ids, px, layout = inputs.input_ids.to(model.device), inputs.pixel_values.to(model.device), inputs.layout
     fed = ids.new_empty((ids.shape[0], 0))  # (B, i) generated tokens fed so far
@@ -152,6 +191,7 @@ def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
             n_fed, out.text_kept if out.text_kept is not None else n_fed, None, None,
             layer_shapes=[(n, n) for n in out.layer_seq_lens], vision_ran=ran_vision,
             image_scored=out.image_scored, text_scored=out.text_scored,
+            layer_image_tokens=_layer_image_tokens(model, out, layout), layer_attn=_layer_attn(model, drop, "forward"),
         )  # fmt: skip
         fed = torch.cat([fed, _feed(inputs, token, i)[:, None]], dim=1)
 
@@ -160,8 +200,9 @@ def run_kv_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
     _check(model, inputs, drop, gen_len, decoding=True)
     step, cache, token = _prefill(model, inputs, drop)
     yield step
-    decider = TextDecider(drop.text_policy, drop.text_keep) if model.method != "llava" else None
+    decider = TextDecider(drop.text_policy, drop.text_keep) if model.method == "dynamic-llava" else None
     image_kept, P = step.image_tokens_kept, inputs.layout.seq_len
+    attn = _layer_attn(model, drop, "decode")
     for j in range(1, gen_len):
         fed = _feed(inputs, token, j - 1)  # (B,)
         before = cache.lengths()
@@ -169,11 +210,18 @@ def run_kv_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
             hidden, _ = model.forward_token(model.embed_tokens(fed[:, None]), P + j - 1, cache, decider)
             token = model.logits(hidden[:, -1]).argmax(-1)
         yield Step(
-            j, token, None, cache.lengths(), image_kept, j,
-            decider.kept if decider is not None else j, *cache.kv_bytes(),
-            layer_shapes=[(1, n + 1) for n in before],  # the token attends to itself too
-            text_scored=1 if decider is not None else 0,
+            j, token, None, cache.lengths(), image_kept, j, _text_kept(model.method, decider, j),
+            *cache.kv_bytes(), layer_shapes=[(1, n + 1) for n in before],  # the token attends to itself too
+            text_scored=1 if decider is not None else 0, layer_attn=attn,
         )  # fmt: skip
+
+
+def _text_kept(method: str, decider: TextDecider | None, fed: int) -> int | None:
+    """Generated tokens kept in kv-cache decoding: the decider's count (dynamic-llava), all of them
+    (dense decode steps), or None for the KV-eviction methods (per layer and head)."""
+    if decider is not None:
+        return decider.kept
+    return None if method in KV_METHODS else fed
 
 
 DRIVERS: dict[str, Callable[..., Iterator[Step]]] = {
@@ -222,52 +270,74 @@ def plan_mode(
     reuse_vision: bool = False,
     batch: int = 1,
     dtype: torch.dtype = torch.float32,
+    attn: str = "sdpa",
 ) -> ModeResult:
     """The steps `run_mode` would produce, from the counting rules alone (no model is run).
 
-    Exact for `llava` and for `dynamic-llava` under the budget policy; learned decisions depend
-    on the weights and cannot be planned.
+    Exact for `llava`, the baselines and `dynamic-llava` under the budget policy; learned
+    decisions depend on the weights and cannot be planned. h2o's prompt/generated KV split
+    depends on the attention weights once decoding evicts: None from then on (the total is exact).
     """
     drop = drop or DropConfig()
-    dynamic = method != "llava"
+    dynamic = method == "dynamic-llava"
     if dynamic and drop.text_policy == "learned" and mode != "prefill":
         raise DynbenchError(
             "learned text decisions depend on the weights and cannot be counted without running "
             "the model; use --text-policy budget on the meta device"
         )
+    check_mode(method, mode)
     L, s, N = preset.layers, preset.sparse_layer, preset.image_tokens
     P = prompt_len + N
-    k = keep_count(drop.vision_keep, N) if dynamic else N
+    first, k = drop_plan(method, drop, preset)
+    first = L if first is None else first
     per_token = 2 * preset.kv_heads * (preset.hidden // preset.heads) * dtype.itemsize * batch
-    split = lambda below, above: [below] * s + [above] * (L - s)  # noqa: E731
+    split = lambda before, after: [before] * first + [after] * (L - first)  # noqa: E731
+    image_lens = split(N, k)
+    attn_of = lambda phase: layer_attn(method, drop, L, attn, phase)  # noqa: E731
     result = ModeResult(mode, method)
-    prompt_lens = split(P, P - (N - k))
+    seq_lens = split(P, P - (N - k))
+    evicts = method in KV_METHODS
+    budget = kv_budget_tokens(drop.kv_budget, P) if evicts else None
+    if evicts:
+        check_kv_budget(budget, method)
+    prompt_lens = [min(n, budget) for n in seq_lens] if evicts else seq_lens
     if mode in ("prefill", "kv-cache"):
         result.steps.append(Step(
-            0, None, prompt_lens, list(prompt_lens), k, 0, 0, sum(prompt_lens) * per_token, 0,
-            layer_shapes=[(n, n) for n in prompt_lens], vision_ran=True,
-            image_scored=N if dynamic else 0,
+            0, None, seq_lens, list(prompt_lens), k, 0, 0, sum(prompt_lens) * per_token, 0,
+            layer_shapes=[(n, n) for n in seq_lens], vision_ran=True,
+            image_scored=N if dynamic else 0, layer_image_tokens=image_lens, layer_attn=attn_of("prefill"),
         ))  # fmt: skip
     if mode == "kv-cache":
         decider = TextDecider(drop.text_policy, drop.text_keep) if dynamic else None
-        cache = list(prompt_lens)
+        cache, n_prompt = list(prompt_lens), list(prompt_lens)  # entries, prompt entries per layer
+        split_known = True  # h2o's split stays known until decoding evicts
         for j in range(1, gen_len):
             keep = decider.decide(None) if dynamic else True
             shapes = [(1, n + 1) for n in cache]
-            cache = [n + 1 if (i < s or keep) else n for i, n in enumerate(cache)]
-            kept = decider.kept if dynamic else j
+            grown = [n + 1 if (i < s or keep) else n for i, n in enumerate(cache)]
+            if evicts:
+                if method == "streaming-llm":
+                    window = budget - SINK_TOKENS
+                    n_prompt = [streaming_prompt_kept(p, n, window) if n > budget else p
+                                for p, n in zip(n_prompt, grown, strict=True)]  # fmt: skip
+                split_known = split_known and (method != "h2o" or max(grown) <= budget)
+                grown = [min(n, budget) for n in grown]
+            cache = grown
+            kv_prompt = sum(n_prompt) * per_token if split_known else None
+            kv_generated = sum(cache) * per_token - kv_prompt if split_known else None
             result.steps.append(Step(
-                j, None, None, list(cache), k, j, kept, sum(prompt_lens) * per_token,
-                (sum(cache) - sum(prompt_lens)) * per_token,
-                layer_shapes=shapes, text_scored=1 if dynamic else 0,
+                j, None, None, list(cache), k, j, decider.kept if dynamic else (None if evicts else j),
+                kv_prompt, kv_generated, layer_shapes=shapes, text_scored=1 if dynamic else 0,
+                layer_attn=attn_of("decode"),
             ))  # fmt: skip
     if mode == "no-cache":
         for i in range(gen_len):  # i generated tokens fed; i - 1 of them are candidates
             kept = i if not dynamic else (keep_count(drop.text_keep, i - 1) + 1 if i else 0)
-            lens = split(P + i, P - (N - k) + kept) if dynamic else split(P + i, P + i)
+            lens = split(P + i, P - (N - k) + kept) if dynamic else split(P + i, P - (N - k) + i)
             result.steps.append(Step(
                 i, None, lens, None, k, i, kept, None, None,
                 layer_shapes=[(n, n) for n in lens], vision_ran=i == 0 or not reuse_vision,
                 image_scored=N if dynamic else 0, text_scored=max(i - 1, 0) if dynamic else 0,
+                layer_image_tokens=image_lens, layer_attn=attn_of("forward"),
             ))  # fmt: skip
     return result

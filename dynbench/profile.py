@@ -81,7 +81,7 @@ RANGES = (
     "token_drop",
 )
 # The ranges only Dynamic-LLaVA runs: its cost over the dense model.
-METHOD_RANGES = ("predictor_vision", "predictor_text", "token_drop")
+METHOD_RANGES = ("predictor_vision", "predictor_text", "token_drop", "scoring", "kv_evict")
 STEP_PREFIX = "ProfilerStep"  # torch's range around one scheduler step (`ProfilerStep#N`)
 OTHER = "other"
 TRACED_TOTAL = (

@@ -72,7 +72,8 @@ from dynbench.results import _jsonable, iter_records, point_key, write_atomic
 BASELINE_FORMAT = 1  # header field `dynbench_baseline`; bump when the file layout changes
 
 COMPARISON_KEY = ("model", "mode", "batch", "prompt_len", "gen_len", "dtype", "device", "attn")
-POINT_FIELDS = COMPARISON_KEY + ("method", "vision_keep", "text_keep", "text_policy", "reuse_vision")
+POINT_FIELDS = COMPARISON_KEY + ("method", "vision_keep", "text_keep", "text_policy", "reuse_vision", "fastv_k",
+                                 "fastv_r", "kv_budget", "match_budget")  # fmt: skip
 # Environment columns a row may carry (`measure.env.snapshot` names); kept in the baseline header.
 ENV_FIELDS = (
     "gpu_name", "driver_version", "cuda_version", "torch_version", "transformers_version",

@@ -31,16 +31,12 @@ from dynbench.inputs import (
     with_answer_ids,
 )  # fmt: skip
 from dynbench.measure import env as envmod
-from dynbench.measure.flops import (
-    paper_decode_layer_tokens,
-    paper_prefill_layer_tokens,
-    tflops_paper,
-    tmacs_fastv,
-)  # fmt: skip
+from dynbench.measure.flops import paper_decode_layer_tokens, tflops_paper, tmacs_fastv
 from dynbench.measure.latency import ClockMonitor, LatencyTracker, summarize
 from dynbench.measure.memory import MemoryTracker, weights_bytes
 from dynbench.measure.model_cost import ModelCost
-from dynbench.models.build import build_model, count_parameters
+from dynbench.models.baselines import BASELINES, KV_METHODS, kv_budget_tokens
+from dynbench.models.build import METHODS, build_model, count_parameters
 from dynbench.models.checkpoints import LoadedModel, dense_view, load_checkpoint
 from dynbench.models.presets import DTYPES, Preset, register_preset
 from dynbench.modes import ModeResult, plan_mode, run_mode
@@ -50,7 +46,7 @@ from dynbench.spec import RunSpec
 # measured columns: null when nothing ran (meta) or the mode does not define them
 LATENCY_COLUMNS = ("timer", "ttft_ms", "vision_ms", "llm_prefill_ms", "tpot_ms_median", "tpot_ms_p90", "tpot_ms_p99",
                    "step_ms_median", "step_ms_p90", "total_ms", "latency_ms_samples", "latency_cv", "throttled",
-                   "sm_clock_mhz")  # fmt: skip
+                   "sm_clock_mhz", "scoring_ms")  # fmt: skip
 MEMORY_COLUMNS = ("peak_alloc_bytes", "peak_reserved_bytes", "nvml_process_bytes", "nvml_source", "peak_rss_bytes",
                   "peak_mem_bytes", "mem_source")  # fmt: skip
 ENV_COLUMNS = ("gpu_name", "driver_version", "cuda_version", "torch_version", "transformers_version",
@@ -204,8 +200,8 @@ class Runner:
         loaded = self._checkpoint[1]
         if spec.method == loaded.method:
             return loaded.net
-        if spec.method == "llava":
-            return dense_view(loaded.net)
+        if spec.method == "llava" or spec.method in BASELINES:  # the LLaVA weights, no predictor
+            return dense_view(loaded.net, METHODS[spec.method])
         raise DynbenchError(f"--checkpoint {self.source.checkpoint} holds {loaded.method} weights, not {spec.method}")
 
     # ---- one point ------------------------------------------------------------------------------
@@ -213,7 +209,7 @@ class Runner:
         """Measure one point, append its rows, return the summary row (status ok / oom)."""
         point_id = uuid.uuid4().hex[:12]
         base = {**spec.as_dict(), "point_id": point_id, "time_utc": _now(),
-                "text_keep_imposed": spec.method != "llava" and spec.text_policy == "budget",
+                "text_keep_imposed": spec.method == "dynamic-llava" and spec.text_policy == "budget",
                 **self._source_columns()}  # fmt: skip
         try:
             loaded = self._model(spec)
@@ -257,7 +253,7 @@ class Runner:
         timing: dict = {}
         if spec.device == "meta":
             result = plan_mode(net.preset, spec.method, spec.mode, spec.prompt_len, gen_len, spec.drop,
-                               bool(spec.reuse_vision), spec.batch, DTYPES[spec.dtype])  # fmt: skip
+                               bool(spec.reuse_vision), spec.batch, DTYPES[spec.dtype], spec.attn)  # fmt: skip
             memory = None
         else:
             inputs = self.source.point_inputs(spec, net.preset)
@@ -300,9 +296,37 @@ def spec_key(spec: RunSpec) -> tuple:
 
 
 # ---- row fields -----------------------------------------------------------------------------------
+PHASES = {"prefill": "prefill", "no-cache": "forward", "kv-cache": "decode"}  # step ≥ 1 (kv-cache: step 0 is prefill)
+
+
+def _phase(mode: str, step: int) -> str:
+    return "prefill" if mode == "prefill" or (mode == "kv-cache" and step == 0) else PHASES[mode]
+
+
+def layer_groups(values: list) -> dict[str, object]:
+    """Per-layer values run-length encoded by layer range: [s, s, e, s] → {"0-1": s, "2": e, "3": s}."""
+    groups, start = {}, 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            groups[f"{start}-{i - 1}" if i - 1 > start else str(start)] = values[start]
+            start = i
+    return groups
+
+
+def attn_ledger(mode: str, steps) -> dict[str, dict[str, str]] | None:
+    """Attention implementation per layer group, per phase of the run ("prefill", "forward" for
+    no-cache steps, "decode"); within a phase every step runs the same implementations."""
+    ledger = {}
+    for step in steps:
+        if step.layer_attn is not None:
+            ledger.setdefault(_phase(mode, step.step), layer_groups(step.layer_attn))
+    return ledger or None
+
+
 def _count_fields(spec: RunSpec, loaded: _Loaded, result: ModeResult, flops: bool) -> tuple[dict, list[dict]]:
     p = loaded.net.preset
     last = result.last
+    per_token = 2 * p.kv_heads * (p.hidden // p.heads) * DTYPES[spec.dtype].itemsize * spec.batch
     step_rows, totals = [], {"vision": 0, "llm": 0, "predictors": 0, "lm_head": 0}
     for step in result.steps:
         row = {
@@ -310,7 +334,8 @@ def _count_fields(spec: RunSpec, loaded: _Loaded, result: ModeResult, flops: boo
             "layer_seq_lens": step.layer_seq_lens, "layer_cache_lens": step.layer_cache_lens,
             "image_tokens_kept": step.image_tokens_kept, "text_tokens_fed": step.text_tokens_fed,
             "text_tokens_kept": step.text_tokens_kept, "kv_bytes_prompt": step.kv_bytes_prompt,
-            "kv_bytes_generated": step.kv_bytes_generated, "kv_bytes": _kv_total(step),
+            "kv_bytes_generated": step.kv_bytes_generated, "kv_bytes": _kv_total(step, per_token),
+            "attn_ledger": attn_ledger(spec.mode, [step]),
         }  # fmt: skip
         if flops:
             macs = loaded.cost.step(step, spec.batch)
@@ -319,43 +344,52 @@ def _count_fields(spec: RunSpec, loaded: _Loaded, result: ModeResult, flops: boo
             row["tmacs"] = macs.total / 1e12
         step_rows.append(row)
     fed, kept = last.text_tokens_fed, last.text_tokens_kept
+    image_lens = result.steps[0].layer_image_tokens  # the (first) full-sequence forward
     summary = {
         "image_tokens": p.image_tokens, "seq_len": spec.prompt_len + p.image_tokens,
         "image_tokens_kept": last.image_tokens_kept, "text_tokens_fed": fed, "text_tokens_kept": kept,
         "vision_keep_realized": last.image_tokens_kept / p.image_tokens,
-        "text_keep_realized": kept / fed if fed else None,
+        "text_keep_realized": kept / fed if fed and kept is not None else None,
+        "equivalent_tokens": sum(image_lens) / len(image_lens) if image_lens else None,
         "layer_seq_lens": last.layer_seq_lens, "layer_cache_lens": last.layer_cache_lens,
         "generated_ids": result.generated_ids[0] if result.generated_ids else None,
         "params": loaded.params, "weights_bytes": loaded.weights_bytes,
-        "kv_bytes": _kv_total(last), "kv_bytes_prompt": last.kv_bytes_prompt,
+        "kv_bytes": _kv_total(last, per_token), "kv_bytes_prompt": last.kv_bytes_prompt,
         "kv_bytes_generated": last.kv_bytes_generated,
+        "kv_budget_tokens": kv_budget_tokens(spec.kv_budget, spec.prompt_len + p.image_tokens)
+        if spec.method in KV_METHODS else None,
+        "matched_ratio": spec.matched_ratio, "attn_ledger": attn_ledger(spec.mode, result.steps),
     }  # fmt: skip
     if flops:
         summary.update({f"tmacs_{part}": value / 1e12 for part, value in totals.items()})
         summary["tmacs"] = sum(totals.values()) / 1e12
         meta = spec.device == "meta"
         summary["flops_source"] = "fvcore (meta; vision on a CPU stand-in)" if meta else "fvcore"
-    summary.update(_analytic(spec, p, last))
+    summary.update(_analytic(spec, p, result))
     return summary, step_rows
 
 
-def _analytic(spec: RunSpec, p, last) -> dict:
-    """Paper-convention FLOPs (prefill, no-cache) and FastV-convention MACs (prefill)."""
-    L, s = p.layers, p.sparse_layer
+def _analytic(spec: RunSpec, p, result: ModeResult) -> dict:
+    """Paper-convention FLOPs (prefill, no-cache) and FastV-convention MACs (prefill): image
+    tokens per layer as the prefill forward saw them; output-text tokens at the final length."""
+    last = result.last
     if spec.mode == "prefill":
-        image = paper_prefill_layer_tokens(L, s, p.image_tokens, last.image_tokens_kept)
+        image = result.steps[0].layer_image_tokens
         return {"tflops_paper": tflops_paper(image, p.hidden) * spec.batch,
                 "tmacs_fastv": tmacs_fastv(image, p.hidden, p.intermediate) * spec.batch}  # fmt: skip
     if spec.mode == "no-cache":
-        text = paper_decode_layer_tokens(L, s, last.text_tokens_fed, last.text_tokens_kept)
+        text = paper_decode_layer_tokens(p.layers, p.sparse_layer, last.text_tokens_fed, last.text_tokens_kept)
         return {"tflops_paper": tflops_paper(text, p.hidden) * spec.batch, "tmacs_fastv": None}
     return {"tflops_paper": None, "tmacs_fastv": None}
 
 
-def _kv_total(step) -> int | None:
-    if step.kv_bytes_prompt is None:
+def _kv_total(step, per_token: int) -> int | None:
+    """Prompt + generated KV bytes; from the cache lengths where the split is unknown (h2o planned)."""
+    if step.kv_bytes_prompt is not None:
+        return step.kv_bytes_prompt + step.kv_bytes_generated
+    if step.layer_cache_lens is None:
         return None
-    return step.kv_bytes_prompt + step.kv_bytes_generated
+    return sum(step.layer_cache_lens) * per_token
 
 
 def _latency_fields(spec: RunSpec, latency: LatencyTracker, clock: ClockMonitor, runs) -> dict:
@@ -365,6 +399,10 @@ def _latency_fields(spec: RunSpec, latency: LatencyTracker, clock: ClockMonitor,
     per_run = [steps[i * n_steps : (i + 1) * n_steps] for i in range(len(runs))]
     fields = {"timer": latency.timer, "_step_samples": per_run[0]}
     median = lambda xs: summarize(xs).median if xs else None  # noqa: E731
+    scoring = times.get("scoring", [])  # every call of every run, in order: same count per run
+    per_scoring = len(scoring) // len(runs)
+    fields["scoring_ms"] = median([sum(scoring[i * per_scoring : (i + 1) * per_scoring])
+                                   for i in range(len(runs))]) if scoring else None  # fmt: skip
     vision = [a + b for a, b in zip(times.get("vision_tower", []), times.get("projector", []), strict=True)]
     fields["vision_ms"] = median(vision)
     fields["total_ms"] = median([sum(r) for r in per_run])

@@ -1,8 +1,11 @@
 """What one benchmark point is (`RunSpec`), and how lists of flag values expand into points.
 
-Axes a point does not use are None, so the same measurement never appears twice: `llava` has no
-keep ratios or text policy, `prefill` has no `gen_len` or text keep, only `no-cache` uses
-`reuse_vision`, and the `learned` text policy has no `text_keep`.
+Axes a point does not use are None, so the same measurement never appears twice: `llava` and the
+baselines have no text keep or text policy, `prefill` has no `gen_len` or text keep, only
+`no-cache` uses `reuse_vision`, and the `learned` text policy has no `text_keep`. Vision keep
+belongs to `dynamic-llava`, `random` and a budget-matched `fastv` (the keep it is matched to);
+`fastv_k` / `fastv_r` to `fastv`, `kv_budget` to `h2o` / `streaming-llm`, `match_budget` to
+`random` / `fastv`. `h2o` / `streaming-llm` have no no-cache mode: a sweep skips those points.
 """
 
 from __future__ import annotations
@@ -15,6 +18,15 @@ from pathlib import Path
 import yaml
 
 from dynbench.errors import DynbenchError
+from dynbench.models.baselines import (
+    KV_METHODS,
+    MATCH_BUDGETS,
+    PRUNE_METHODS,
+    check_fastv,
+    check_mode,
+    fastv_ratio,
+    match_fastv_keep,
+)  # fmt: skip
 from dynbench.models.build import ATTN_IMPLEMENTATIONS, METHODS
 from dynbench.models.dynamic_llava import TEXT_POLICIES
 from dynbench.models.llava import DropConfig
@@ -25,6 +37,8 @@ MAX_TOTAL_TOKENS = 1_048_576
 DEVICES = ("auto", "cpu", "cuda", "meta")
 DEFAULT_VISION_KEEP = 0.2  # official `vision_keep_rate`
 DEFAULT_TEXT_KEEP = 0.5  # official `output_text_keep_rate` (the training target)
+DEFAULT_FASTV_K, DEFAULT_FASTV_R = 2, 0.5  # the FastV paper's default
+DEFAULT_KV_BUDGET = 0.2  # h2o: 10 % heavy hitters + 10 % recent, of the prompt P
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,10 @@ class RunSpec:
     vision_keep: float | None = DEFAULT_VISION_KEEP
     text_keep: float | None = DEFAULT_TEXT_KEEP
     text_policy: str | None = "budget"
+    fastv_k: int | None = None  # fastv: first pruned layer K
+    fastv_r: float | None = None  # fastv: fraction R of image tokens dropped
+    kv_budget: float | None = None  # h2o / streaming-llm: KV budget, fraction of the prompt P
+    match_budget: str | None = None  # random / fastv: "flops" | "tokens" (fastv_r then derived)
     reuse_vision: bool | None = None
     batch: int = 1
     seed: int = 0
@@ -60,6 +78,13 @@ class RunSpec:
         _one_of("attn", self.attn, ATTN_IMPLEMENTATIONS)
         if self.text_policy is not None:
             _one_of("text-policy", self.text_policy, TEXT_POLICIES)
+        if self.match_budget is not None:
+            _one_of("match-budget", self.match_budget, MATCH_BUDGETS)
+        check_mode(self.method, self.mode)
+        if self.fastv_k is not None or self.fastv_r is not None:
+            check_fastv(self.drop.fastv_k, self.drop.fastv_r, preset.layers)
+        if self.kv_budget is not None and not 0 < self.kv_budget <= 1:
+            raise DynbenchError(f"kv_budget must be in (0, 1], got {self.kv_budget}")
         for name in ("vision_keep", "text_keep"):
             value = getattr(self, name)
             if value is not None and not 0 < value <= 1:
@@ -98,7 +123,19 @@ class RunSpec:
             vision_keep=self.vision_keep or 1.0,
             text_keep=self.text_keep,
             text_policy=self.text_policy or "budget",
+            fastv_k=DEFAULT_FASTV_K if self.fastv_k is None else self.fastv_k,
+            fastv_r=DEFAULT_FASTV_R if self.fastv_r is None else self.fastv_r,
+            kv_budget=DEFAULT_KV_BUDGET if self.kv_budget is None else self.kv_budget,
+            seed=self.seed,
         )
+
+    @property
+    def matched_ratio(self) -> float | None:
+        """The ratio `--match-budget` set: fastv's R, random's vision keep (same count and layer as
+        dynamic-llava, so equal by construction); None without matching."""
+        if self.match_budget is None:
+            return None
+        return self.fastv_r if self.method == "fastv" else self.vision_keep
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -126,10 +163,33 @@ def collapse(fields: dict) -> dict:
         fields.update(gen_len=None, text_keep=None, text_policy=None)
     if fields.get("mode") != "no-cache":
         fields["reuse_vision"] = None
-    if fields.get("method") == "llava":
-        fields.update(vision_keep=None, text_keep=None, text_policy=None)
+    method = fields.get("method")
+    if method != "dynamic-llava":
+        fields.update(text_keep=None, text_policy=None)
     elif fields.get("text_policy") == "learned":
         fields["text_keep"] = None
+    if method not in PRUNE_METHODS:
+        fields["match_budget"] = None
+    if method == "fastv":
+        fields["fastv_k"] = DEFAULT_FASTV_K if fields.get("fastv_k") is None else fields["fastv_k"]
+        if fields.get("match_budget") is not None:
+            if fields.get("fastv_r") is not None:
+                raise DynbenchError("fastv_r is set by --match-budget; drop one of them")
+            preset = get_preset(fields.get("model", "tiny"))
+            keep = DEFAULT_VISION_KEEP if fields.get("vision_keep") is None else fields["vision_keep"]
+            kept = match_fastv_keep(preset, keep, fields["fastv_k"], fields["match_budget"])
+            fields.update(vision_keep=keep, fastv_r=fastv_ratio(kept, preset.image_tokens))
+        else:
+            fields["vision_keep"] = None
+            fields["fastv_r"] = DEFAULT_FASTV_R if fields.get("fastv_r") is None else fields["fastv_r"]
+    else:
+        fields.update(fastv_k=None, fastv_r=None)
+    if method in ("llava", *KV_METHODS):
+        fields["vision_keep"] = None
+    if method in KV_METHODS:
+        fields["kv_budget"] = DEFAULT_KV_BUDGET if fields.get("kv_budget") is None else fields["kv_budget"]
+    else:
+        fields["kv_budget"] = None
     return fields
 
 
@@ -141,10 +201,27 @@ def expand(axes: dict[str, list], fixed: dict) -> list[RunSpec]:
             "--text-keep cannot be used with --text-policy learned (the predictor decides); "
             "use --text-policy budget to impose a keep ratio"
         )
+    for value in axes.get("match_budget", []):
+        if value is not None:
+            _one_of("match-budget", value, MATCH_BUDGETS)
+    if any(v is not None for v in axes.get("match_budget", [])) and not set(axes.get("method", [])) & set(
+        PRUNE_METHODS
+    ):
+        warnings.warn("--match-budget sets the ratio of fastv and random only; no such point here", stacklevel=2)
     names = list(axes)
     points: dict[RunSpec, None] = {}
+    skipped: set[str] = set()
     for values in itertools.product(*(axes[n] for n in names)):
-        points[RunSpec(**collapse(dict(zip(names, values, strict=True), **fixed)))] = None
+        fields = dict(zip(names, values, strict=True), **fixed)
+        if fields.get("method") in KV_METHODS and fields.get("mode") == "no-cache":
+            skipped.add(fields["method"])  # nothing to evict without a cache
+            continue
+        points[RunSpec(**collapse(fields))] = None
+    if skipped:
+        what = f"{', '.join(sorted(skipped))} evict KV-cache entries and have no no-cache mode"
+        if not points:
+            raise DynbenchError(f"{what}: no point is left to run (use --mode kv-cache or prefill)")
+        warnings.warn(f"{what}: those no-cache points are skipped", stacklevel=2)
     return list(points)
 
 
@@ -157,6 +234,10 @@ FIELDS: dict[str, tuple[type, bool, object]] = {
     "gen_len": (int, True, [32]),
     "vision_keep": (float, True, [DEFAULT_VISION_KEEP]),
     "text_keep": (float, True, None),  # 0.5 under the budget policy, none when learned
+    "fastv_k": (int, True, None),  # fastv only: 2
+    "fastv_r": (float, True, None),  # fastv only: 0.5, or derived by match_budget
+    "kv_budget": (float, True, None),  # h2o / streaming-llm only: 0.2
+    "match_budget": (str, True, None),  # random / fastv: flops | tokens
     "model": (str, False, "tiny"),
     "text_policy": (str, False, "budget"),
     "reuse_vision": (bool, False, False),

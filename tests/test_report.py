@@ -107,6 +107,7 @@ def synthetic_point(method: str, mode: str, *, prompt_len: int = 64, gen_len: in
         "tmacs_llm": None, "tmacs_predictors": None, "tmacs_lm_head": None,
         "tflops_paper": None if mode == "kv-cache" else _paper_tflops(
             [IMG] * SPARSE + [img_kept] * (LAYERS - SPARSE)),
+        "equivalent_tokens": (SPARSE * IMG + (LAYERS - SPARSE) * img_kept) / LAYERS,
         "tmacs_fastv": None, "flops_source": "fvcore",
         "weights_bytes": WEIGHTS, "kv_bytes": last["kv_bytes"], "kv_bytes_prompt": last["kv_bytes_prompt"],
         "kv_bytes_generated": last["kv_bytes_generated"],

@@ -7,11 +7,13 @@ from contextlib import contextmanager
 import torch
 
 from dynbench.errors import DynbenchError
+from dynbench.models.baselines import BASELINES
 from dynbench.models.dynamic_llava import DynamicLlava
 from dynbench.models.llava import LlavaForBench
 from dynbench.models.presets import get_preset
 
-METHODS = {"llava": LlavaForBench, "dynamic-llava": DynamicLlava}
+# baselines (`baselines.py`) share every module and weight name with `llava`
+METHODS = {"llava": LlavaForBench, "dynamic-llava": DynamicLlava, **BASELINES}
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 
 

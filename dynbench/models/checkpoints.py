@@ -185,16 +185,17 @@ def load_checkpoint(
     )  # fmt: skip
 
 
-def dense_view(net: LlavaForBench) -> LlavaForBench:
-    """The dense `llava` model sharing every LLaVA module (and so every weight) of `net`.
+def dense_view(net: LlavaForBench, cls: type[LlavaForBench] = LlavaForBench) -> LlavaForBench:
+    """The dense `llava` model (or a baseline `cls` built on it) sharing every LLaVA module (and
+    so every weight) of `net`.
 
-    Lets one loaded Dynamic-LLaVA checkpoint serve both methods without a second copy: the
+    Lets one loaded Dynamic-LLaVA checkpoint serve every method without a second copy: the
     predictors are simply not part of the view.
     """
-    if type(net) is LlavaForBench:
+    if type(net) is cls:
         return net
     with torch.device("meta"):
-        dense = LlavaForBench(net.preset, net.attn)
+        dense = cls(net.preset, net.attn)
     for name in ("vision_tower", "multi_modal_projector", "language_model"):
         setattr(dense.model, name, getattr(net.model, name))
     dense.lm_head = net.lm_head

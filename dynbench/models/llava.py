@@ -48,6 +48,11 @@ class DropConfig:
     vision_keep: float = 0.2
     text_keep: float | None = 0.5
     text_policy: str = "budget"  # "learned" | "budget"
+    # baselines (`baselines.py`); Dynamic-LLaVA ignores them
+    fastv_k: int = 2  # FastV: first pruned layer (scores come from layer K - 1)
+    fastv_r: float = 0.5  # FastV: fraction of image tokens dropped
+    kv_budget: float = 0.2  # H2O / StreamingLLM: KV cache budget, fraction of the prompt P
+    seed: int = 0  # random pruning: seed of the chosen image tokens
 
 
 @dataclass
@@ -61,6 +66,7 @@ class SequenceOut:
     text_kept: int | None = None  # fed generated tokens kept from the sparse layer on (per row)
     image_scored: int = 0  # tokens the image predictor scored (per row)
     text_scored: int = 0  # tokens the output-text predictor scored (per row)
+    layer_image_tokens: list[int] | None = None  # image tokens into each layer (None: derive)
 
 
 class LlavaBackbone(nn.Module):
@@ -137,14 +143,15 @@ class LlavaForBench(nn.Module):
             return self.lm_head(hidden_last)  # (B, V)
 
     # ---- the layer loop ------------------------------------------------------------------------
-    def attention_mask(self, q_len: int, kv_len: int) -> torch.Tensor | None:
-        """Causal mask for `q_len` new tokens after `kv_len - q_len` cached ones.
+    def attention_mask(self, q_len: int, kv_len: int, attn: str | None = None) -> torch.Tensor | None:
+        """Causal mask for `q_len` new tokens after `kv_len - q_len` cached ones, for the attention
+        implementation `attn` (default: the model's).
 
         SDPA / flash apply `is_causal` themselves when there is no prefix; eager applies no causal
         mask at all (stack_facts.md), so it always gets an explicit one. A single query attends to
         everything. Kept tokens stay in their original order, so causal order survives a drop.
         """
-        if q_len == 1 or (q_len == kv_len and self.attn != "eager"):
+        if q_len == 1 or (q_len == kv_len and (attn or self.attn) != "eager"):
             return None
         q = torch.arange(q_len, device=self.device)[:, None]
         k = torch.arange(kv_len, device=self.device)[None, :]
@@ -152,28 +159,36 @@ class LlavaForBench(nn.Module):
         mask = torch.zeros(q_len, kv_len, dtype=self.dtype, device=self.device)
         return mask.masked_fill(~allowed, torch.finfo(self.dtype).min)[None, None]  # (1,1,q,kv)
 
-    def run_layers(self, hidden, position_ids, cache, sparse_hook=None):
+    def run_layers(self, hidden, position_ids, cache, sparse_hook=None, *, hook_layer=None, scorer=None):
         """Run every decoder layer; `sparse_hook(hidden, position_ids)` may shrink the sequence at
-        the input of `sparse_layer` and returns the new (hidden, position_ids).
+        the input of `hook_layer` (default: `sparse_layer`) and returns the new (hidden, position_ids).
+        `scorer` (baselines that read attention weights, `baselines.AttentionScores`): the layers in
+        `scorer.layers` run eager attention inside `scorer.capture(layer)`, which receives the weights.
 
         Returns (final-norm hidden, position_ids, layer_seq_lens).
         """
         lm = self.model.language_model
         cos_sin = lm.rotary_emb(hidden, position_ids)
+        hook_layer = self.sparse_layer if hook_layer is None else hook_layer
         seq_lens = []
         for i, layer in enumerate(self.layers):
-            if i == self.sparse_layer and sparse_hook is not None:
+            if i == hook_layer and sparse_hook is not None:
                 new_hidden, new_pos = sparse_hook(hidden, position_ids)
                 if new_pos is not position_ids:  # kept tokens keep their ORIGINAL positions
                     cos_sin = lm.rotary_emb(new_hidden, new_pos)
                 hidden, position_ids = new_hidden, new_pos
             q_len = hidden.shape[1]
             kv_len = q_len + (cache.lengths()[i] if cache is not None else 0)
-            mask = self.attention_mask(q_len, kv_len)
             seq_lens.append(q_len)
             # cache goes positionally: its keyword is `past_key_values` in transformers 5.17 and
             # `cache` in 5.24.
-            hidden = layer(hidden, mask, position_ids, cache, position_embeddings=cos_sin)
+            if scorer is not None and i in scorer.layers:
+                mask = self.attention_mask(q_len, kv_len, "eager")
+                with scorer.capture(layer):
+                    hidden = layer(hidden, mask, position_ids, cache, position_embeddings=cos_sin)
+            else:
+                mask = self.attention_mask(q_len, kv_len)
+                hidden = layer(hidden, mask, position_ids, cache, position_embeddings=cos_sin)
         return lm.norm(hidden), position_ids, seq_lens
 
     # ---- the two kinds of forward the modes use -------------------------------------------------

@@ -49,7 +49,8 @@ METADATA = {"png": {}, "svg": {"Date": None}}
 RC = {"svg.hashsalt": "dynbench", "svg.fonttype": "none"}  # stable SVG ids; text stays text
 GROUP = ("model", "device", "dtype")  # one chart set per group: titles name these
 # fields that tell two series of the same method apart (shown in the label when they vary)
-VARIANT = ("vision_keep", "text_keep", "text_policy")
+VARIANT = ("vision_keep", "text_keep", "text_policy", "fastv_k", "fastv_r", "kv_budget", "match_budget")
+BASELINE_PARAMS = ("fastv_k", "fastv_r", "kv_budget", "match_budget")  # not plotted on an axis
 CONTEXT = ("prompt_len", "gen_len", "batch", "attn", "reuse_vision", "env_id")
 CONTEXT_LABEL = {"prompt_len": "prompt", "gen_len": "gen", "batch": "batch", "attn": "",
                  "reuse_vision": "reuse vision", "env_id": "env"}  # fmt: skip
@@ -110,8 +111,11 @@ class Styles:
         return tuple(row.get(f) for f in ("method", *self.fields))
 
     def style(self, key: tuple) -> dict:
+        """Colour by method; marker by method and variant (methods that coincide stay visible);
+        line style by variant."""
         i = self.index.get(key, 0)
-        return {"color": color(key[0]), "marker": MARKERS[i % len(MARKERS)],
+        m = T.method_rank(key[0])[0]
+        return {"color": color(key[0]), "marker": MARKERS[(m + i) % len(MARKERS)],
                 "linestyle": LINESTYLES[i % len(LINESTYLES)]}  # fmt: skip
 
     def label(self, key: tuple) -> str:
@@ -244,7 +248,7 @@ def _panel_vs_keep(ax: Axes, rows: list[dict], metric: str, ylabel: str, title: 
             ax.plot(*zip(*pts, strict=True), label=styles.label(key), **st)
         for y in flat[-1:]:  # a reference line: the row has no keep ratio
             ax.axhline(y, color=st["color"], linestyle=st["linestyle"], linewidth=1.4,
-                       label=styles.label(key) + " (no drop)")  # fmt: skip
+                       label=styles.label(key) + (" (no drop)" if key[0] == T.BASELINE else ""))  # fmt: skip
             refs.append(y)
         lines.extend(pts)
     if len(refs) == 1 and refs[0]:  # one baseline: label each point with its change
@@ -363,7 +367,7 @@ def chart_prefill(summaries: list[dict], steps: list[dict]) -> Figure:
     rows = [r for r in summaries if r.get("mode") == "prefill"]
     if not rows:
         raise Skip("no prefill rows")
-    styles = Styles(rows, ("text_keep", "text_policy", "prompt_len", "batch", "attn", "env_id"))
+    styles = Styles(rows, ("text_keep", "text_policy", *BASELINE_PARAMS, "prompt_len", "batch", "attn", "env_id"))
     fig, axes = _figure(3, "prefill", rows, shows=("latency",))
     drawn = [
         _panel_vs_keep(axes[0], rows, "tflops_paper", "TFLOPs (paper convention, 2×MAC)",
@@ -625,7 +629,7 @@ def chart_summary(summaries: list[dict], steps: list[dict]) -> Figure:
     pre_metric = "tflops_paper" if any(r.get("tflops_paper") is not None for r in pre) else "tmacs"
     drawn = [_panel_relative(axes[0], summaries)]
     if pre:
-        styles = Styles(pre, ("text_keep", "text_policy", "prompt_len", "batch", "attn", "env_id"))
+        styles = Styles(pre, ("text_keep", "text_policy", *BASELINE_PARAMS, "prompt_len", "batch", "attn", "env_id"))
         drawn.append(_panel_vs_keep(
             axes[1], pre, pre_metric,
             "TFLOPs (paper, 2×MAC)" if pre_metric == "tflops_paper" else "T multiply-adds (fvcore)",
@@ -660,12 +664,159 @@ def chart_summary(summaries: list[dict], steps: list[dict]) -> Figure:
     return fig
 
 
+# ---------------------------------------------------------------------------------------------
+# several methods at once: trade-offs and how savings evolve while generating
+
+def _context_note(rows: list[dict]) -> str:
+    r = rows[0]
+    return f"prompt {r.get('prompt_len')}" + (f", gen {r['gen_len']}" if r.get("gen_len") else "") + (
+        f", batch {r.get('batch')}")
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points no other point beats on both axes (lower is better on both), by increasing x."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points):
+        if not front or y < front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def _panel_pareto(ax: Axes, rows: list[dict], x: str, y: str, xlabel: str, ylabel: str, title: str,
+                  styles: Styles, xscale: float = 1.0, yscale: float = 1.0) -> bool:
+    """One marker per method variant at (x, y) in one context, and the Pareto front through them."""
+    ok = _ok(rows)
+    have = [r for r in ok if r.get(x) is not None and r.get(y) is not None]
+    if not have:
+        missing = y if any(r.get(x) is not None for r in ok) else x
+        _empty(ax, title, _why_missing(rows, missing) if rows else "no rows of this mode")
+        return False
+    have = _layer_context(have)  # one context: points of different contexts never share a panel
+    pts = []
+    for key, group in styles.groups(have):
+        r = group[-1]
+        px, py = r[x] / xscale, r[y] / yscale
+        st = styles.style(key)
+        ax.plot([px], [py], linestyle="none", marker=st["marker"], color=st["color"], markersize=8,
+                label=styles.label(key))  # fmt: skip
+        ax.annotate(styles.label(key).replace(" · ", "\n"), (px, py), xytext=(5, 4), textcoords="offset points",
+                    fontsize=7, color="#333333")  # fmt: skip
+        pts.append((px, py))
+    front = pareto_front(pts)
+    if len(front) > 1:
+        ax.plot(*zip(*front, strict=True), color="#555555", linestyle="--", linewidth=1, drawstyle="steps-post",
+                label="_front", zorder=0)  # fmt: skip
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}\n({_context_note(have)}; dashed: Pareto front, lower-left is better)", fontsize=10)
+    ax.set_xlim(left=0, right=max(p[0] for p in pts) * 1.25 or 1)
+    ax.set_ylim(bottom=0, top=max(p[1] for p in pts) * 1.15 or 1)
+    ax.grid(alpha=0.3)
+    return True
+
+
+def chart_pareto(summaries: list[dict], steps: list[dict]) -> Figure:
+    """Trade-offs of every method: prefill compute vs TTFT, KV bytes vs TPOT, KV bytes vs compute."""
+    pre = [r for r in summaries if r.get("mode") == "prefill"]
+    kv = [r for r in summaries if r.get("mode") == "kv-cache"]
+    if not pre and not kv:
+        raise Skip("no prefill or kv-cache rows")
+    fields = (*VARIANT, "prompt_len", "gen_len", "batch", "attn", "env_id")
+    every = pre + kv
+    fig, axes = _figure(3, "Pareto: cost vs latency and memory", every)
+    paper = any(r.get("tflops_paper") is not None for r in _ok(pre))
+    kv_scale, kv_unit = _bytes_unit([r.get("kv_bytes") for r in kv])
+    drawn = [
+        _panel_pareto(axes[0], pre, "tflops_paper" if paper else "tmacs", "ttft_ms",
+                      "prefill TFLOPs (paper, 2×MAC)" if paper else "prefill T multiply-adds (fvcore)",
+                      "TTFT (ms)", "prefill: compute vs latency" + _cpu_note(pre), Styles(pre, fields)),
+        _panel_pareto(axes[1], kv, "kv_bytes", "tpot_ms_median", f"KV cache after the last step ({kv_unit})",
+                      "TPOT median (ms)", "decoding: KV cache vs time per token" + _cpu_note(kv), Styles(kv, fields),
+                      xscale=kv_scale),
+        _panel_pareto(axes[2], kv, "kv_bytes", "tmacs", f"KV cache after the last step ({kv_unit})",
+                      "T multiply-adds, whole generation (fvcore)", "decoding: KV cache vs compute",
+                      Styles(kv, fields), xscale=kv_scale),
+    ]  # fmt: skip
+    if not any(drawn):
+        raise Skip("no row holds both axes of any Pareto panel")
+    return fig
+
+
+def _savings_series(rows: list[dict], styles: Styles, metric: str, cumulative: bool):
+    """(key, tokens generated, % saved vs llava) per non-llava series: step rows of the longest
+    generation against llava's steps in the same context (step by step)."""
+    key = ("prompt_len", "batch", "attn", "env_id")
+    longest = _longest(rows, styles)
+    base = {T.results.point_key(rs[0], key): rs for k, rs in longest.items() if k[0] == T.BASELINE}
+    series = []
+    for k, rs in longest.items():
+        ref = base.get(T.results.point_key(rs[0], key))
+        if k[0] == T.BASELINE or ref is None:
+            continue
+        xs, ys, a, b = [], [], 0.0, 0.0
+        for r, r0 in zip(rs, ref, strict=False):
+            if r.get(metric) is None or r0.get(metric) is None:
+                break
+            a, b = (a + r[metric], b + r0[metric]) if cumulative else (r[metric], r0[metric])
+            if b:
+                xs.append(r["step"] + 1)
+                ys.append((b - a) / b * 100)
+        series.append((k, xs, ys))
+    return series
+
+
+def _panel_savings(ax: Axes, series, styles: Styles, ylabel: str, title: str, why: str) -> bool:
+    series = [(k, x, y) for k, x, y in series if x]
+    if not series:
+        _empty(ax, title, why)
+        return False
+    for key, x, y in series:
+        ax.plot(x, y, label=styles.label(key), markevery=_markevery(len(x)), markersize=5, **styles.style(key))
+    ax.axhline(0, color=COLORS["llava"], linewidth=1.2, label="llava (0%)")
+    lo = min(0.0, *(v for _, _, y in series for v in y))
+    ax.set_ylim(lo * 1.1 - 2 if lo < 0 else 0, 105)
+    ax.set_xlabel("tokens generated")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return True
+
+
+def chart_savings(summaries: list[dict], steps: list[dict]) -> Figure:
+    """Savings vs llava while generating, per method: does prefill-only pruning (fastv, random)
+    keep its saving once generated text fills the KV cache? (step rows, same context as llava)"""
+    kv = [r for r in _ok(steps) if r.get("mode") == "kv-cache"]
+    nc = [r for r in _ok(steps) if r.get("mode") == "no-cache"]
+    if not kv and not nc:
+        raise Skip("no kv-cache or no-cache step rows")
+    fig, axes = _figure(3, "savings vs llava while generating", kv + nc, shows=())
+    kv_styles, nc_styles = _decode_styles(kv), _decode_styles(nc)
+    no_ref = "no llava step rows in the same context"
+    drawn = [
+        _panel_savings(axes[0], _savings_series(_kv_total(kv), kv_styles, "kv_total", False), kv_styles,
+                       "KV bytes saved vs llava (%)", "KV cache, prompt + generated",
+                       no_ref if kv else "no kv-cache step rows"),
+        _panel_savings(axes[1], _savings_series(kv, kv_styles, "kv_bytes_generated", False), kv_styles,
+                       "KV bytes saved vs llava (%)", "KV cache of generated tokens",
+                       no_ref if kv else "no kv-cache step rows"),
+        _panel_savings(axes[2], _savings_series(nc, nc_styles, "tmacs", True), nc_styles,
+                       "multiply-adds saved vs llava (%)", "no cache: cumulative compute (fvcore)",
+                       no_ref if nc else "no no-cache step rows"),
+    ]  # fmt: skip
+    if not any(drawn):
+        raise Skip("no step rows with a llava reference in the same context")
+    _legend(fig, axes)
+    return fig
+
+
 CHARTS: dict[str, Callable[[list[dict], list[dict]], Figure]] = {
     "prefill": chart_prefill,
     "no_cache": chart_no_cache,
     "kv_cache": chart_kv_cache,
     "layer_tokens": chart_layers,
     "summary": chart_summary,
+    "pareto": chart_pareto,
+    "savings": chart_savings,
 }
 
 

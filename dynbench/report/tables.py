@@ -42,17 +42,19 @@ METHOD_ORDER = ("llava", "dynamic-llava", "random", "fastv", "h2o", "streaming-l
 KEY = ("model", "mode", "batch", "prompt_len", "gen_len", "dtype", "device", "attn")
 # what identifies one measured point (a rerun of it replaces the earlier summary row); env_id is
 # part of it so that the same point measured on two machines is shown twice, never merged
-POINT = KEY + ("method", "vision_keep", "text_keep", "text_policy", "reuse_vision", "seed",
-               "checkpoint", "env_id")  # fmt: skip
-SPEC = ("method", "vision_keep", "text_keep", "text_policy", "reuse_vision", "seed", "checkpoint")
+POINT = KEY + ("method", "vision_keep", "text_keep", "text_policy", "fastv_k", "fastv_r", "kv_budget",
+               "match_budget", "reuse_vision", "seed", "checkpoint", "env_id")  # fmt: skip
+SPEC = ("method", "vision_keep", "text_keep", "text_policy", "fastv_k", "fastv_r", "kv_budget", "match_budget",
+        "reuse_vision", "seed", "checkpoint")  # fmt: skip
 # metrics compared with the baseline (value and `<name>_delta_pct`)
 DELTA_METRICS = (
-    "tmacs", "tflops_paper", "peak_mem_bytes", "kv_bytes_prompt", "kv_bytes_generated",
+    "tmacs", "tflops_paper", "equivalent_tokens", "peak_mem_bytes", "kv_bytes", "kv_bytes_prompt", "kv_bytes_generated",
     "ttft_ms", "tpot_ms_median", "tpot_ms_p90", "step_ms_median", "step_ms_p90", "total_ms",
 )  # fmt: skip
 CARRIED = (
     "status", "image_tokens", "image_tokens_kept", "vision_keep_realized", "text_tokens_fed",
     "text_tokens_kept", "text_keep_realized", "timer", "mem_source", "throttled", "env_id",
+    "matched_ratio", "scoring_ms",
 )  # fmt: skip
 INT_FIELDS = {
     "batch", "prompt_len", "gen_len", "seed", "step", "warmup", "repeats", "image_tokens",
@@ -204,7 +206,9 @@ def _sort_key(row: Mapping[str, Any]) -> tuple:
         *(none_last(row.get(k)) if k not in ("model", "dtype", "device", "attn")
           else (row.get(k) is None, str(row.get(k))) for k in KEY if k != "mode"),
         method_rank(row.get("method")), none_last(row.get("vision_keep")),
-        none_last(row.get("text_keep")), str(row.get("text_policy")), str(row.get("env_id")),
+        none_last(row.get("text_keep")), str(row.get("text_policy")), none_last(row.get("fastv_k")),
+        none_last(row.get("fastv_r")), none_last(row.get("kv_budget")), str(row.get("match_budget")),
+        str(row.get("env_id")),
     )  # fmt: skip
 
 
@@ -244,10 +248,11 @@ COMPARE_COLUMNS = (
     *KEY, *SPEC, "is_baseline", "note", "env", "env_id", "baseline_env_id", "env_mismatch",
     "env_mixed", "status", "image_tokens", "image_tokens_kept", "vision_keep_realized",
     "text_tokens_fed", "text_tokens_kept", "text_keep_realized", "token_agreement", "timer",
-    "mem_source", "throttled",
+    "mem_source", "throttled", "matched_ratio", "scoring_ms",
     *(c for m in DELTA_METRICS for c in (m, f"{m}_delta_pct")),
 )  # fmt: skip
-_NULLABLE_INT = [c for c in COMPARE_COLUMNS if c in INT_FIELDS or c.endswith("_bytes")]
+_NULLABLE_INT = [c for c in COMPARE_COLUMNS if c in INT_FIELDS or c.endswith("_bytes")
+                 or c in ("kv_bytes_prompt", "kv_bytes_generated")]  # fmt: skip
 
 
 def compare(df: pd.DataFrame) -> pd.DataFrame:
@@ -347,9 +352,19 @@ def _with_delta(text: str, row: Mapping[str, Any], metric: str) -> str:
 
 
 def keeps_label(row: Mapping[str, Any]) -> str:
-    """Requested keep ratios: 'vision/text', text 'learned' or 'imposed'."""
+    """Requested keep ratios: 'vision/text', text 'learned' or 'imposed'; the baselines' own
+    parameters: fastv 'K2 R0.5' (matched: 'K3 R0.828 =flops@0.2'), h2o / streaming-llm 'KV 0.2'."""
     if row.get("method") == BASELINE:
         return DASH
+    if row.get("method") == "fastv" and row.get("fastv_k") is not None:
+        label = f"K{int(row['fastv_k'])} R{row.get('fastv_r'):.3g}"
+        if row.get("match_budget"):
+            label += f" ={row['match_budget']}@{row.get('vision_keep'):g}"
+        return label
+    if row.get("kv_budget") is not None:
+        return f"KV {row['kv_budget']:g}"
+    if row.get("method") == "random" and row.get("vision_keep") is not None:
+        return f"{row['vision_keep']:g}" + (f" ={row['match_budget']}" if row.get("match_budget") else "")
     v = DASH if row.get("vision_keep") is None else f"{row['vision_keep']:g}"
     if row.get("text_policy") == "learned":
         t = "learned"
@@ -401,6 +416,9 @@ METRIC_COLUMNS = (
     Column("MACs (fvcore)", lambda r: _with_delta(fmt_t(r.get("tmacs")), r, "tmacs"), ("tmacs",)),
     Column("FLOPs (paper)", lambda r: _with_delta(fmt_t(r.get("tflops_paper")), r, "tflops_paper"),
            ("tflops_paper",)),
+    Column("equiv. tokens", lambda r: _with_delta(DASH if r.get("equivalent_tokens") is None
+                                                  else f"{r['equivalent_tokens']:.1f}", r, "equivalent_tokens"),
+           ("equivalent_tokens",)),
     Column("peak mem", lambda r: _with_delta(fmt_bytes(r.get("peak_mem_bytes")), r, "peak_mem_bytes"),
            ("peak_mem_bytes",)),
     Column("KV prompt", lambda r: _with_delta(fmt_bytes(r.get("kv_bytes_prompt")), r, "kv_bytes_prompt"),
@@ -411,6 +429,7 @@ METRIC_COLUMNS = (
     Column("TPOT med / p90", lambda r: _latency(r, "tpot_ms"), ("tpot_ms_median",)),
     Column("step med / p90", lambda r: _latency(r, "step_ms"), ("step_ms_median",)),
     Column("total", lambda r: _with_delta(fmt_ms(r.get("total_ms")), r, "total_ms"), ("total_ms",)),
+    Column("scoring", lambda r: fmt_ms(r.get("scoring_ms")), ("scoring_ms",)),
 )  # fmt: skip
 # columns shown only when the value varies inside one mode table (otherwise in the title)
 CONTEXT = (("model", "model"), ("device", "device"), ("dtype", "dtype"), ("attn", "attn"),
@@ -559,8 +578,9 @@ PAPER_MEASURES = (  # (measure, mode it comes from, column of that mode's summar
     ("kv_cache_peak_mem_bytes", "kv-cache", "peak_mem_bytes"),
 )
 SETTING = ("model", "batch", "prompt_len", "dtype", "device", "attn")
-PAPER_COLUMNS = (*SETTING, "method", "vision_keep", "text_keep", "text_policy", "note", "measure",
-                 "gen_len", "value", "delta_pct", "status", "env", "env_mismatch")  # fmt: skip
+VARIANT = ("method", "vision_keep", "text_keep", "text_policy", "fastv_k", "fastv_r", "kv_budget", "match_budget")
+PAPER_COLUMNS = (*SETTING, *VARIANT, "note", "measure", "gen_len", "value", "delta_pct", "status", "env",
+                 "env_mismatch")  # fmt: skip
 
 
 def paper_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -577,8 +597,7 @@ def paper_table(df: pd.DataFrame) -> pd.DataFrame:
             if r.get("mode") != mode:
                 continue
             out.append({
-                **{k: r.get(k) for k in (*SETTING, "method", "vision_keep", "text_keep", "text_policy",
-                                         "note", "gen_len", "status", "env", "env_mismatch")},
+                **{k: r.get(k) for k in (*SETTING, *VARIANT, "note", "gen_len", "status", "env", "env_mismatch")},
                 "measure": measure, "value": r.get(col), "delta_pct": r.get(f"{col}_delta_pct"),
             })  # fmt: skip
     ptab = pd.DataFrame.from_records(out, columns=list(PAPER_COLUMNS))
@@ -586,7 +605,12 @@ def paper_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _variant(r: Mapping[str, Any]) -> tuple:
-    return (r.get("method"), r.get("vision_keep"), r.get("text_keep"), r.get("text_policy"))
+    return tuple(r.get(k) for k in VARIANT)
+
+
+def _prefill_variant(v: tuple) -> tuple:
+    """What a prefill row shares with the decode rows of its variant: all but the text keep."""
+    return v[:2] + v[4:]
 
 
 def paper_tables(ptab: pd.DataFrame) -> list[TableData]:
@@ -601,8 +625,9 @@ def paper_tables(ptab: pd.DataFrame) -> list[TableData]:
         decode = [r for r in group if r["measure"] != "prefill_ms"]
         variants = sorted({_variant(r) for r in decode}
                           | {_variant(r) for r in group if r["measure"] == "prefill_ms"
-                             and not any(v[:2] == _variant(r)[:2] for v in map(_variant, decode))},
-                          key=lambda v: (method_rank(v[0]), none_last(v[1]), none_last(v[2]), str(v[3])))
+                             and not any(_prefill_variant(v) == _prefill_variant(_variant(r))
+                                         for v in map(_variant, decode))},
+                          key=lambda v: (method_rank(v[0]), none_last(v[1]), none_last(v[2]), str(v[3]), str(v[4:])))
         gens = {m: sorted({r["gen_len"] for r in group if r["measure"] == m and r["gen_len"] is not None})
                 for m, _, _ in PAPER_MEASURES}  # fmt: skip
         headers = ["method", "keep v/t", "prefill time"]
@@ -612,7 +637,8 @@ def paper_tables(ptab: pd.DataFrame) -> list[TableData]:
         for v in variants:
             def cell(measure: str, gen: int | None, v=v, group=group) -> str:
                 match = [r for r in group if r["measure"] == measure and r["gen_len"] == gen
-                         and (_variant(r) == v if measure != "prefill_ms" else _variant(r)[:2] == v[:2])]
+                         and (_variant(r) == v if measure != "prefill_ms"
+                              else _prefill_variant(_variant(r)) == _prefill_variant(v))]
                 if not match:
                     return DASH
                 r = match[-1]
@@ -626,7 +652,7 @@ def paper_tables(ptab: pd.DataFrame) -> list[TableData]:
                 mark = ENV_MISMATCH if r.get("env_mismatch") else ""
                 return f"{text} ({fmt_pct(r.get('delta_pct'))}{mark})"
 
-            row_like = {"method": v[0], "vision_keep": v[1], "text_keep": v[2], "text_policy": v[3]}
+            row_like = dict(zip(VARIANT, v, strict=True))
             body.append([v[0] or DASH, keeps_label(row_like), cell("prefill_ms", None),
                          *(cell("no_cache_total_ms", g) for g in gens["no_cache_total_ms"]),
                          *(cell("kv_cache_peak_mem_bytes", g) for g in gens["kv_cache_peak_mem_bytes"])])
@@ -717,7 +743,7 @@ def summary_table(rows: list[dict]) -> Table:
             f"{label} {_with_delta(fmt_ms(r[lat]), r, lat)}")
         keep = keeps_label(r) + (" imposed" if r.get("note") == IMPOSED else "")
         text = DASH if mode == "prefill" or r.get("text_tokens_fed") is None else (
-            f"{r.get('text_tokens_kept')}/{r['text_tokens_fed']}")
+            f"{DASH if r.get('text_tokens_kept') is None else r['text_tokens_kept']}/{r['text_tokens_fed']}")
         image = DASH if r.get("image_tokens_kept") is None else f"{r['image_tokens_kept']}"
         table.add_row(
             r.get("method") or DASH, mode or DASH,
