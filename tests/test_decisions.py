@@ -46,18 +46,29 @@ def test_kv_cache_learned_rule_and_cache_lengths(pair, prompt, monkeypatch):
 
 
 def test_kv_cache_positions_stay_absolute(pair, prompt, monkeypatch):
+    """Layers from the sparse one on get the kept tokens' ORIGINAL positions (with gaps) and the
+    RoPE tables of exactly those positions; decode tokens get their absolute index."""
     _, dyn = pair
-    seen = []
-    rotary = dyn.model.language_model.rotary_emb
-    orig = rotary.forward
-    monkeypatch.setattr(rotary, "forward", lambda x, pos: seen.append(pos.clone()) or orig(x, pos))
+    seen = []  # (position_ids, cos) at the input of layer s, per call
+    layer = dyn.layers[dyn.sparse_layer]
+    orig = layer.forward
+
+    def spy(hidden, mask, pos, cache, position_embeddings):
+        seen.append((pos.clone(), position_embeddings[0].clone()))
+        return orig(hidden, mask, pos, cache, position_embeddings=position_embeddings)
+
+    monkeypatch.setattr(layer, "forward", spy)
     run_mode("kv-cache", dyn, prompt, DropConfig(0.2, 0.25, "budget"), gen_len=6)
     P = prompt.layout.seq_len
-    prefill_pos = seen[1][0]  # seen[0]: all P positions; seen[1]: the kept ones after the drop
+    prefill_pos, prefill_cos = seen[0]
+    prefill_pos = prefill_pos[0]
     assert len(prefill_pos) == P - (IMG - KEPT_IMG) and prefill_pos[-1] == P - 1
     assert bool((prefill_pos.diff() > 0).all()) and bool((prefill_pos.diff() > 1).any())  # gaps
-    decode = [p[0].tolist() for p in seen[2:]]
-    assert decode == [[P + j - 1] for j in range(1, 6)]
+    rotary = dyn.model.language_model.rotary_emb
+    with torch.inference_mode():
+        ref_cos, _ = rotary(torch.zeros(1, 1, dyn.preset.hidden), prefill_pos[None])
+    torch.testing.assert_close(prefill_cos, ref_cos, atol=0, rtol=0)
+    assert [p[0].tolist() for p, _ in seen[1:]] == [[P + j - 1] for j in range(1, 6)]
 
 
 def test_no_cache_learned_count_from_rule_members_by_keep_logit(pair, monkeypatch):

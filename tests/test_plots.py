@@ -8,7 +8,7 @@ from test_report import ENV_B, sweep, synthetic_point, write
 
 from dynbench.errors import DynbenchError
 from dynbench.report import tables as T
-from dynbench.report.plots import CHARTS, COLORS, chart_kv_cache, color, plot_all
+from dynbench.report.plots import CHARTS, COLORS, chart_kv_cache, chart_pareto, chart_summary, color, plot_all
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -113,6 +113,48 @@ def test_lengths_spanning_decades_use_log_axes(tmp_path):
     assert fig.axes[0].get_xscale() == "linear"
     fig = chart_kv_cache(summaries, [])  # no step rows: KV bytes per generated length, log x
     assert [ax.get_xscale() for ax in fig.axes[:2]] == ["log", "log"]
+
+
+def _drawn(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def test_labels_of_coincident_points_merge_and_no_text_overlaps(tmp_path):
+    """h2o and streaming-llm at the same point: one label naming both; no two texts of a panel
+    overlap; panel titles and the figure title stay inside the figure."""
+    from matplotlib.text import Text
+
+    rows = synthetic_point("llava", "kv-cache", gen_len=8)
+    for m in ("h2o", "streaming-llm", "random", "fastv"):  # same numbers: the same point
+        rows += synthetic_point(m, "kv-cache", gen_len=8)
+    df = T.load_results([write(tmp_path / "run", rows)])
+    summaries, steps = T.summary_rows(df), T.step_rows(df)
+    for fig in (chart_pareto(summaries, steps), chart_summary(summaries, steps)):
+        renderer = _drawn(fig)
+        edge = fig.bbox
+        for ax in fig.axes:
+            texts = [t for t in ax.texts if t.get_visible() and t.get_text()]
+            boxes = [Text.get_window_extent(t, renderer) for t in texts]
+            for i, a in enumerate(boxes):
+                for j in range(i):
+                    assert not a.overlaps(boxes[j]), (texts[i].get_text(), texts[j].get_text())
+            title = ax.title.get_window_extent(renderer)
+            assert edge.x0 <= title.x0 and title.x1 <= edge.x1, ax.title.get_text()
+        sup = fig.get_suptitle() and fig._suptitle.get_window_extent(renderer)
+        assert edge.x0 <= sup.x0 and sup.x1 <= edge.x1
+    pareto = chart_pareto(summaries, steps)
+    _drawn(pareto)
+    labels = [t.get_text() for t in pareto.axes[1].texts if t.get_visible()]
+    merged = [t for t in labels if "h2o" in t]
+    assert len(merged) == 1 and "streaming-llm" in merged[0] and "=" in merged[0], labels
+    assert "llava" in labels
+    # the note every Pareto panel shares is in the figure title, not in each panel's
+    assert "Pareto front" in pareto.get_suptitle()
+    assert not any("Pareto front" in ax.get_title() for ax in pareto.axes)
 
 
 @pytest.mark.slow

@@ -170,6 +170,7 @@ ZERO_COST_OPS = (
     "aten::sort",
     "aten::argsort",
     "aten::argmax",
+    "aten::searchsorted",
 )
 
 

@@ -11,7 +11,8 @@ its own and the step's count is assembled from the shapes the step recorded:
   and (1, 2) and are checked against a third trace at (3, 3); a model whose layer breaks the
   identity is traced at every distinct shape instead;
 * image predictor (per number of scored tokens), output-text predictor (per token, it has no token
-  mixing), LM head (one row per sequence).
+  mixing), LM head (one row per sequence), the RoPE tables (once per forward, at the first layer's
+  positions; kept tokens' tables are gathered, not recomputed).
 All parts are traced at batch 1 and scaled by the batch (no op mixes batch rows). On the `meta`
 device the vision tower is traced on a CPU copy with random weights (fvcore cannot trace a
 convolution on meta; MACs depend on shapes only). Tests check the assembled count against one
@@ -140,6 +141,14 @@ class ModelCost:
         per_token = lambda: count_macs(predictor, (self._hidden(1),)).total  # noqa: E731
         return n_tokens * self.cache.get_or_count("text_predictor", per_token)
 
+    def rotary(self, n_positions: int) -> int:
+        """The RoPE tables, computed once per forward for its positions. transformers 5.17 builds
+        them with a matmul (counted), 5.24 elementwise (0): what fvcore counts either way."""
+        rotary = self.model.model.language_model.rotary_emb
+        pos = torch.arange(n_positions, device=self.model.device)[None]
+        count = lambda: count_macs(rotary, (self._hidden(1), pos)).total  # noqa: E731
+        return self.cache.get_or_count(("rotary", n_positions), count)
+
     def lm_head(self) -> int:
         count = lambda: count_macs(self.model.lm_head, (self._hidden(1)[:, 0],)).total  # noqa: E731
         return self.cache.get_or_count("lm_head", count)
@@ -153,7 +162,7 @@ class ModelCost:
             predictors += self.text_predictor(step.text_scored)
         return StepMacs(
             vision=batch * (self.vision() if step.vision_ran else 0),
-            llm=batch * sum(self.layer(q, kv) for q, kv in step.layer_shapes),
+            llm=batch * (self.rotary(step.layer_shapes[0][0]) + sum(self.layer(q, kv) for q, kv in step.layer_shapes)),
             predictors=batch * predictors,
             lm_head=batch * self.lm_head(),
         )

@@ -69,6 +69,13 @@ class SequenceOut:
     layer_image_tokens: list[int] | None = None  # image tokens into each layer (None: derive)
 
 
+def _select_positions(cos_sin, positions: torch.Tensor, kept: torch.Tensor):
+    """RoPE tables of the kept positions, gathered rather than recomputed (same values, and the
+    rotary embedding runs once per forward as in HF's own loop). Both position rows are sorted."""
+    index = torch.searchsorted(positions.contiguous(), kept.contiguous())  # (B, n_kept)
+    return tuple(t.gather(1, index[..., None].expand(-1, -1, t.shape[-1])) for t in cos_sin)
+
+
 class LlavaBackbone(nn.Module):
     """Container so parameter names match HF's `LlavaForConditionalGeneration.model`."""
 
@@ -175,7 +182,7 @@ class LlavaForBench(nn.Module):
             if i == hook_layer and sparse_hook is not None:
                 new_hidden, new_pos = sparse_hook(hidden, position_ids)
                 if new_pos is not position_ids:  # kept tokens keep their ORIGINAL positions
-                    cos_sin = lm.rotary_emb(new_hidden, new_pos)
+                    cos_sin = _select_positions(cos_sin, position_ids, new_pos)
                 hidden, position_ids = new_hidden, new_pos
             q_len = hidden.shape[1]
             kv_len = q_len + (cache.lengths()[i] if cache is not None else 0)

@@ -23,8 +23,13 @@ from typing import Any
 
 import matplotlib
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.text import Annotation, Text
+from matplotlib.textpath import TextToPath
+from matplotlib.transforms import Bbox
 
 from dynbench.errors import DynbenchError
 from dynbench.report import tables as T
@@ -157,7 +162,7 @@ def _ms_unit(values: Iterable[float | None]) -> tuple[float, str]:
 
 
 def _empty(ax: Axes, title: str, why: str) -> None:
-    ax.set_title(title, fontsize=10)
+    _title(ax, title)
     ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, fontsize=9,
             color="#555555", wrap=True)  # fmt: skip
     ax.set_xticks([])
@@ -181,9 +186,198 @@ def _cpu_note(rows: Iterable[dict]) -> str:
     return " (CPU timer)" if any(r.get("timer") == "cpu" for r in rows) else ""
 
 
+
+# ---------------------------------------------------------------------------------------------
+# text that fits: titles wrapped to their panel, point labels that never overlap
+
+TITLE_SIZE = 10  # panel titles (points)
+SUPTITLE_SIZE = 11
+# share of a panel's column that its axes get (tick labels and the y label take the rest): a
+# panel title wider than its axes is not made room for by the layout, so it is wrapped to this
+PANEL_SHARE = 0.78
+_TEXT_PATH = TextToPath()
+
+
+def _text_width(text: str, size: float) -> float:
+    """Width in points of one line of `text` in the default font."""
+    return _TEXT_PATH.get_text_width_height_descent(text, FontProperties(size=size), ismath=False)[0]
+
+
+def _fill(pieces: list[str], width: float, size: float) -> list[str]:
+    """Pieces joined by spaces into lines no wider than `width` points, greedily."""
+    lines, cur = [], ""
+    for piece in pieces:
+        trial = f"{cur} {piece}" if cur else piece
+        if cur and _text_width(trial, size) > width:
+            lines.append(cur)
+            cur = piece
+        else:
+            cur = trial
+    return [*lines, cur]
+
+
+def _wrap(text: str, width: float, size: float) -> str:
+    """`text` with each line broken so that no line is wider than `width` points: after "; "
+    where it can, else at spaces (a single word wider than that stays whole)."""
+    out = []
+    for line in text.split("\n"):
+        clauses = line.split("; ")
+        clauses = [c + ";" for c in clauses[:-1]] + clauses[-1:]
+        for clause in _fill(clauses, width, size):  # whole clauses on a line where they fit
+            out += _fill(clause.split(" "), width, size) if _text_width(clause, size) > width else [clause]
+    return "\n".join(out).replace(" \n", "\n")
+
+
+def _panel_width(ax: Axes) -> float:
+    """Width in points that the axes of a panel get, about (the layout is solved at draw time)."""
+    spec = ax.get_subplotspec()
+    cols = spec.get_gridspec().ncols if spec is not None else 1
+    return ax.get_figure().get_figwidth() * 72 / cols * PANEL_SHARE
+
+
+def _title(ax: Axes, text: str) -> None:
+    """Panel title wrapped to the panel's width: a long one would run past the figure edge."""
+    ax.set_title(_wrap(text, _panel_width(ax), TITLE_SIZE), fontsize=TITLE_SIZE)
+
+
+class _Labels(Artist):
+    """Labels of the points of one panel, placed when the figure is drawn: the layout has then
+    fixed the axes, so sizes and distances are exact in display coordinates.
+
+    Points whose markers overlap (closer than half a marker) get one label: their texts, each
+    once, joined by `sep` ("h2o KV 0.2 = streaming-llm KV 0.2"; one text a line when that would
+    be wide). Each label then takes the first spot, in a fixed order, that overlaps no label or
+    leader line placed before it, no marker, and stays inside the axes: beside the point (right,
+    then left; above, then below, or below first), then stacked further up or down with a thin
+    leader line to its point. No spot free: the one with the least overlap. Deterministic: the
+    same points give the same placement.
+
+    `pitch` (bar values, data units along y): labels at the end of horizontal bars `pitch` apart,
+    moved right along their row; their font shrinks to the bar pitch, and no values are written
+    when the bars are too thin for a readable font.
+    """
+
+    MIN_SIZE = 5.0  # points: smaller bar values are not written at all
+
+    def __init__(self, ax: Axes, *, marker: float = 0.0, sep: str = " = ", below: bool = False,
+                 pitch: float | None = None, **text_kw: Any):  # fmt: skip
+        super().__init__()
+        self.ax, self.marker, self.sep, self.below, self.pitch = ax, marker, sep, below, pitch
+        self.text_kw = {"fontsize": 7, **text_kw}
+        self.items: list[tuple[tuple[float, float], str, Annotation]] = []
+        self.set_zorder(-1e6)  # the axes draw their children by zorder: this one before the labels
+        self.set_in_layout(False)
+        ax.add_artist(self)
+
+    def add(self, xy: tuple[float, float], text: str) -> None:
+        ann = self.ax.annotate(text, xy, xytext=(0, 0), textcoords="offset points",
+                               arrowprops={"arrowstyle": "-", "color": "#999999", "linewidth": 0.6,
+                                           "shrinkA": 1, "shrinkB": self.marker / 2 + 1},
+                               **self.text_kw)  # fmt: skip
+        ann.set_in_layout(False)  # placed at draw time: never moves the layout
+        ann.arrow_patch.set_visible(False)
+        self.items.append((xy, text, ann))
+
+    def _spots(self, height: float, width: float):
+        """(dx, dy in points, ha, va, leader line) in order of preference."""
+        if self.pitch is not None:
+            for k in range(8):
+                yield 3 + k * (width + 4), 0.0, "left", "center", False
+            return
+        gap_x, gap_y = self.marker / 2 + 2, 2.0
+        for k in range(8):
+            for sx in (1, -1):
+                for sy in (-1, 1) if self.below else (1, -1):
+                    yield (sx * gap_x, sy * (gap_y + k * (height + 1)), "left" if sx > 0 else "right",
+                           "bottom" if sy > 0 else "top", k > 0)  # fmt: skip
+
+    @staticmethod
+    def _overlap(a: Bbox, b: Bbox) -> float:
+        w = min(a.x1, b.x1) - max(a.x0, b.x0)
+        h = min(a.y1, b.y1) - max(a.y0, b.y0)
+        return w * h if w > 0 and h > 0 else 0.0
+
+    @staticmethod
+    def _crossings(p: tuple[float, float], box: Bbox, boxes: list[Bbox]) -> int:
+        """Samples of the leader line from point `p` to the centre of `box` inside `boxes`."""
+        q = box.x0 + box.width / 2, box.y0 + box.height / 2
+        samples = [(p[0] + (q[0] - p[0]) * t / 16, p[1] + (q[1] - p[1]) * t / 16) for t in range(2, 15)]
+        return sum(b.contains(x, y) for x, y in samples for b in boxes if not box.contains(x, y))
+
+    def _fit_font(self, px: float) -> bool:
+        """Bar values: the font that fits the bar pitch; False when too small to be read."""
+        if self.pitch is None:
+            return True
+        y0 = self.ax.transData.transform((0, 0))[1]
+        pitch = abs(self.ax.transData.transform((0, self.pitch))[1] - y0) / px
+        size = min(self.text_kw["fontsize"], pitch / 1.25)  # a line of text is about 1.2 font sizes tall
+        for _, _, ann in self.items:
+            ann.set_fontsize(size)
+            ann.set_visible(size >= self.MIN_SIZE)
+        return size >= self.MIN_SIZE
+
+    def draw(self, renderer) -> None:
+        if not self.items:
+            return
+        px = renderer.points_to_pixels(1.0)
+        if not self._fit_font(px):
+            return
+        frame = self.ax.bbox
+        at = [tuple(self.ax.transData.transform(xy)) for xy, _, _ in self.items]
+        groups: list[list[int]] = []
+        for i, p in enumerate(at):
+            near = next((g for g in groups if self.marker and math.dist(at[g[0]], p) < self.marker * px / 2), None)
+            if near is None:
+                groups.append([i])
+            else:
+                near.append(i)
+        r = self.marker * px / 2
+        taken = [Bbox.from_extents(x - r, y - r, x + r, y + r) for x, y in at] if r else []
+        leaders: list[tuple[tuple[float, float], Bbox]] = []
+        for g in groups:
+            texts = list(dict.fromkeys(self.items[g_i][1] for g_i in g))
+            label = self.sep.join(texts)
+            size = self.items[g[0]][2].get_fontsize()
+            if len(texts) > 1 and ("\n" in label or _text_width(label, size) * px > frame.width / 2):
+                label = ("\n" + self.sep.lstrip()).join(texts)  # one text a line
+            ann = self.items[g[0]][2]
+            ann.set_text(label)
+            ann.set_visible(True)
+            for i in g[1:]:
+                self.items[i][2].set_visible(False)
+            ann.xyann = (0, 0)
+            ann.update_positions(renderer)
+            extent = Text.get_window_extent(ann, renderer)
+            best = None
+            for dx, dy, ha, va, lead in self._spots(extent.height / px, extent.width / px):
+                ann.xyann = (dx, dy)
+                ann.set_horizontalalignment(ha)
+                ann.set_verticalalignment(va)
+                ann.update_positions(renderer)
+                box = Text.get_window_extent(ann, renderer).padded(px / 2)  # a point of air around it
+                cost = sum(self._overlap(box, t) for t in taken)
+                cost += box.width * box.height - self._overlap(box, frame)  # outside the axes
+                cost += sum(self._crossings(p, b, [box]) for p, b in leaders) * 20 * px * px
+                if lead:
+                    cost += self._crossings(at[g[0]], box, taken) * 20 * px * px
+                if best is None or cost < best[0]:
+                    best = (cost, dx, dy, ha, va, lead, box)
+                if cost == 0:
+                    break
+            _, dx, dy, ha, va, lead, box = best
+            ann.xyann = (dx, dy)
+            ann.set_horizontalalignment(ha)
+            ann.set_verticalalignment(va)
+            ann.arrow_patch.set_visible(lead)
+            taken.append(box)
+            if lead:
+                leaders.append((at[g[0]], box))
+
+
 def _figure(panels: int, title: str, rows: list[dict], cols: int | None = None,
-            shows: tuple[str, ...] = ("latency", "memory")) -> tuple[Figure, list[Axes]]:
-    """A titled figure of `panels` axes; the subtitle flags CPU timings, meta counts, mixed envs."""
+            shows: tuple[str, ...] = ("latency", "memory"), note: str = "") -> tuple[Figure, list[Axes]]:
+    """A titled figure of `panels` axes; the subtitle flags CPU timings, meta counts, mixed envs
+    and holds `note`, what every panel would otherwise repeat in its own title."""
     cols = cols or min(panels, 3)
     nrows = math.ceil(panels / cols)
     fig = Figure(figsize=(5.2 * cols, 3.9 * nrows + 0.9), layout="constrained")
@@ -203,7 +397,10 @@ def _figure(panels: int, title: str, rows: list[dict], cols: int | None = None,
         notes.append(f"rows from {len({r.get('env_id') for r in rows})} environments")
     if any(T.imposed(r) for r in rows):
         notes.append("text keep imposed (budget policy)")
-    fig.suptitle(head + ("\n" + "; ".join(notes) if notes else ""), fontsize=11)
+    if note:
+        notes.append(note)
+    text = head + ("\n" + "; ".join(notes) if notes else "")
+    fig.suptitle(_wrap(text, fig.get_figwidth() * 72 * 0.95, SUPTITLE_SIZE), fontsize=SUPTITLE_SIZE)
     return fig, axes[:panels]
 
 
@@ -252,13 +449,13 @@ def _panel_vs_keep(ax: Axes, rows: list[dict], metric: str, ylabel: str, title: 
             refs.append(y)
         lines.extend(pts)
     if len(refs) == 1 and refs[0]:  # one baseline: label each point with its change
+        labels = _Labels(ax, marker=matplotlib.rcParams["lines.markersize"], sep=" / ", below=True, fontsize=8)
         for x, y in lines:
-            ax.annotate(f"{(y - refs[0]) / refs[0] * 100:+.0f}%", (x, y), xytext=(5, -10),
-                        textcoords="offset points", fontsize=8)
+            labels.add((x, y), f"{(y - refs[0]) / refs[0] * 100:+.0f}%")
     ax.set_xlim(0, 1.05)
     ax.set_xlabel("vision keep ratio")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    _title(ax, title)
     _span_log(ax, "y", [r[metric] for r in have])
     if ax.get_yscale() == "linear":  # headroom above the reference line
         ax.set_ylim(0, max(r[metric] / scale for r in have) * 1.1)
@@ -297,7 +494,7 @@ def _panel_series(ax: Axes, series: list[tuple[tuple, list[float], list[float]]]
     # linear from 0 (cumulative and per-step amounts: differences stay honest), with headroom
     ax.set_ylim(0, max(tops) * 1.1 if tops and max(tops) > 0 else 1)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    _title(ax, title)
     ax.grid(alpha=0.3)
     return True
 
@@ -309,15 +506,19 @@ def _bars(ax: Axes, series: list[tuple[tuple, list[float], list[float]]], styles
           errors: dict | None) -> None:
     """One bar per series (a single generated length), value printed on top."""
     top = max(y[0] for _, _, y in series)
+    bar = 0.7 * _panel_width(ax) / (len(series) + 0.2)  # points, about
     for i, (key, _, y) in enumerate(series):
         st = styles.style(key)
         yerr = [[0.0], [errors[key][1][0]]] if errors and key in errors else None
         ax.bar(i, y[0], width=0.7, color=st["color"], hatch=HATCHES[styles.index.get(key, 0) % len(HATCHES)],
                edgecolor="white", label=styles.label(key), yerr=yerr, ecolor="#333333", capsize=3)
         inside = y[0] > 0.2 * top  # the value inside a tall bar, clear of its p90 whisker
-        ax.annotate(f"{y[0]:.3g}", (i - 0.3, y[0] * 0.97 if inside else y[0]), xytext=(0, 0 if inside else 2),
-                    textcoords="offset points", ha="left", va="top" if inside else "bottom", fontsize=8,
-                    color="white" if inside else "#333333")  # fmt: skip
+        text = f"{y[0]:.3g}"
+        sideways = _text_width(text, 8) > 0.9 * bar  # wider than its bar: it would run into the next one
+        whisker = yerr[1][0] if yerr else 0.0  # a short bar's value goes above its p90 whisker
+        ax.annotate(text, (i - 0.3, y[0] * 0.97) if inside else (i, y[0] + whisker), xytext=(0, 0 if inside else 2),
+                    textcoords="offset points", ha="left" if inside else "center", va="top" if inside else "bottom",
+                    fontsize=8, color="white" if inside else "#333333", rotation=90 if sideways else 0)  # fmt: skip
     ax.set_xticks([])
     ax.set_xlim(-0.6, len(series) - 0.4)
 
@@ -538,11 +739,15 @@ def chart_layers(summaries: list[dict], steps: list[dict]) -> Figure:
             sparse |= {i for i in range(1, len(lens)) if lens[i] < lens[i - 1]}
         for i in sorted(sparse):
             ax.axvline(i - 0.5, color="#555555", linestyle=":", linewidth=1)
-            ax.annotate(f"drop at the input\nof layer {i}", (i - 0.5, 0.03), xycoords=("data", "axes fraction"),
-                        xytext=(4, 0), textcoords="offset points", fontsize=8, color="#555555")
+        if sparse:  # one label for all drops: labels of neighbouring layers would overlap
+            first = min(sparse)
+            ax.annotate(f"drop at the input\nof layer{'s' if len(sparse) > 1 else ''} "
+                        + ", ".join(map(str, sorted(sparse))), (first - 0.5, 0.03),
+                        xycoords=("data", "axes fraction"), xytext=(4, 0), textcoords="offset points", fontsize=8,
+                        color="#555555")  # fmt: skip
         r0 = rows[0]
         ctx = f"prompt {r0.get('prompt_len')}" + (f", gen {r0['gen_len']}" if r0.get("gen_len") else "")
-        ax.set_title(f"{title}\n({ctx}, batch {r0.get('batch')})", fontsize=10)
+        _title(ax, f"{title}\n({ctx}, batch {r0.get('batch')})")
         ax.set_xlabel("decoder layer index")
         ax.set_ylabel(ylabel)
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -598,6 +803,7 @@ def _panel_relative(ax: Axes, summaries: list[dict]) -> bool:
     labels = [lab for _, _, lab in RELATIVE if any(lab in b for b in bars.values())]
     names = sorted(bars, key=lambda n: (T.method_rank(keys[n].get("method")), n))
     height = 0.8 / len(names)
+    values = _Labels(ax, pitch=height)
     for j, name in enumerate(names):
         ys = [i + (j - (len(names) - 1) / 2) * height for i in range(len(labels))]
         vals = [bars[name].get(lab) for lab in labels]
@@ -607,14 +813,13 @@ def _panel_relative(ax: Axes, summaries: list[dict]) -> bool:
                 hatch=hatch, edgecolor="white", label=name)  # fmt: skip
         for y, v in zip(ys, vals, strict=True):
             if v is not None:
-                ax.annotate(f"{v:.0f}%", (v, y), xytext=(3, 0), textcoords="offset points",
-                            va="center", fontsize=7)
+                values.add((v, y), f"{v:.0f}%")
     ax.axvline(100, color=COLORS["llava"], linewidth=1.5, label="llava (100%)")
     ax.set_yticks(range(len(labels)), labels, fontsize=9)
     ax.invert_yaxis()
     ax.set_xlabel("% of llava")
     ax.set_xlim(0, max(110.0, max(v for b in bars.values() for v in b.values()) * 1.15))
-    ax.set_title(title + "\n" + "; ".join(where.values()), fontsize=10)
+    _title(ax, title + "\n" + "; ".join(where.values()))
     ax.grid(alpha=0.3, axis="x")
     return True
 
@@ -693,14 +898,14 @@ def _panel_pareto(ax: Axes, rows: list[dict], x: str, y: str, xlabel: str, ylabe
         return False
     have = _layer_context(have)  # one context: points of different contexts never share a panel
     pts = []
+    labels = _Labels(ax, marker=8, color="#333333")
     for key, group in styles.groups(have):
         r = group[-1]
         px, py = r[x] / xscale, r[y] / yscale
         st = styles.style(key)
         ax.plot([px], [py], linestyle="none", marker=st["marker"], color=st["color"], markersize=8,
                 label=styles.label(key))  # fmt: skip
-        ax.annotate(styles.label(key).replace(" · ", "\n"), (px, py), xytext=(5, 4), textcoords="offset points",
-                    fontsize=7, color="#333333")  # fmt: skip
+        labels.add((px, py), styles.label(key).replace(" · ", "\n"))
         pts.append((px, py))
     front = pareto_front(pts)
     if len(front) > 1:
@@ -708,7 +913,7 @@ def _panel_pareto(ax: Axes, rows: list[dict], x: str, y: str, xlabel: str, ylabe
                 label="_front", zorder=0)  # fmt: skip
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(f"{title}\n({_context_note(have)}; dashed: Pareto front, lower-left is better)", fontsize=10)
+    _title(ax, f"{title}\n({_context_note(have)})")
     ax.set_xlim(left=0, right=max(p[0] for p in pts) * 1.25 or 1)
     ax.set_ylim(bottom=0, top=max(p[1] for p in pts) * 1.15 or 1)
     ax.grid(alpha=0.3)
@@ -723,7 +928,8 @@ def chart_pareto(summaries: list[dict], steps: list[dict]) -> Figure:
         raise Skip("no prefill or kv-cache rows")
     fields = (*VARIANT, "prompt_len", "gen_len", "batch", "attn", "env_id")
     every = pre + kv
-    fig, axes = _figure(3, "Pareto: cost vs latency and memory", every)
+    fig, axes = _figure(3, "Pareto: cost vs latency and memory", every,
+                        note="dashed: Pareto front, lower-left is better")
     paper = any(r.get("tflops_paper") is not None for r in _ok(pre))
     kv_scale, kv_unit = _bytes_unit([r.get("kv_bytes") for r in kv])
     drawn = [
@@ -777,7 +983,7 @@ def _panel_savings(ax: Axes, series, styles: Styles, ylabel: str, title: str, wh
     ax.set_ylim(lo * 1.1 - 2 if lo < 0 else 0, 105)
     ax.set_xlabel("tokens generated")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    _title(ax, title)
     ax.grid(alpha=0.3)
     return True
 
