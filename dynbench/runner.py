@@ -108,6 +108,17 @@ class Source:
                 warnings.warn(note, stacklevel=2)
         return self._meta
 
+    def columns(self) -> dict:
+        """What a row records about the weights and inputs."""
+        info, real = self.checkpoint_info(), self._inputs
+        return {
+            "checkpoint_layout": info.layout if info else None,
+            "vision_tower": str(info.vision_tower_dir) if info and info.vision_tower_dir else None,
+            "sparse_config": info.sparse_config if info else None,
+            "inputs_source": real.source if real is not None else "synthetic",
+            "preprocessing": real.preprocessing if real is not None else None,
+        }
+
     def real_inputs(self, preset: Preset) -> ModelInputs | None:
         """The real prompt (batch 1), built once; None for synthetic prompts."""
         if self._inputs is None:
@@ -210,7 +221,7 @@ class Runner:
         point_id = uuid.uuid4().hex[:12]
         base = {**spec.as_dict(), "point_id": point_id, "time_utc": _now(),
                 "text_keep_imposed": spec.method == "dynamic-llava" and spec.text_policy == "budget",
-                **self._source_columns()}  # fmt: skip
+                **self.source.columns()}  # fmt: skip
         try:
             loaded = self._model(spec)
             base.update(env_id=loaded.env_id, git_sha=loaded.env.get("git_sha"),
@@ -231,17 +242,6 @@ class Runner:
         row = {**base, **summary, "step": None, "status": "ok"}
         self._write(row)
         return row
-
-    def _source_columns(self) -> dict:
-        info = self.source.checkpoint_info()
-        real = self.source._inputs
-        return {
-            "checkpoint_layout": info.layout if info else None,
-            "vision_tower": str(info.vision_tower_dir) if info and info.vision_tower_dir else None,
-            "sparse_config": info.sparse_config if info else None,
-            "inputs_source": real.source if real is not None else "synthetic",
-            "preprocessing": real.preprocessing if real is not None else None,
-        }
 
     def _write(self, row: dict) -> None:
         if self.out_dir is not None:
