@@ -36,6 +36,7 @@ import torch
 
 from dynbench.errors import DynbenchError
 from dynbench.inputs import ModelInputs
+from dynbench.measure.memory import kv_bytes
 from dynbench.models.baselines import (
     KV_METHODS,
     SINK_TOKENS,
@@ -290,7 +291,7 @@ def plan_mode(
     P = prompt_len + N
     first, k = drop_plan(method, drop, preset)
     first = L if first is None else first
-    per_token = 2 * preset.kv_heads * (preset.hidden // preset.heads) * dtype.itemsize * batch
+    kv = lambda lens: kv_bytes(lens, preset.kv_heads, preset.hidden // preset.heads, dtype, batch)  # noqa: E731
     split = lambda before, after: [before] * first + [after] * (L - first)  # noqa: E731
     image_lens = split(N, k)
     attn_of = lambda phase: layer_attn(method, drop, L, attn, phase)  # noqa: E731
@@ -303,7 +304,7 @@ def plan_mode(
     prompt_lens = [min(n, budget) for n in seq_lens] if evicts else seq_lens
     if mode in ("prefill", "kv-cache"):
         result.steps.append(Step(
-            0, None, seq_lens, list(prompt_lens), k, 0, 0, sum(prompt_lens) * per_token, 0,
+            0, None, seq_lens, list(prompt_lens), k, 0, 0, kv(prompt_lens), 0,
             layer_shapes=[(n, n) for n in seq_lens], vision_ran=True,
             image_scored=N if dynamic else 0, layer_image_tokens=image_lens, layer_attn=attn_of("prefill"),
         ))  # fmt: skip
@@ -323,8 +324,8 @@ def plan_mode(
                 split_known = split_known and (method != "h2o" or max(grown) <= budget)
                 grown = [min(n, budget) for n in grown]
             cache = grown
-            kv_prompt = sum(n_prompt) * per_token if split_known else None
-            kv_generated = sum(cache) * per_token - kv_prompt if split_known else None
+            kv_prompt = kv(n_prompt) if split_known else None
+            kv_generated = kv(cache) - kv_prompt if split_known else None
             result.steps.append(Step(
                 j, None, None, list(cache), k, j, decider.kept if dynamic else (None if evicts else j),
                 kv_prompt, kv_generated, layer_shapes=shapes, text_scored=1 if dynamic else 0,

@@ -33,7 +33,7 @@ from dynbench.inputs import (
 from dynbench.measure import env as envmod
 from dynbench.measure.flops import paper_decode_layer_tokens, tflops_paper, tmacs_fastv
 from dynbench.measure.latency import ClockMonitor, LatencyTracker, summarize
-from dynbench.measure.memory import MemoryTracker, weights_bytes
+from dynbench.measure.memory import MemoryTracker, kv_bytes, weights_bytes
 from dynbench.measure.model_cost import ModelCost
 from dynbench.models.baselines import BASELINES, KV_METHODS, kv_budget_tokens
 from dynbench.models.build import METHODS, build_model, count_parameters
@@ -326,7 +326,7 @@ def attn_ledger(mode: str, steps) -> dict[str, dict[str, str]] | None:
 def _count_fields(spec: RunSpec, loaded: _Loaded, result: ModeResult, flops: bool) -> tuple[dict, list[dict]]:
     p = loaded.net.preset
     last = result.last
-    per_token = 2 * p.kv_heads * (p.hidden // p.heads) * DTYPES[spec.dtype].itemsize * spec.batch
+    kv = lambda lens: kv_bytes(lens, p.kv_heads, p.hidden // p.heads, DTYPES[spec.dtype], spec.batch)  # noqa: E731
     step_rows, totals = [], {"vision": 0, "llm": 0, "predictors": 0, "lm_head": 0}
     for step in result.steps:
         row = {
@@ -334,7 +334,7 @@ def _count_fields(spec: RunSpec, loaded: _Loaded, result: ModeResult, flops: boo
             "layer_seq_lens": step.layer_seq_lens, "layer_cache_lens": step.layer_cache_lens,
             "image_tokens_kept": step.image_tokens_kept, "text_tokens_fed": step.text_tokens_fed,
             "text_tokens_kept": step.text_tokens_kept, "kv_bytes_prompt": step.kv_bytes_prompt,
-            "kv_bytes_generated": step.kv_bytes_generated, "kv_bytes": _kv_total(step, per_token),
+            "kv_bytes_generated": step.kv_bytes_generated, "kv_bytes": _kv_total(step, kv),
             "attn_ledger": attn_ledger(spec.mode, [step]),
         }  # fmt: skip
         if flops:
@@ -354,7 +354,7 @@ def _count_fields(spec: RunSpec, loaded: _Loaded, result: ModeResult, flops: boo
         "layer_seq_lens": last.layer_seq_lens, "layer_cache_lens": last.layer_cache_lens,
         "generated_ids": result.generated_ids[0] if result.generated_ids else None,
         "params": loaded.params, "weights_bytes": loaded.weights_bytes,
-        "kv_bytes": _kv_total(last, per_token), "kv_bytes_prompt": last.kv_bytes_prompt,
+        "kv_bytes": _kv_total(last, kv), "kv_bytes_prompt": last.kv_bytes_prompt,
         "kv_bytes_generated": last.kv_bytes_generated,
         "kv_budget_tokens": kv_budget_tokens(spec.kv_budget, spec.prompt_len + p.image_tokens)
         if spec.method in KV_METHODS else None,
@@ -383,13 +383,13 @@ def _analytic(spec: RunSpec, p, result: ModeResult) -> dict:
     return {"tflops_paper": None, "tmacs_fastv": None}
 
 
-def _kv_total(step, per_token: int) -> int | None:
+def _kv_total(step, kv) -> int | None:
     """Prompt + generated KV bytes; from the cache lengths where the split is unknown (h2o planned)."""
     if step.kv_bytes_prompt is not None:
         return step.kv_bytes_prompt + step.kv_bytes_generated
     if step.layer_cache_lens is None:
         return None
-    return sum(step.layer_cache_lens) * per_token
+    return kv(step.layer_cache_lens)
 
 
 def _latency_fields(spec: RunSpec, latency: LatencyTracker, clock: ClockMonitor, runs) -> dict:
