@@ -4,7 +4,7 @@ A decode mode runs thousands of distinct shapes, and a data-dependent drop canno
 for all inputs, so the whole forward is never traced per step. Each part is traced by fvcore on
 its own and the step's count is assembled from the shapes the step recorded:
 
-* vision tower + projector — one trace per model (all CLIP layers: the trace returns the last
+* vision tower + projector — one trace per vision shape per process (all CLIP layers: the trace returns the last
   layer too, so fvcore's dead-code pruning cannot drop it; the model does run it);
 * one decoder layer — MACs(q, kv) = q·a + q·kv·b exactly (projections and MLP are linear in the
   query tokens, QKᵀ and AV in queries × keys). `a` and `b` come from fvcore traces at (1, 1)
@@ -34,7 +34,7 @@ from dynbench.models.llava import LlavaForBench
 from dynbench.modes import Step
 
 PARTS = ("vision", "llm", "predictors", "lm_head")
-_META_VISION_MACS: dict[str, int] = {}  # CPU stand-in traces, per vision shape, once per process
+_VISION_MACS: dict[str, int] = {}  # per vision shape, once per process (MACs depend on shapes only)
 
 
 @dataclass(frozen=True)
@@ -86,25 +86,27 @@ class ModelCost:
         return self.cache.get_or_count("vision", self._count_vision)
 
     def _count_vision(self) -> int:
+        """Once per vision shape per process: both methods (and every sweep point) share it."""
         m, p = self.model, self.model.preset
+        cfg = p.llava_config("sdpa")
+        key = repr((cfg.vision_config.to_dict(), p.hidden, p.vision_feature_layer))
+        if key in _VISION_MACS:
+            return _VISION_MACS[key]
         tower, projector = m.model.vision_tower, m.model.multi_modal_projector
         device, dtype = m.device, m.dtype
         if device.type == "meta":  # fvcore cannot trace a convolution on meta
-            cfg = p.llava_config("sdpa")
-            key = repr((cfg.vision_config.to_dict(), p.hidden, p.vision_feature_layer))
-            if key not in _META_VISION_MACS:
-                with torch.device("meta"):  # skip random init: values do not change MACs
-                    tower, projector = CLIPVisionModel(cfg.vision_config), LlavaMultiModalProjector(cfg)
-                part = _VisionPart(tower, projector, p.vision_feature_layer).to_empty(device="cpu")
-                for name, ids in part.named_buffers():  # index buffers must hold valid indices
-                    if name.endswith("position_ids"):
-                        ids.copy_(torch.arange(ids.shape[-1]).expand_as(ids))
-                pixels = torch.zeros(1, 3, p.image_size, p.image_size)
-                _META_VISION_MACS[key] = count_macs(part.float(), (pixels,), by_module=False).total
-            return _META_VISION_MACS[key]
-        part = _VisionPart(tower, projector, p.vision_feature_layer)
+            with torch.device("meta"):  # skip random init: values do not change MACs
+                tower, projector = CLIPVisionModel(cfg.vision_config), LlavaMultiModalProjector(cfg)
+            part = _VisionPart(tower, projector, p.vision_feature_layer).to_empty(device="cpu").float()
+            for name, ids in part.named_buffers():  # index buffers must hold valid indices
+                if name.endswith("position_ids"):
+                    ids.copy_(torch.arange(ids.shape[-1]).expand_as(ids))
+            device, dtype = torch.device("cpu"), torch.float32
+        else:
+            part = _VisionPart(tower, projector, p.vision_feature_layer)
         pixels = torch.zeros(1, 3, p.image_size, p.image_size, dtype=dtype, device=device)
-        return count_macs(part, (pixels,), by_module=False).total
+        _VISION_MACS[key] = count_macs(part, (pixels,), by_module=False).total
+        return _VISION_MACS[key]
 
     def layer(self, q_len: int, kv_len: int) -> int:
         fit = self._fit_layer()
