@@ -34,6 +34,10 @@ from dynbench.models.presets import DTYPES, get_preset
 from dynbench.modes import MODES
 
 MAX_TOTAL_TOKENS = 1_048_576
+TEXT_KEEP_WITH_LEARNED = (
+    "--text-keep cannot be used with --text-policy learned (the predictor decides); "
+    "use --text-policy budget to impose a keep ratio"
+)
 DEVICES = ("auto", "cpu", "cuda", "meta")
 DEFAULT_VISION_KEEP = 0.2  # official `vision_keep_rate`
 DEFAULT_TEXT_KEEP = 0.5  # official `output_text_keep_rate` (the training target)
@@ -90,10 +94,7 @@ class RunSpec:
             if value is not None and not 0 < value <= 1:
                 raise DynbenchError(f"--{name.replace('_', '-')} must be in (0, 1], got {value}")
         if self.text_policy == "learned" and self.text_keep is not None:
-            raise DynbenchError(
-                "--text-keep cannot be used with --text-policy learned (the predictor decides); "
-                "use --text-policy budget to impose a keep ratio"
-            )
+            raise DynbenchError(TEXT_KEEP_WITH_LEARNED)
         if self.prompt_len < 0:
             raise DynbenchError(f"--prompt-len must be ≥ 0, got {self.prompt_len}")
         if self.gen_len is not None and self.gen_len < 1:
@@ -197,10 +198,7 @@ def expand(axes: dict[str, list], fixed: dict) -> list[RunSpec]:
     """Cross product of the list-valued `axes` plus the `fixed` fields, collapsed and
     de-duplicated, in order. `--text-keep` with the learned policy is refused, not ignored."""
     if fixed.get("text_policy") == "learned" and any(v is not None for v in axes.get("text_keep", [])):
-        raise DynbenchError(
-            "--text-keep cannot be used with --text-policy learned (the predictor decides); "
-            "use --text-policy budget to impose a keep ratio"
-        )
+        raise DynbenchError(TEXT_KEEP_WITH_LEARNED)
     for value in axes.get("match_budget", []):
         if value is not None:
             _one_of("match-budget", value, MATCH_BUDGETS)
