@@ -151,7 +151,9 @@ def run(
     dtype: DtypeOpt = None,
     attn: AttnOpt = None,
     warmup: Annotated[int | None, typer.Option(help="warm-up runs [default: prefill 3, decode 1]")] = None,
-    repeats: Annotated[int | None, typer.Option(help="measured runs [default: prefill 10 GPU/3 CPU, decode 1]")] = None,
+    repeats: Annotated[int | None, typer.Option(help="measured runs [default: prefill 10 GPU/5 CPU, decode 1]")] = None,
+    regions: Annotated[bool, typer.Option("--regions", help="also time predictors, token drop and scoring inside "
+                                          "every step (adds events to timed steps; recorded)")] = False,
     flops: Annotated[bool, typer.Option("--flops/--no-flops", help="count FLOPs with fvcore")] = True,
     match_budget: Annotated[str | None, typer.Option(
         help="flops | tokens: set fastv's R (random: its keep) so that its prefill paper TFLOPs or "
@@ -174,6 +176,7 @@ def run(
     """Measure every point of the sweep: FLOPs, memory, latency and realized token counts."""
     values = _point_values(mode, method, model, prompt_len, gen_len, vision_keep, text_keep, text_policy,
                            reuse_vision, batch, seed, device, dtype, attn, warmup=warmup, repeats=repeats,
+                           regions=regions or None,
                            match_budget=match_budget, fastv_k=_split(fastv_k), fastv_r=_split(fastv_r),
                            kv_budget=_split(kv_budget))  # fmt: skip
     source = Source(checkpoint, vision_tower, inputs, image, prompt, teacher_force)
@@ -367,12 +370,17 @@ def check(
     json_out: Annotated[bool, typer.Option("--json", help="JSON Lines on stdout, one per check")] = False,
     fail_on_improvement: Annotated[bool, typer.Option(help="exit 1 on improvements (stale baseline)")] = False,
     gate_cpu_latency: Annotated[bool, typer.Option(help="gate CPU timings too (noisy)")] = False,
+    allow_missing: Annotated[bool, typer.Option(help="pass although baseline points or metrics are missing "
+                                                "from the run (a partial run)")] = False,
 ) -> None:
-    """Compare a run with a baseline: exit 0 no regression, 1 regression, 2 bad input."""
+    """Compare a run with a baseline: exit 0 no regression, 1 regression or missing points, 2 bad input."""
     report = regress.check_results(results, baseline, latency_tol=latency_tol,
                                    fail_on_improvement=fail_on_improvement,
-                                   gate_cpu_latency=gate_cpu_latency)  # fmt: skip
+                                   gate_cpu_latency=gate_cpu_latency, allow_missing=allow_missing)  # fmt: skip
     stderr.print(report.render())
+    missing = report.missing_message()
+    if missing:
+        stderr.print(missing, style="yellow" if allow_missing else "bold red", markup=False, highlight=False)
     if summary_md:  # "$GITHUB_STEP_SUMMARY" is empty outside Actions
         report.write_markdown(summary_md)
     if json_out:

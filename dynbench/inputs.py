@@ -61,6 +61,13 @@ class ModelInputs:
     def batch(self) -> int:
         return self.input_ids.shape[0]
 
+    def to(self, device: torch.device | str) -> ModelInputs:
+        """The tensors on `device`, moved once per point before warm-up: a copy from pageable
+        host memory synchronizes, so it must not happen inside a timed step."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(self, input_ids=move(self.input_ids), pixel_values=move(self.pixel_values),
+                       answer_ids=move(self.answer_ids))  # fmt: skip
+
     def rows_identical(self) -> bool:
         """True when every row repeats row 0 (one prompt replicated)."""
         same = lambda t: t is None or bool((t == t[:1]).all())

@@ -129,8 +129,9 @@ def _check(model: LlavaForBench, inputs: ModelInputs, drop: DropConfig, gen_len:
 
 
 def _feed(inputs: ModelInputs, produced: torch.Tensor, i: int) -> torch.Tensor:
-    """Token fed at decode position i (0-based): the forced answer token or the model's own."""
-    return inputs.answer_ids[:, i].to(produced.device) if inputs.answer_ids is not None else produced
+    """Token fed at decode position i (0-based): the forced answer token or the model's own.
+    The answers are on the device already (`ModelInputs.to`, once per point)."""
+    return inputs.answer_ids[:, i] if inputs.answer_ids is not None else produced
 
 
 def _layer_image_tokens(model: LlavaForBench, out: SequenceOut, layout: PromptLayout) -> list[int]:
@@ -176,8 +177,10 @@ def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
     _check(model, inputs, drop, gen_len, decoding=True)
     ids, px, layout = inputs.input_ids.to(model.device), inputs.pixel_values.to(model.device), inputs.layout
     fed = ids.new_empty((ids.shape[0], 0))  # (B, i) generated tokens fed so far
-    feats = None
+    feats = token = None
     for i in range(gen_len):
+        if token is not None:  # the previous step's token is fed: this step's work, not the last one's
+            fed = torch.cat([fed, _feed(inputs, token, i - 1)[:, None]], dim=1)
         ran_vision = feats is None or not reuse_vision
         if ran_vision:
             feats = model.encode_image(px)
@@ -194,7 +197,6 @@ def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
             image_scored=out.image_scored, text_scored=out.text_scored,
             layer_image_tokens=_layer_image_tokens(model, out, layout), layer_attn=_layer_attn(model, drop, "forward"),
         )  # fmt: skip
-        fed = torch.cat([fed, _feed(inputs, token, i)[:, None]], dim=1)
 
 
 def run_kv_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reuse_vision=False):
@@ -243,7 +245,9 @@ def run_mode(
 ) -> ModeResult:
     """Run one mode to the end and collect its steps (no gradients).
 
-    `step_timer.track("step")` (e.g. a `LatencyTracker`) wraps the work of each step.
+    `step_timer.track("step")` (e.g. a `LatencyTracker`) wraps the work of each step. The call
+    that finds the generator exhausted is not a step: its sample is discarded, so a run has
+    exactly as many samples as steps.
     """
     if mode not in DRIVERS:
         raise DynbenchError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
@@ -251,8 +255,10 @@ def run_mode(
     with torch.inference_mode():
         steps = DRIVERS[mode](model, inputs, drop or DropConfig(), gen_len, reuse_vision)
         while True:
-            with step_timer.track("step") if step_timer is not None else nullcontext():
+            with step_timer.track("step") if step_timer is not None else nullcontext() as region:
                 step = next(steps, None)
+                if step is None and region is not None:
+                    region.discard()
             if step is None:
                 break
             result.steps.append(step)

@@ -38,9 +38,14 @@ keep ratios, text policy and `reuse_vision`, since several methods and keeps sha
   point that is not `ok` on both sides are not compared.
 
 A baseline point absent from the run, or a new point absent from the baseline, is reported as
-*missing*; so is a metric measured on one side only. Missing and not-comparable results never
-change the exit code; a baseline sharing no model preset, or no point at all, or where nothing at
-all can be compared, is an input error (`DynbenchError`, exit 2).
+*missing*; so is a metric measured on one side only. What the baseline holds and the run lacks
+(a point, or a metric of a shared point) **fails** the check (exit 1, every such point named)
+unless `allow_missing`: a gate that passes while most of its points did not run proves nothing.
+New points and metrics only in the run are reported, never failing (a suite that grew), and
+not-comparable results never change the exit code. A baseline sharing no model preset, or no
+point at all, or where nothing at all can be compared, is an input error (`DynbenchError`,
+exit 2); so is a results file or baseline that cannot be read whole (a truncated last line is
+a run or a copy cut short).
 
 Where the environment of a row is not in its columns (the runner may record only `env_id`),
 it is taken from the baseline header (`environments[env_id]`) or `current_environments`. When
@@ -66,6 +71,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dynbench.errors import DynbenchError
+from dynbench.measure.latency import MIN_CI_SAMPLES, ratio_of_medians_ci
 from dynbench.report.tables import runs
 from dynbench.results import _jsonable, iter_records, point_key, write_atomic
 
@@ -204,7 +210,7 @@ def read_baseline(path: str | os.PathLike) -> Baseline:
     if not Path(path).is_file():
         raise DynbenchError(f"no baseline at {path}: write one with "
                             "`dynbench baseline RESULTS --out results/baselines/NAME.jsonl`")
-    records = iter(iter_records(path))
+    records = iter(iter_records(path, strict=True))
     header = next(records, None)
     if header is None or "dynbench_baseline" not in header:
         raise DynbenchError(f"{path} is not a dynbench baseline (no header line): write one with "
@@ -343,20 +349,6 @@ def _samples(value: Any) -> np.ndarray | None:
     return arr[np.isfinite(arr)] if arr.size else None
 
 
-def ratio_of_medians_ci(current: Sequence[float], baseline: Sequence[float], *, seed: int = 0,
-                        resamples: int = 2000, confidence: float = 0.95) -> tuple[float, float, float]:
-    """(median(current) / median(baseline), CI low, CI high): percentile bootstrap, resampling
-    both sides independently with `numpy.random.default_rng(seed)` (see the module docstring)."""
-    y = np.asarray(current, dtype=float)
-    x = np.asarray(baseline, dtype=float)
-    rng = np.random.default_rng(seed)
-    xb = np.median(x[rng.integers(0, x.size, (resamples, x.size))], axis=1)
-    yb = np.median(y[rng.integers(0, y.size, (resamples, y.size))], axis=1)
-    alpha = (1.0 - confidence) / 2
-    lo, hi = np.quantile(yb / xb, [alpha, 1.0 - alpha])
-    return float(np.median(y) / np.median(x)), float(lo), float(hi)
-
-
 def classify_ratio(ratio: float, ci: tuple[float, float], tol: float) -> str:
     """The gate's rule: beyond the tolerance *and* a confidence interval that excludes 1."""
     if ratio > 1.0 + tol and ci[0] > 1.0:
@@ -375,7 +367,7 @@ class LatencyCheck(Check):
     seed: int = 0
     resamples: int = 2000
     confidence: float = 0.95
-    min_samples: int = 5
+    min_samples: int = MIN_CI_SAMPLES
     metric: str = LATENCY_METRIC
     kind: str = "statistical"
 
@@ -482,6 +474,12 @@ class CheckResult:
     ci: tuple[float, float] | None = None
     note: str = ""
 
+    @property
+    def missing_from_run(self) -> bool:
+        """In the baseline, not in the run: a point that did not run or a metric not measured."""
+        return self.verdict == MISSING and (self.kind == "point" and self.baseline is not None
+                                            or self.kind != "point" and self.current is None)
+
     def as_dict(self) -> dict:
         return {**self.point, "metric": self.metric, "kind": self.kind, "verdict": self.verdict,
                 "baseline": self.baseline, "current": self.current, "ratio": self.ratio,
@@ -551,6 +549,7 @@ class CheckReport:
     fail_on_improvement: bool = False
     baseline_name: str = "baseline"
     settings: dict = field(default_factory=dict)
+    allow_missing: bool = False
 
     def counts(self) -> dict[str, int]:
         return {v: n for v in VERDICTS if (n := sum(r.verdict == v for r in self.results))}
@@ -564,15 +563,39 @@ class CheckReport:
         return [r for r in self.results if r.verdict == IMPROVEMENT]
 
     @property
+    def missing_from_run(self) -> list[CheckResult]:
+        return [r for r in self.results if r.missing_from_run]
+
+    @property
     def exit_code(self) -> int:
-        """0 no regression; 1 regression (or improvement with `fail_on_improvement`)."""
-        failed = self.regressions or (self.fail_on_improvement and self.improvements)
+        """0 no regression; 1 regression, baseline points or metrics missing from the run (unless
+        `allow_missing`), or improvement with `fail_on_improvement`."""
+        failed = (self.regressions or (not self.allow_missing and self.missing_from_run)
+                  or (self.fail_on_improvement and self.improvements))  # fmt: skip
         return 1 if failed else 0
 
     def summary(self) -> str:
         counts = ", ".join(f"{n} {v}" for v, n in self.counts().items()) or "nothing compared"
         head = "FAIL" if self.exit_code else "OK"
         return f"{head}: {counts}"
+
+    def missing_message(self) -> str | None:
+        """One line naming what the baseline holds and the run lacks; None when nothing is."""
+        gone = self.missing_from_run
+        if not gone:
+            return None
+        points = [r for r in gone if r.kind == "point"]
+        metrics = [r for r in gone if r.kind != "point"]
+        parts = []
+        if points:
+            names = "; ".join(_label(r.point) for r in points[:8]) + (f"; +{len(points) - 8} more"
+                                                                      if len(points) > 8 else "")
+            parts.append(f"{len(points)} baseline point(s) missing from the run: {names}")
+        if metrics:
+            names = "; ".join(f"{_label(r.point)}: {r.metric}" for r in metrics[:5])
+            parts.append(f"{len(metrics)} baseline metric(s) not measured in the run: {names}")
+        verdict = "allowed (--allow-missing)" if self.allow_missing else "failing (--allow-missing to accept)"
+        return f"{'. '.join(parts)} — {verdict}"
 
     def _shown(self, everything: bool) -> list[CheckResult]:
         # passes of exact / tolerance checks are many and say nothing; latency ratios always do
@@ -679,7 +702,7 @@ def _no_overlap_message(cur: list[dict], base: list[dict], baseline_name: str) -
 
 def check(current_rows: Iterable[Mapping[str, Any]] | Any, baseline: Baseline, *,
           latency_tol: float = 0.05, mem_tol: float = 0.01, gate_cpu_latency: bool = False,
-          fail_on_improvement: bool = False, seed: int = 0,
+          fail_on_improvement: bool = False, seed: int = 0, allow_missing: bool = False,
           current_environments: Mapping[str, Mapping[str, Any]] | None = None,
           checks: Sequence[Check] | None = None) -> CheckReport:
     """Compare the summary rows of a run with a baseline, point by point (module docstring).
@@ -717,7 +740,8 @@ def check(current_rows: Iterable[Mapping[str, Any]] | Any, baseline: Baseline, *
         if b is None or c is None:
             row = b if b is not None else c
             note = "in the baseline, not in this run" if c is None else "new point, not in the baseline"
-            results.append(CheckResult(_point(row), "point", "point", MISSING, note=note))
+            results.append(CheckResult(_point(row), "point", "point", MISSING, baseline=None if b is None else "point",
+                                       current=None if c is None else "point", note=note))
             continue
         both_ok = str(b.get("status", "ok")) == "ok" and str(c.get("status", "ok")) == "ok"
         for chk in checks:
@@ -732,8 +756,8 @@ def check(current_rows: Iterable[Mapping[str, Any]] | Any, baseline: Baseline, *
             f"nothing could be compared with {name} (every shared point is not comparable or "
             "not measured: another environment?): refresh it with `dynbench baseline`")
     settings = {"latency_tol": latency_tol, "mem_tol": mem_tol, "gate_cpu_latency": gate_cpu_latency,
-                "seed": seed}
-    return CheckReport(tuple(results), fail_on_improvement, name, settings)
+                "seed": seed, "allow_missing": allow_missing}
+    return CheckReport(tuple(results), fail_on_improvement, name, settings, allow_missing)
 
 
 def check_results(results_path: str | os.PathLike, baseline_path: str | os.PathLike,
@@ -741,4 +765,4 @@ def check_results(results_path: str | os.PathLike, baseline_path: str | os.PathL
     """`dynbench check RESULTS --baseline FILE`: read both, then `check(**options)`."""
     baseline = read_baseline(baseline_path)
     options.setdefault("current_environments", env_snapshots(results_path))
-    return check(list(iter_records(results_path)), baseline, **options)
+    return check(list(iter_records(results_path, strict=True)), baseline, **options)

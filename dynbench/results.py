@@ -96,11 +96,12 @@ def _records_file(path: str | os.PathLike) -> Path:
     return file
 
 
-def iter_records(path: str | os.PathLike) -> Iterator[dict]:
+def iter_records(path: str | os.PathLike, strict: bool = False) -> Iterator[dict]:
     """Raw records from a records.jsonl file or a folder holding one.
 
-    A corrupt last line is skipped with a warning (a crash mid-write); a corrupt line followed by
-    more records means the file was damaged otherwise, and raises DynbenchError.
+    A corrupt last line is skipped with a warning (a crash mid-write) — or, with `strict` (the
+    regression gate, which must not judge a run that was cut short), raises DynbenchError; a
+    corrupt line followed by more records means the file was damaged otherwise, and raises.
     """
     file = _records_file(path)
     bad: tuple[int, str] | None = None  # (line number, reason) of an unparsable line
@@ -121,6 +122,10 @@ def iter_records(path: str | os.PathLike) -> Iterator[dict]:
                 continue
             yield record
     if bad is not None:
+        if strict:
+            raise DynbenchError(f"{file}:{bad[0]}: the last record is truncated or unreadable ({bad[1]}) — "
+                                "the run was cut short: finish it with `dynbench run … --resume`, "
+                                "or remove that line")
         warnings.warn(f"{file}:{bad[0]}: skipped a truncated last record ({bad[1]})",
                       RuntimeWarning, stacklevel=2)
 

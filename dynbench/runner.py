@@ -14,8 +14,10 @@ Rows (README "Result records"): one per step of the first measured run, then the
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,8 +34,8 @@ from dynbench.inputs import (
 )  # fmt: skip
 from dynbench.measure import env as envmod
 from dynbench.measure.flops import paper_decode_layer_tokens, tflops_paper, tmacs_fastv
-from dynbench.measure.latency import ClockMonitor, LatencyTracker, summarize
-from dynbench.measure.memory import MemoryTracker, kv_bytes, weights_bytes
+from dynbench.measure.latency import COARSE_REGIONS, ClockMonitor, LatencyTracker, Regions, latency_columns
+from dynbench.measure.memory import MemoryTracker, kv_bytes, tensor_bytes, weights_bytes
 from dynbench.measure.model_cost import ModelCost
 from dynbench.models.baselines import BASELINES, KV_METHODS, kv_budget_tokens
 from dynbench.models.build import METHODS, build_model, count_parameters
@@ -45,10 +47,10 @@ from dynbench.spec import RunSpec
 
 # measured columns: null when nothing ran (meta) or the mode does not define them
 LATENCY_COLUMNS = ("timer", "ttft_ms", "vision_ms", "llm_prefill_ms", "tpot_ms_median", "tpot_ms_p90", "tpot_ms_p99",
-                   "step_ms_median", "step_ms_p90", "total_ms", "latency_ms_samples", "latency_cv", "throttled",
-                   "sm_clock_mhz", "scoring_ms")  # fmt: skip
+                   "step_ms_median", "step_ms_p90", "total_ms", "latency_ms_samples", "ttft_ms_samples",
+                   "total_ms_samples", "latency_cv", "throttled", "sm_clock_mhz", "scoring_ms")  # fmt: skip
 MEMORY_COLUMNS = ("peak_alloc_bytes", "peak_reserved_bytes", "nvml_process_bytes", "nvml_source", "peak_rss_bytes",
-                  "peak_mem_bytes", "mem_source")  # fmt: skip
+                  "peak_tensor_bytes", "peak_mem_bytes", "mem_source")  # fmt: skip
 ENV_COLUMNS = ("gpu_name", "driver_version", "cuda_version", "torch_version", "transformers_version",
                "fvcore_version")  # fmt: skip
 
@@ -179,6 +181,8 @@ class Runner:
         self.source = source or Source()
         self._loaded: tuple[tuple, _Loaded] | None = None  # one model in memory at a time
         self._checkpoint: tuple[tuple, LoadedModel] | None = None
+        self._load: float | None = None  # 1-minute load average when the current point started
+        self._load_warned = False
 
     # ---- models ---------------------------------------------------------------------------------
     def _model(self, spec: RunSpec) -> _Loaded:
@@ -250,42 +254,63 @@ class Runner:
     def _measure(self, spec: RunSpec, loaded: _Loaded) -> tuple[dict, list[dict]]:
         net = loaded.net
         gen_len = spec.gen_len or 1
-        timing: dict = {}
         if spec.device == "meta":
             result = plan_mode(net.preset, spec.method, spec.mode, spec.prompt_len, gen_len, spec.drop,
                                bool(spec.reuse_vision), spec.batch, DTYPES[spec.dtype], spec.attn)  # fmt: skip
-            memory = None
-        else:
-            inputs = self.source.point_inputs(spec, net.preset)
-            warmup, repeats = spec.warmup, spec.repeats
-            args = (spec.mode, net, inputs, spec.drop, gen_len, bool(spec.reuse_vision))
-            for _ in range(warmup):
+            summary, step_rows = _count_fields(spec, loaded, result, self.flops)
+            summary.update(dict.fromkeys(LATENCY_COLUMNS + MEMORY_COLUMNS))
+            return summary, step_rows
+        self._check_load(spec)
+        inputs = self.source.point_inputs(spec, net.preset).to(net.device)  # once, before warm-up
+        args = (spec.mode, net, inputs, spec.drop, gen_len, bool(spec.reuse_vision))
+        for _ in range(spec.warmup):
+            run_mode(*args)
+        memory, clock = loaded.memory, ClockMonitor(spec.device)
+        region_names = None if spec.regions else COARSE_REGIONS
+        runs: list[ModeResult] = []
+        trackers: list[LatencyTracker] = []
+        with clock.track(), (nullcontext() if memory.needs_own_run else memory.track()):
+            for _ in range(spec.repeats):
+                tracker = LatencyTracker(spec.device)  # one per run: samples stay per run
+                net.regions = Regions(tracker, region_names)
+                try:
+                    runs.append(run_mode(*args, step_timer=tracker))
+                finally:
+                    net.regions = None
+                trackers.append(tracker)
+        if memory.needs_own_run:  # CPU: the memory profiler would slow the timed runs
+            live = loaded.weights_bytes + tensor_bytes(inputs.input_ids, inputs.pixel_values, inputs.answer_ids)
+            with memory.track(live_bytes=live):
                 run_mode(*args)
-            latency, clock = LatencyTracker(spec.device), ClockMonitor(spec.device)
-            runs: list[ModeResult] = []
-            net.regions = latency
-            try:
-                with loaded.memory.track(), clock.track():
-                    for _ in range(repeats):
-                        runs.append(run_mode(*args, step_timer=latency))
-            finally:
-                net.regions = None
-            result, memory = runs[0], loaded.memory.result()
-            timing = _latency_fields(spec, latency, clock, runs)
-        summary, step_rows = _count_fields(spec, loaded, result, self.flops)
-        summary.update(dict.fromkeys(LATENCY_COLUMNS + MEMORY_COLUMNS), **timing)
-        if memory is not None:
-            summary.update(
-                peak_alloc_bytes=memory.peak_alloc_bytes, peak_reserved_bytes=memory.peak_reserved_bytes,
-                nvml_process_bytes=memory.nvml_process_bytes, nvml_source=memory.nvml_source,
-                peak_rss_bytes=memory.peak_rss_bytes, peak_mem_bytes=memory.peak_mem_bytes,
-                mem_source=memory.mem_source,
-            )  # fmt: skip
-        samples = timing.get("_step_samples")
-        for i, row in enumerate(step_rows):
-            row["step_ms"] = samples[i] if samples else None
-        summary.pop("_step_samples", None)
+        timings = [t.result() for t in trackers]  # CUDA: one synchronize, then every event is read
+        step_ms = [t.pop("step") for t in timings]
+        # every measured run gets its step rows (counts, and its own step times); the summary's
+        # counts are the first run's (runs of one point are deterministic on CPU)
+        step_rows: list[dict] = []
+        for repeat, (run, ms) in enumerate(zip(runs, step_ms, strict=True)):
+            run_summary, rows = _count_fields(spec, loaded, run, self.flops)
+            if repeat == 0:
+                summary = run_summary
+            for row, sample in zip(rows, ms, strict=True):
+                row.update(repeat=repeat, step_ms=sample)
+            step_rows += rows
+        summary.update(dict.fromkeys(LATENCY_COLUMNS + MEMORY_COLUMNS), load_avg_1m=self._load)
+        summary.update(latency_columns(spec.mode, step_ms, timings), timer=trackers[0].timer)
+        clk = clock.result()
+        summary.update(throttled=clk.throttled if clk is not None else None,
+                       sm_clock_mhz=clk.sm_clock_mhz_end if clk is not None else None)  # fmt: skip
+        mem = memory.result()
+        summary.update({name: getattr(mem, name) for name in MEMORY_COLUMNS})
         return summary, step_rows
+
+    def _check_load(self, spec: RunSpec) -> None:
+        """Warn (once per sweep) when other work competes for the CPU the timings come from."""
+        load, cores = envmod.load_average(), os.cpu_count()
+        self._load = load
+        if spec.device == "cpu" and load is not None and cores and load > cores and not self._load_warned:
+            self._load_warned = True
+            warnings.warn(f"the 1-minute load average ({load:.2f}) exceeds the {cores} CPU cores: "
+                          "other work competes for the CPU and CPU timings are noisy", stacklevel=2)
 
 
 SPEC_FIELDS = tuple(RunSpec.__dataclass_fields__)
@@ -390,43 +415,6 @@ def _kv_total(step, kv) -> int | None:
     if step.layer_cache_lens is None:
         return None
     return kv(step.layer_cache_lens)
-
-
-def _latency_fields(spec: RunSpec, latency: LatencyTracker, clock: ClockMonitor, runs) -> dict:
-    times = latency.result()
-    n_steps = len(runs[0].steps)
-    steps = times["step"]  # repeats × n_steps, in order
-    per_run = [steps[i * n_steps : (i + 1) * n_steps] for i in range(len(runs))]
-    fields = {"timer": latency.timer, "_step_samples": per_run[0]}
-    median = lambda xs: summarize(xs).median if xs else None  # noqa: E731
-    scoring = times.get("scoring", [])  # every call of every run, in order: same count per run
-    per_scoring = len(scoring) // len(runs)
-    fields["scoring_ms"] = median([sum(scoring[i * per_scoring : (i + 1) * per_scoring])
-                                   for i in range(len(runs))]) if scoring else None  # fmt: skip
-    vision = [a + b for a, b in zip(times.get("vision_tower", []), times.get("projector", []), strict=True)]
-    fields["vision_ms"] = median(vision)
-    fields["total_ms"] = median([sum(r) for r in per_run])
-    if spec.mode in ("prefill", "kv-cache"):
-        ttft = [r[0] for r in per_run]
-        fields["ttft_ms"] = median(ttft)
-        fields["llm_prefill_ms"] = median(times.get("llm_prefill", []))
-    if spec.mode == "prefill":
-        headline = ttft
-    elif spec.mode == "kv-cache":
-        headline = [x for r in per_run for x in r[1:]]
-        if headline:
-            stats = summarize(headline)
-            fields.update(tpot_ms_median=stats.median, tpot_ms_p90=stats.p90, tpot_ms_p99=stats.p99)
-    else:
-        headline = [x for r in per_run for x in r]
-        stats = summarize(headline)
-        fields.update(step_ms_median=stats.median, step_ms_p90=stats.p90)
-    fields["latency_ms_samples"] = headline
-    fields["latency_cv"] = summarize(headline).cv if len(headline) > 1 else None
-    clk = clock.result()
-    fields["throttled"] = clk.throttled if clk is not None else None
-    fields["sm_clock_mhz"] = clk.sm_clock_mhz_end if clk is not None else None
-    return fields
 
 
 def _now() -> str:

@@ -67,6 +67,7 @@ class RunSpec:
     attn: str = "sdpa"
     warmup: int | None = None  # None: the mode's default (see `collapse`)
     repeats: int | None = None
+    regions: bool = False  # time every named region (predictors, token drop, scoring) too: perturbs steps
     # where weights and inputs come from (flags of a whole run, not sweep axes; None = random
     # weights / synthetic prompt)
     checkpoint: str | None = None
@@ -150,8 +151,9 @@ def _one_of(flag: str, value, choices) -> None:
 def collapse(fields: dict) -> dict:
     """Set to None every axis a point does not use (see module docstring), and fill in the
     mode's default warm-up and repeats (DESIGN: decode modes 1 + 1 — one repeat is a whole
-    generation whose steps give the statistics; prefill 3 + 10 on GPU, 3 + 3 on CPU; nothing
-    runs on meta)."""
+    generation whose steps give the statistics; prefill 3 + 10 on GPU, 3 + 5 on CPU — five TTFT
+    samples is the fewest the report's and the gate's bootstrap CI accept; nothing runs on
+    meta)."""
     fields = dict(fields)
     prefill, device = fields.get("mode") == "prefill", fields.get("device", "cpu")
     if device == "meta":
@@ -159,7 +161,7 @@ def collapse(fields: dict) -> dict:
     if fields.get("warmup") is None:
         fields["warmup"] = 3 if prefill else 1
     if fields.get("repeats") is None:
-        fields["repeats"] = (10 if device == "cuda" else 3) if prefill else 1
+        fields["repeats"] = (10 if device == "cuda" else 5) if prefill else 1
     if fields.get("mode") == "prefill":
         fields.update(gen_len=None, text_keep=None, text_policy=None)
     if fields.get("mode") != "no-cache":
@@ -246,6 +248,7 @@ FIELDS: dict[str, tuple[type, bool, object]] = {
     "attn": (str, False, "sdpa"),
     "warmup": (int, False, None),
     "repeats": (int, False, None),
+    "regions": (bool, False, False),
 }
 MAX_POINTS = 10_000
 

@@ -347,7 +347,7 @@ def test_cli_every_method_then_pareto_chart(tmp_path, capsys):
     out = tmp_path / "res"
     argv = ["run", "--model", "tiny", "--mode", "kv-cache", *[a for m in ["llava", "dynamic-llava", *B.BASELINES]
             for a in ("--method", m)], "--gen-len", "5", "--prompt-len", "8", "--warmup", "0", "--repeats", "1",
-            "--out", str(out)]  # fmt: skip
+            "--regions", "--out", str(out)]  # fmt: skip  (--regions: scoring is timed inside the steps)
     assert main(argv) == 0, capsys.readouterr().err
     df = load(out)
     s = df[df["step"].isna()].set_index("method")
@@ -357,6 +357,7 @@ def test_cli_every_method_then_pareto_chart(tmp_path, capsys):
     assert s.loc["h2o", "attn_ledger"] == {"prefill": {"0-3": "eager"}, "decode": {"0-3": "eager"}}
     assert s.loc["fastv", "scoring_ms"] > 0 and s.loc["h2o", "scoring_ms"] > 0
     assert s["scoring_ms"].drop(["fastv", "h2o"]).isna().all()
+    assert s["regions"].all()  # recorded: these steps carried extra event pairs
     assert s.loc["fastv", "equivalent_tokens"] == (2 * 576 + 2 * 288) / 4
     assert s.loc["h2o", "equivalent_tokens"] == 576 and s.loc["h2o", "kv_budget_tokens"] == 2 * 58
     assert s.loc["streaming-llm", "layer_cache_lens"] == [116] * 4

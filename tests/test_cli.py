@@ -79,7 +79,7 @@ def test_expand_collapses_unused_axes():
     assert len(points) == 3 + 6 == len(set(points))
     llava_prefill = [p for p in points if p.method == "llava" and p.mode == "prefill"]
     assert llava_prefill == [RunSpec(method="llava", mode="prefill", gen_len=None, vision_keep=None,
-                                     text_keep=None, text_policy=None, warmup=3, repeats=3)]  # fmt: skip
+                                     text_keep=None, text_policy=None, warmup=3, repeats=5)]  # fmt: skip
 
 
 def test_expand_refuses_text_keep_with_learned():

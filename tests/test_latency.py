@@ -112,6 +112,14 @@ def test_clock_monitor_flags_throttling(monkeypatch):
     assert r.throttled and r.throttle_reasons == ("sw_power_cap",)
 
 
+def test_clock_monitor_flags_a_limit_seen_only_at_the_start(monkeypatch):
+    _fake_nvml(monkeypatch, [1600, 1980], [0x40, 0x0])  # hw thermal slowdown, cleared by the end
+    mon = ClockMonitor("cuda")
+    with mon.track():
+        pass
+    assert mon.result().throttled and mon.result().throttle_reasons == ("hw_thermal_slowdown",)
+
+
 def test_clock_monitor_idle_is_not_throttling_old_binding(monkeypatch):
     _fake_nvml(monkeypatch, [1980, 1980], [0x1, 0x2 | 0x10], new_api=False)
     mon = ClockMonitor("cuda")

@@ -24,20 +24,36 @@ def test_weights_bytes_meta_linear():
     assert weights_bytes(norm) == 2 * 16 * 4 + 2 * 16 * 4 + 8
 
 
-def test_cpu_tracker_sees_rss_growth():
+def test_cpu_tracker_counts_tensor_peak_and_samples_rss():
+    mem = MemoryTracker("cpu")
+    assert mem.needs_own_run  # the profiler must not wrap timed runs
+    mib = 2**20
+    with mem.track(live_bytes=1000):
+        a = torch.ones(64 * mib, dtype=torch.uint8)  # 64 MiB, touched
+        b = torch.ones(32 * mib, dtype=torch.uint8)
+        during = rss_bytes()
+        time.sleep(0.05)  # several RSS polls while both are resident
+        del a  # peak so far: 96 MiB
+        c = torch.ones(16 * mib, dtype=torch.uint8)  # live: 48 MiB < the peak
+        del b, c
+    r = mem.result()
+    # the peak of live tensor bytes, by hand: what was live before + 64 + 32 MiB
+    assert r.peak_tensor_bytes == 1000 + 96 * mib
+    assert r.mem_source == "cpu_tensors" and r.peak_mem_bytes == r.peak_tensor_bytes
+    with mem.track():  # a new region starts from zero: the earlier peak is not carried over
+        d = torch.ones(8 * mib, dtype=torch.uint8)
+        del d
+    assert mem.result().peak_tensor_bytes == 8 * mib
+    assert r.peak_rss_bytes >= during - 2 * mib  # the secondary RSS sampler saw the resident blocks
+    assert r.peak_alloc_bytes is None and r.nvml_process_bytes is None and r.nvml_source is None
+
+
+def test_cpu_tracker_quiets_kineto(capfd):
     mem = MemoryTracker("cpu")
     with mem.track():
-        block = torch.ones(256 * 2**20, dtype=torch.uint8)  # 256 MiB, touched (a fresh mmap)
-        during = rss_bytes()
-        time.sleep(0.05)  # several polls while it is resident
-        del block
-    after = rss_bytes()
-    r = mem.result()
-    assert r.mem_source == "rss_sampled_approx" and r.peak_mem_bytes == r.peak_rss_bytes
-    # the sampler saw the resident block, which is gone again once the region ends
-    assert r.peak_rss_bytes >= during - 2**20
-    assert r.peak_rss_bytes >= after + 128 * 2**20
-    assert r.peak_alloc_bytes is None and r.nvml_process_bytes is None and r.nvml_source is None
+        torch.ones(10)
+    err = capfd.readouterr().err
+    assert "USDT" not in err
 
 
 def test_meta_measures_nothing_and_result_needs_track():

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from dynbench import regress
 from dynbench.errors import DynbenchError
+from dynbench.measure.latency import ratio_of_medians_ci
 from dynbench.regress import (
     EXACT_METRICS,
     Baseline,
@@ -107,8 +108,8 @@ def test_ten_percent_speedup_is_an_improvement_and_can_fail():
 def test_bootstrap_is_deterministic_and_brackets_the_ratio():
     rng = np.random.default_rng(7)
     x, y = lognormal(rng, 10.0), lognormal(rng, 11.0)
-    a = regress.ratio_of_medians_ci(y, x, seed=0)
-    assert a == regress.ratio_of_medians_ci(y, x, seed=0)
+    a = ratio_of_medians_ci(y, x, seed=0)
+    assert a == ratio_of_medians_ci(y, x, seed=0)
     assert a[1] < a[0] < a[2]
     assert a[0] == pytest.approx(np.median(y) / np.median(x))
 
@@ -119,7 +120,7 @@ def test_tolerance_alone_does_not_flag_noise():
     rng = np.random.default_rng(3)
     x, y = np.array(lognormal(rng, 10.0, cv=0.6)), np.array(lognormal(rng, 10.0, cv=0.6))
     y *= 1.08 * np.median(x) / np.median(y)
-    ratio, lo, hi = regress.ratio_of_medians_ci(y, x)
+    ratio, lo, hi = ratio_of_medians_ci(y, x)
     assert ratio == pytest.approx(1.08) and lo < 1 < hi
     assert regress.classify_ratio(ratio, (lo, hi), 0.05) == "pass"
     assert regress.classify_ratio(1.03, (1.01, 1.05), 0.05) == "pass"  # real but within tol
@@ -260,13 +261,20 @@ def test_missing_points_are_reported_both_ways():
                if r.verdict == "missing"}
     assert missing == {("llava", "kv-cache"): "in the baseline, not in this run",
                        ("dynamic-llava", "prefill"): "new point, not in the baseline"}
-    assert report.exit_code == 0
+    assert report.exit_code == 1  # the baseline's llava point did not run
+    assert "1 baseline point(s) missing from the run: llava kv-cache" in report.missing_message()
+    assert check([row(), prefill], base_of(row(), llava), allow_missing=True).exit_code == 0
+    grown = check([row(), prefill], base_of(row()))  # a new point alone never fails
+    assert grown.exit_code == 0 and grown.missing_message() is None
 
 
 def test_metric_measured_on_one_side_is_missing():
     report = check([row(tmacs=None)], base_of(row()))
     assert only(report, "tmacs").verdict == "missing"
-    assert report.exit_code == 0
+    assert report.exit_code == 1 and "tmacs" in report.missing_message()  # the exact FLOP gate did not run
+    assert check([row(tmacs=None)], base_of(row()), allow_missing=True).exit_code == 0
+    new_metric = check([row()], base_of(row(tmacs=None)))
+    assert only(new_metric, "tmacs").verdict == "missing" and new_metric.exit_code == 0
 
 
 def test_keeps_and_methods_sharing_a_key_are_separate_points():

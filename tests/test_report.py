@@ -13,6 +13,7 @@ import math
 import re
 import statistics
 
+import numpy as np
 import pandas as pd
 import pytest
 from rich.console import Console
@@ -348,7 +349,8 @@ def test_markdown_parses_as_tables(full):
     rec = next(r for r in summaries_of(rows) if r["mode"] == "prefill" and r["vision_keep"] == 0.2)
     base = base_of(rec, rows)
     assert dyn["MACs (fvcore)"] == f"{rec['tmacs'] * 1000:.3g} G ({pct(rec['tmacs'], base['tmacs']):+.1f}%)"
-    assert dyn["TTFT"] == f"{rec['ttft_ms']:.3g} ms ({pct(rec['ttft_ms'], base['ttft_ms']):+.1f}%)"
+    # one TTFT sample a side: no CI can be had, so the Δ% is marked as noise
+    assert dyn["TTFT"] == f"{rec['ttft_ms']:.3g} ms (~{pct(rec['ttft_ms'], base['ttft_ms']):+.1f}%)"
     assert dyn["image kept"] == "115/576 (0.20)"
     # blank line between a table and what follows (GitHub needs it)
     assert "|\n\n" in md
@@ -422,7 +424,8 @@ def test_summary_table_for_run(full):
                and r["vision_keep"] == 0.5)  # fmt: skip
     base = base_of(rec, rows)
     assert f"{rec['tmacs']:.3g} T ({pct(rec['tmacs'], base['tmacs']):+.1f}%)" in text
-    assert f"TPOT {rec['tpot_ms_median']:.3g} ms ({pct(rec['tpot_ms_median'], base['tpot_ms_median']):+.1f}%)" in text
+    # 15 TPOT samples a side: the Δ% carries its bootstrap CI
+    assert f"TPOT {rec['tpot_ms_median']:.3g} ms ({pct(rec['tpot_ms_median'], base['tpot_ms_median']):+.1f}% [" in text
     assert "0.5/0.5 imposed" in text and "text keep imposed" in text
     assert "oom" in text and "TTFT" in text and "step " in text
     lens = rec["layer_cache_lens"]  # kv-cache rows show per-layer cache lengths, run-length encoded
@@ -488,3 +491,26 @@ def test_only_step_rows_is_a_clear_error(tmp_path):
     df = T.load_results([write(tmp_path, rows)])
     with pytest.raises(DynbenchError, match="no summary rows"):
         T.build_report(df)
+
+
+def test_latency_delta_carries_its_noise():
+    """A clear slowdown carries a CI that excludes 0 %; the same samples again, or two samples
+    a side, are marked as noise; the CI brackets the Δ% of the medians."""
+    rng = np.random.default_rng(1)
+    base = (10 * np.exp(rng.normal(0, 0.05, 20))).tolist()
+    slow = (15 * np.exp(rng.normal(0, 0.05, 20))).tolist()
+    rows = []
+    for method, samples in (("llava", base), ("dynamic-llava", slow)):
+        point = synthetic_point(method, "kv-cache", gen_len=21)
+        point[-1].update(latency_ms_samples=samples, tpot_ms_median=float(np.median(samples)),
+                         ttft_ms_samples=samples[:2], total_ms_samples=samples)
+        rows += point
+    cmp = T.records(T.compare(pd.DataFrame.from_records(rows)))
+    dyn = next(r for r in cmp if r["method"] == "dynamic-llava")
+    d = dyn["tpot_ms_median_delta_pct"]
+    assert d == pytest.approx((np.median(slow) / np.median(base) - 1) * 100)
+    assert 0 < dyn["tpot_ms_median_delta_ci_low"] < d < dyn["tpot_ms_median_delta_ci_high"]
+    assert dyn["tpot_ms_median_delta_noise"] is False
+    assert dyn["ttft_ms_delta_noise"] is True and dyn["ttft_ms_delta_ci_low"] is None  # 2 samples a side
+    same = T.delta_ci(base, base)
+    assert same[0] < 0 < same[1]  # A/A: the CI straddles 0 %

@@ -35,7 +35,7 @@ def test_records_and_json_stdout(tmp_path, capsys):
     assert s.loc["llava", "tflops_paper"] is None or s["tflops_paper"].isna().all()  # kv-cache: undefined
     for col in ("ttft_ms", "tpot_ms_median", "peak_mem_bytes", "tmacs", "kv_bytes_generated"):
         assert (s[col] > 0).all(), col
-    assert s.loc["llava", "timer"] == "cpu" and s.loc["llava", "mem_source"] == "rss_sampled_approx"
+    assert s.loc["llava", "timer"] == "cpu" and s.loc["llava", "mem_source"] == "cpu_tensors"
     steps = df[df["step"].notna()].groupby("point_id")["tmacs"].sum()
     for _, row in s.iterrows():
         assert steps[row["point_id"]] == pytest.approx(row["tmacs"], rel=1e-12)

@@ -37,3 +37,31 @@ def test_smoke_suite_matches_committed_baseline(tmp_path, capsys):
     assert bad.exit_code == 1
     names = {r.metric for r in bad.results if r.verdict == "regression"}
     assert {"layer_seq_lens", "image_tokens_kept"} <= names
+
+
+def test_gate_fails_on_missing_points_and_on_a_truncated_file(tmp_path, capsys):
+    """Done-when of the trust issue: 2 of 7 baseline points → exit 1 (0 with --allow-missing);
+    a results file or baseline cut mid-line → exit 2, one line."""
+    points = [json.loads(line) for line in BASELINE.read_text().splitlines()][1:]  # line 1: the header
+    assert len(points) == 7
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / RECORDS_FILE).write_text("".join(json.dumps(r) + "\n" for r in points[:2]))
+    assert main(["check", str(partial), "--baseline", str(BASELINE)]) == 1
+    err = capsys.readouterr().err
+    assert "5 baseline point(s) missing from the run" in err
+    assert main(["check", str(partial), "--baseline", str(BASELINE), "--allow-missing"]) == 0
+    capsys.readouterr()
+
+    whole = (partial / RECORDS_FILE).read_text()
+    (partial / RECORDS_FILE).write_text(whole[: len(whole) - 40])  # the last record cut short
+    assert main(["check", str(partial), "--baseline", str(BASELINE), "--allow-missing"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: ") and "truncated" in err[0]
+
+    cut = tmp_path / "cut.jsonl"
+    text = BASELINE.read_text()
+    cut.write_text(text[: len(text) - 40])
+    (partial / RECORDS_FILE).write_text(whole)
+    assert main(["check", str(partial), "--baseline", str(cut), "--allow-missing"]) == 2
+    assert "truncated" in capsys.readouterr().err

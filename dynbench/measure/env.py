@@ -142,12 +142,23 @@ def snapshot(device: torch.device | str, dtype: torch.dtype | str, attn: str) ->
         "python_version": platform.python_version(),
         "platform": platform.platform(),
         "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_threads": torch.get_num_threads(),  # intra-op threads torch uses: CPU timings scale with it
         "attn": attn,
         "dtype": _dtype_name(dtype),
         "device": str(device),
         "device_type": device.type,
         "git_sha": _git_sha(),
     }
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the platform has none). Above the core count, other
+    work competes with the benchmark for the CPU and CPU timings are noise."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def env_id(snap: dict) -> str:

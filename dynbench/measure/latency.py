@@ -7,7 +7,13 @@
   On CPU (and meta) it uses `time.perf_counter_ns` (`timer == "cpu"`).
   Warm-up runs are simply not tracked (or dropped with `reset()`).
 - `summarize()` turns raw samples into `LatencyStats` (pytest-benchmark style: statistics are
-  derived from the kept samples, never measured directly).
+  derived from the kept samples, never measured directly), and `latency_columns()` turns the
+  per-run step samples and region samples of one point into its record columns — a pure
+  function of lists, tested on lists.
+- `Regions` lets a model's named regions through to a tracker: by default only the coarse ones
+  (`COARSE_REGIONS`: vision tower, projector, LLM prefill — a few event pairs per run, none inside a
+  decode step); `--regions` / `dynbench profile` let every region through (predictors, token drop,
+  per-layer scoring, LM head), which adds event pairs inside every step.
 - `ClockMonitor` reads the SM clock and NVML clocks-event ("throttle") reasons before and after a
   region; `throttled` flags numbers taken while a power or thermal limit held the clocks down.
   It does not lock clocks and samples only at the two ends of the region.
@@ -18,8 +24,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -69,6 +75,36 @@ def summarize(values_ms: Sequence[float]) -> LatencyStats:
     )
 
 
+MIN_CI_SAMPLES = 5  # per side: fewer give a bootstrap interval that means nothing
+
+
+def ratio_of_medians_ci(current: Sequence[float], baseline: Sequence[float], *, seed: int = 0,
+                        resamples: int = 2000, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(median(current) / median(baseline), CI low, CI high): percentile bootstrap, resampling
+    both sides independently with `numpy.random.default_rng(seed)` (all baseline resamples drawn
+    first, then all current ones). The regression gate's rule and the report's noise marks."""
+    import numpy as np
+
+    y = np.asarray(current, dtype=float)
+    x = np.asarray(baseline, dtype=float)
+    rng = np.random.default_rng(seed)
+    xb = np.median(x[rng.integers(0, x.size, (resamples, x.size))], axis=1)
+    yb = np.median(y[rng.integers(0, y.size, (resamples, y.size))], axis=1)
+    alpha = (1.0 - confidence) / 2
+    lo, hi = np.quantile(yb / xb, [alpha, 1.0 - alpha])
+    return float(np.median(y) / np.median(x)), float(lo), float(hi)
+
+
+class _Region:
+    """Handle of one tracked region; `discard()` inside it drops the sample (e.g. the call that
+    found a step generator exhausted, which is not a step)."""
+
+    discarded = False
+
+    def discard(self) -> None:
+        self.discarded = True
+
+
 class LatencyTracker:
     """Times named regions: `with tracker.track("decode_step"): …`, then `tracker.result()`."""
 
@@ -82,21 +118,25 @@ class LatencyTracker:
         return "cuda_event" if self.device.type == "cuda" else "cpu"
 
     @contextmanager
-    def track(self, name: str) -> Iterator[None]:
+    def track(self, name: str) -> Iterator[_Region]:
+        region = _Region()
         if self.device.type == "cuda":
             stream = torch.cuda.current_stream(self.device)
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
             start.record(stream)
-            yield
+            yield region
+            if region.discarded:
+                return
             end.record(stream)  # no sync: the launch queue keeps running
             self._values.setdefault(name, [])  # keeps first-call order of names
             self._pending.append((name, start, end))
         else:
             t0 = time.perf_counter_ns()
-            yield
+            yield region
             elapsed_ms = (time.perf_counter_ns() - t0) / 1e6
-            self._values.setdefault(name, []).append(elapsed_ms)
+            if not region.discarded:
+                self._values.setdefault(name, []).append(elapsed_ms)
 
     def result(self) -> dict[str, list[float]]:
         """Milliseconds per region name, in call order. On CUDA: one synchronize, then read."""
@@ -111,6 +151,96 @@ class LatencyTracker:
         """Forget all samples (e.g. after warm-up). Pending CUDA events are dropped unread."""
         self._values.clear()
         self._pending.clear()
+
+
+# Regions timed while headline latency is measured: a few event pairs per run, outside the
+# decode steps. The rest (predictors, token drop, scoring, KV eviction, LM head) sit inside every
+# step and are timed only on request (`--regions`, `dynbench profile`).
+COARSE_REGIONS = frozenset({"vision_tower", "projector", "llm_prefill"})
+
+
+class Regions:
+    """What a model's `region(name)` calls reach: `tracker.track(name)` for the names let through
+    (`names` None = every region), a no-op for the rest."""
+
+    def __init__(self, tracker, names: frozenset[str] | None = COARSE_REGIONS):
+        self.tracker, self.names = tracker, names
+
+    def track(self, name: str):
+        if self.names is None or name in self.names:
+            return self.tracker.track(name)
+        return nullcontext()
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return summarize(values).median if values else None
+
+
+def _per_run_sum(regions: Sequence[Mapping[str, Sequence[float]]], name: str) -> list[float] | None:
+    """Σ of one region's calls in each run; None when the region was not timed in some run."""
+    if not regions or any(name not in run for run in regions):
+        return None
+    return [math.fsum(run[name]) for run in regions]
+
+
+LATENCY_SAMPLE_COLUMNS = ("latency_ms_samples", "ttft_ms_samples", "total_ms_samples")
+
+
+def latency_columns(mode: str, step_ms: Sequence[Sequence[float]],
+                    regions: Sequence[Mapping[str, Sequence[float]]] = ()) -> dict:
+    """The latency columns of one point, from its raw samples (README "latency").
+
+    `step_ms[r][i]`: milliseconds of step i of measured run r (every run has the same steps:
+    prefill 1, no-cache `gen_len`, kv-cache 1 + `gen_len − 1`). `regions[r][name]`: milliseconds
+    of each call of region `name` in run r (absent = not timed). Definitions:
+
+    * `ttft_ms` (prefill, kv-cache) = median over runs of the run's step 0; `ttft_ms_samples` them;
+    * `tpot_ms_*` (kv-cache) over the decode steps (step ≥ 1) of every run;
+    * `step_ms_*` (no-cache) over every forward of every run;
+    * `total_ms` = median over runs of Σ steps of the run; `total_ms_samples` them;
+    * `latency_ms_samples` = the headline samples: TTFTs (prefill), decode steps (kv-cache), forwards
+      (no-cache); `latency_cv` their std / mean (None below 2 samples);
+    * `vision_ms` = median over every vision pass of vision tower + projector; `llm_prefill_ms` =
+      median over runs of the LLM part of the prefill; `scoring_ms` = median over runs of Σ of the
+      run's `scoring` calls (baselines' attention scoring; timed only with every region).
+    """
+    if not step_ms or not step_ms[0]:
+        raise ValueError("latency_columns() needs at least one run with at least one step")
+    if any(len(run) != len(step_ms[0]) for run in step_ms):
+        raise ValueError(f"runs of one point differ in steps: {[len(run) for run in step_ms]}")
+    if regions and len(regions) != len(step_ms):
+        raise ValueError(f"{len(regions)} region records for {len(step_ms)} runs")
+    cols: dict = dict.fromkeys(("ttft_ms", "vision_ms", "llm_prefill_ms", "tpot_ms_median", "tpot_ms_p90",
+                                "tpot_ms_p99", "step_ms_median", "step_ms_p90", "total_ms", "latency_cv",
+                                "scoring_ms", *LATENCY_SAMPLE_COLUMNS))  # fmt: skip
+    totals = [math.fsum(run) for run in step_ms]
+    cols.update(total_ms=_median(totals), total_ms_samples=totals)
+    vision = [t + p for run in regions
+              for t, p in zip(run.get("vision_tower", ()), run.get("projector", ()), strict=True)]  # fmt: skip
+    cols["vision_ms"] = _median(vision)
+    scoring = _per_run_sum(regions, "scoring")
+    cols["scoring_ms"] = _median(scoring) if scoring is not None else None
+    if mode in ("prefill", "kv-cache"):
+        ttft = [run[0] for run in step_ms]
+        cols.update(ttft_ms=_median(ttft), ttft_ms_samples=ttft)
+        llm = _per_run_sum(regions, "llm_prefill")
+        cols["llm_prefill_ms"] = _median(llm) if llm is not None else None
+    if mode == "prefill":
+        headline = [run[0] for run in step_ms]
+    elif mode == "kv-cache":
+        headline = [x for run in step_ms for x in run[1:]]
+        if headline:
+            stats = summarize(headline)
+            cols.update(tpot_ms_median=stats.median, tpot_ms_p90=stats.p90, tpot_ms_p99=stats.p99)
+    elif mode == "no-cache":
+        headline = [x for run in step_ms for x in run]
+        stats = summarize(headline)
+        cols.update(step_ms_median=stats.median, step_ms_p90=stats.p90)
+    else:
+        raise ValueError(f"unknown mode {mode!r}")
+    cols["latency_ms_samples"] = headline or None
+    cols["latency_cv"] = summarize(headline).cv if len(headline) > 1 else None
+    return cols
 
 
 # NVML clocks-event reason bits (nvml.h `nvmlClocksEventReason*`, formerly `…ThrottleReason*`)

@@ -8,8 +8,15 @@ thread, so short peaks can be missed; it is per-process when this PID is visible
 otherwise device-global used memory minus a baseline taken when the tracker was built (build it
 before loading the model; other processes on the GPU then leak into the figure).
 
-On CPU, the process RSS is sampled in a thread (the kernel's lifetime max cannot be reset), so
-`peak_rss_bytes` is approximate and absolute (weights, Python and torch included), not a delta.
+On CPU there is no allocator with peak statistics, so `track()` records the allocator's
+memory events with `torch.profiler` (`profile_memory=True`): `peak_tensor_bytes` = the tensor
+bytes already live when the region starts (`live_bytes`: the weights and inputs) + the peak of
+the running sum of allocations minus frees inside it — per point, reset for every region, exact
+for tensors (the headline `peak_mem_bytes`, `mem_source = "cpu_tensors"`). The profiler slows
+the work down, so on CPU memory is measured in a run of its own, never around timed runs
+(`MemoryTracker.needs_own_run`). The process RSS is sampled in a thread as a secondary,
+approximate column (`peak_rss_bytes`: absolute, Python and torch included, and the allocator
+keeps freed pages, so it mostly grows through a sweep).
 On `meta` nothing is measured. `kv_bytes` and `weights_bytes` are logical counts from shapes.
 """
 
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from dynbench.measure.env import nvml_handle, warn_once
+from dynbench.measure.native_stderr import profiler_stderr_filtered
 
 POLL_INTERVAL_S = 0.01
 
@@ -40,8 +48,9 @@ class MemoryResult:
     nvml_source: str | None  # "process" | "global-minus-baseline" | None
     nvml_global_bytes: int | None  # device-global used memory (all processes), peak
     peak_rss_bytes: int | None
-    peak_mem_bytes: int | None  # headline: peak_alloc_bytes on CUDA, peak_rss_bytes on CPU
-    mem_source: str | None  # "torch_allocator" | "rss_sampled_approx" | None
+    peak_mem_bytes: int | None  # headline: peak_alloc_bytes on CUDA, peak_tensor_bytes on CPU
+    mem_source: str | None  # "torch_allocator" | "cpu_tensors" | None
+    peak_tensor_bytes: int | None = None  # CPU: live tensors + the profiled allocation peak
 
 
 def rss_bytes() -> int:
@@ -102,32 +111,45 @@ class MemoryTracker:
                 warn_once(f"NVML memory query failed ({exc}); NVML memory figures will be null.")
                 self._nvml = None
 
+    @property
+    def needs_own_run(self) -> bool:
+        """True where tracking slows the tracked work (CPU: the profiler), so it must not wrap
+        timed runs; on CUDA the allocator keeps its peak for free."""
+        return self.device.type == "cpu"
+
     @contextmanager
-    def track(self) -> Iterator[None]:
+    def track(self, live_bytes: int = 0) -> Iterator[None]:
+        """`live_bytes`: tensor bytes live before the region (CPU; the allocator knows it on CUDA)."""
         self._result = None
         if self.device.type == "cuda":
             with self._track_cuda():
                 yield
         elif self.device.type == "cpu":
-            with self._track_cpu():
+            with self._track_cpu(live_bytes):
                 yield
         else:  # meta: shapes only, nothing to measure
             yield
             self._result = MemoryResult(None, None, None, None, None, None, None, None)
 
     @contextmanager
-    def _track_cpu(self) -> Iterator[None]:
+    def _track_cpu(self, live_bytes: int) -> Iterator[None]:
+        from torch.profiler import ProfilerActivity, profile
+
         peak = [0]
 
         def sample() -> None:
             peak[0] = max(peak[0], rss_bytes())
 
-        with _Poller(sample):
+        with profiler_stderr_filtered(), _Poller(sample), \
+                profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             yield
+        allocated = profiled_peak_bytes(prof)
+        tensors = None if allocated is None else live_bytes + allocated
         self._result = MemoryResult(
             peak_alloc_bytes=None, peak_reserved_bytes=None, nvml_process_bytes=None,
             nvml_source=None, nvml_global_bytes=None, peak_rss_bytes=peak[0],
-            peak_mem_bytes=peak[0], mem_source="rss_sampled_approx",
+            peak_mem_bytes=tensors, mem_source=None if tensors is None else "cpu_tensors",
+            peak_tensor_bytes=tensors,
         )
 
     @contextmanager
@@ -159,6 +181,31 @@ class MemoryTracker:
         if self._result is None:
             raise RuntimeError("MemoryTracker.result() called before a completed track() region")
         return self._result
+
+
+def profiled_peak_bytes(prof) -> int | None:
+    """Peak of Σ allocations − frees, in time order, over the CPU memory events a finished
+    `torch.profiler.profile(profile_memory=True)` recorded (0 = nothing beyond the start).
+
+    Reads the raw kineto events: `prof.events()` attaches memory events to operators and loses
+    allocations made outside any operator. None (with a warning) if this torch lacks them.
+    """
+    try:
+        events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                  if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+    except (AttributeError, RuntimeError) as exc:
+        warn_once(f"torch.profiler memory events unreadable ({exc}); CPU tensor memory will be null.")
+        return None
+    running = peak = 0
+    for _, nbytes in sorted(events, key=lambda e: e[0]):
+        running += nbytes
+        peak = max(peak, running)
+    return peak
+
+
+def tensor_bytes(*tensors: torch.Tensor | None) -> int:
+    """Bytes of the given tensors' data (None skipped)."""
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
 class _NvmlPeaks:

@@ -51,6 +51,11 @@ DELTA_METRICS = (
     "tmacs", "tflops_paper", "equivalent_tokens", "peak_mem_bytes", "kv_bytes", "kv_bytes_prompt", "kv_bytes_generated",
     "ttft_ms", "tpot_ms_median", "tpot_ms_p90", "step_ms_median", "step_ms_p90", "total_ms",
 )  # fmt: skip
+# latency metrics and the raw samples behind each: their Δ% carries the bootstrap CI of the
+# ratio of medians (the gate's rule) or is marked as noise
+LATENCY_SAMPLES = {"ttft_ms": "ttft_ms_samples", "tpot_ms_median": "latency_ms_samples",
+                   "step_ms_median": "latency_ms_samples", "total_ms": "total_ms_samples"}  # fmt: skip
+NOISE = "~"
 CARRIED = (
     "status", "image_tokens", "image_tokens_kept", "vision_keep_realized", "text_tokens_fed",
     "text_tokens_kept", "text_keep_realized", "timer", "mem_source", "throttled", "env_id",
@@ -168,6 +173,19 @@ def delta_pct(value: float | None, base: float | None) -> float | None:
     return (value - base) / base * 100.0
 
 
+def delta_ci(samples: Any, base_samples: Any) -> tuple[float, float] | None:
+    """95 % bootstrap CI of Δ% = (ratio of medians − 1) × 100, the gate's rule; None with fewer
+    than MIN_CI_SAMPLES samples on a side (then the Δ% cannot be told from noise)."""
+    from dynbench.measure.latency import MIN_CI_SAMPLES, ratio_of_medians_ci
+
+    xs = [v for v in samples or () if v is not None]
+    bs = [v for v in base_samples or () if v is not None]
+    if min(len(xs), len(bs)) < MIN_CI_SAMPLES or min(xs + bs) <= 0:
+        return None
+    _, lo, hi = ratio_of_medians_ci(xs, bs)
+    return (lo - 1.0) * 100.0, (hi - 1.0) * 100.0
+
+
 def _ids(value: Any) -> list | None:
     """`generated_ids` of batch row 0 (records hold row 0; a (B, n) list is accepted too)."""
     if not isinstance(value, list) or not value:
@@ -250,6 +268,7 @@ COMPARE_COLUMNS = (
     "text_tokens_fed", "text_tokens_kept", "text_keep_realized", "token_agreement", "timer",
     "mem_source", "throttled", "matched_ratio", "scoring_ms",
     *(c for m in DELTA_METRICS for c in (m, f"{m}_delta_pct")),
+    *(c for m in LATENCY_SAMPLES for c in (f"{m}_delta_ci_low", f"{m}_delta_ci_high", f"{m}_delta_noise")),
 )  # fmt: skip
 _NULLABLE_INT = [c for c in COMPARE_COLUMNS if c in INT_FIELDS or c.endswith("_bytes")
                  or c in ("kv_bytes_prompt", "kv_bytes_generated")]  # fmt: skip
@@ -294,6 +313,10 @@ def compare(df: pd.DataFrame) -> pd.DataFrame:
         for m in DELTA_METRICS:
             item[m] = r.get(m)
             item[f"{m}_delta_pct"] = None if is_base or base is None else delta_pct(r.get(m), base.get(m))
+        for m, samples in LATENCY_SAMPLES.items():
+            ci = None if is_base or base is None else delta_ci(r.get(samples), base.get(samples))
+            item[f"{m}_delta_ci_low"], item[f"{m}_delta_ci_high"] = ci if ci is not None else (None, None)
+            item[f"{m}_delta_noise"] = None if item[f"{m}_delta_pct"] is None else (ci is None or ci[0] <= 0 <= ci[1])
         out.append(item)
     cmp = pd.DataFrame.from_records(out, columns=list(COMPARE_COLUMNS))
     return _nullable_ints(cmp, _NULLABLE_INT)
@@ -344,11 +367,19 @@ def fmt_pct(p: float | None) -> str:
 
 
 def _with_delta(text: str, row: Mapping[str, Any], metric: str) -> str:
-    """'2.49 T (-75.3%)'; baseline rows show the value alone; a missing value stays '—'."""
+    """'2.49 T (-75.3%)'; baseline rows show the value alone; a missing value stays '—'.
+    Latency: '(-5.0% [-8.1, -2.0])' with the bootstrap CI, or '(~+1.2%)' when that CI includes
+    0 % or there are too few samples for one."""
     if row.get("is_baseline") or text == DASH:
         return text
     mark = ENV_MISMATCH if row.get("env_mismatch") else ""
-    return f"{text} ({fmt_pct(row.get(f'{metric}_delta_pct'))}{mark})"
+    pct = fmt_pct(row.get(f"{metric}_delta_pct"))
+    if metric in LATENCY_SAMPLES and row.get(f"{metric}_delta_pct") is not None:
+        if row.get(f"{metric}_delta_noise") is not False:
+            return f"{text} ({NOISE}{pct}{mark})"
+        lo, hi = row[f"{metric}_delta_ci_low"], row[f"{metric}_delta_ci_high"]
+        return f"{text} ({pct} [{lo:+.1f}, {hi:+.1f}]{mark})"
+    return f"{text} ({pct}{mark})"
 
 
 def keeps_label(row: Mapping[str, Any]) -> str:
@@ -477,12 +508,18 @@ def _notes(rows: list[dict], deltas: Sequence[str] = tuple(f"{m}_delta_pct" for 
     if any(not r.get("is_baseline") and r.get("method") != BASELINE
            and all(r.get(d) is None for d in deltas) for r in rows):
         notes.append(f"{DASH} in Δ%: no llava row at the same point to compare with")
+    if any(r.get(f"{m}_delta_pct") is not None for r in rows for m in LATENCY_SAMPLES):
+        notes.append(f"latency Δ%: [95% bootstrap CI of the ratio of medians]; {NOISE} = within noise "
+                     f"(the CI includes 0%, or fewer than 5 samples a side)")
     if any(r.get("timer") == "cpu" for r in rows):
         notes.append("CPU timings (perf_counter): not comparable with GPU latency")
     if any(r.get("device") == "meta" for r in rows):
         notes.append("meta device: shape-only counts, no latency or memory")
+    if any(r.get("mem_source") == "cpu_tensors" for r in rows):
+        notes.append("peak memory on CPU: weights and inputs + the peak of tensors allocated in one "
+                     "run (torch.profiler memory events), per point")
     if any(r.get("mem_source") == "rss_sampled_approx" for r in rows):
-        notes.append("peak memory on CPU is sampled process RSS (approximate)")
+        notes.append("peak memory on CPU is sampled process RSS (approximate; records of an older dynbench)")
     return notes
 
 
