@@ -36,22 +36,21 @@ import torch
 
 from dynbench.errors import DynbenchError
 from dynbench.inputs import ModelInputs
-from dynbench.measure.memory import kv_bytes
-from dynbench.models.baselines import (
-    KV_METHODS,
+from dynbench.models.dynamic_llava import TextDecider
+from dynbench.models.llava import DropConfig, LlavaForBench, PromptLayout, SequenceOut
+from dynbench.models.presets import Preset
+from dynbench.models.rules import (
     SINK_TOKENS,
     check_kv_budget,
     check_mode,
     drop_plan,
+    keep_count,
     kv_budget_tokens,
+    kv_bytes,
     layer_attn,
     streaming_prompt_kept,
 )  # fmt: skip
-from dynbench.models.dynamic_llava import TextDecider, keep_count
-from dynbench.models.llava import DropConfig, LlavaForBench, PromptLayout, SequenceOut
-from dynbench.models.presets import Preset
-
-MODES = ("prefill", "no-cache", "kv-cache")
+from dynbench.names import KV_METHODS, MODES
 
 
 @dataclass
@@ -232,6 +231,7 @@ DRIVERS: dict[str, Callable[..., Iterator[Step]]] = {
     "no-cache": run_no_cache,
     "kv-cache": run_kv_cache,
 }
+assert tuple(DRIVERS) == MODES
 
 
 def run_mode(
@@ -276,7 +276,7 @@ def plan_mode(
     drop: DropConfig | None = None,
     reuse_vision: bool = False,
     batch: int = 1,
-    dtype: torch.dtype = torch.float32,
+    element_bytes: int = 4,
     attn: str = "sdpa",
 ) -> ModeResult:
     """The steps `run_mode` would produce, from the counting rules alone (no model is run).
@@ -297,7 +297,7 @@ def plan_mode(
     P = prompt_len + N
     first, k = drop_plan(method, drop, preset)
     first = L if first is None else first
-    kv = lambda lens: kv_bytes(lens, preset.kv_heads, preset.hidden // preset.heads, dtype, batch)  # noqa: E731
+    kv = lambda lens: kv_bytes(lens, preset.kv_heads, preset.head_dim, element_bytes, batch)  # noqa: E731
     split = lambda before, after: [before] * first + [after] * (L - first)  # noqa: E731
     image_lens = split(N, k)
     attn_of = lambda phase: layer_attn(method, drop, L, attn, phase)  # noqa: E731

@@ -8,7 +8,7 @@ whole run of the mode (the prefill forward, or a whole generation), so the mode 
 `*.pt.trace.json` (Chrome trace format) that opens in Perfetto (ui.perfetto.dev, maintained) and
 in TensorBoard's torch-tb-profiler plugin (deprecated upstream).
 
-From the active steps' events it computes (data first; `render()` turns it into rich tables):
+From the active steps' events it computes (data only; `report/profile.py` renders the tables):
   * **traced total** — the CPU wall time of the active step ranges `ProfilerStep#N` (end − start
     as recorded by the profiler, summed over the `active` runs). Every event of the run nests
     inside it on the driver thread, so it also equals the sum of the self CPU times of all
@@ -51,7 +51,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from rich.table import Table
 from torch.autograd import DeviceType
 from torch.profiler import (
     ProfilerAction,
@@ -64,8 +63,10 @@ from torch.profiler import (
 
 from dynbench.errors import DynbenchError
 from dynbench.inputs import ModelInputs
+from dynbench.measure.native_stderr import profiler_stderr_filtered
 from dynbench.models.llava import DropConfig, LlavaForBench
-from dynbench.modes import MODES, ModeResult, run_mode
+from dynbench.modes import ModeResult, run_mode
+from dynbench.names import MODES
 
 # The regions the model and drivers name (LlavaForBench.region callers), in table order; any
 # other `record_function` range is tabulated too, after these.
@@ -244,7 +245,7 @@ def profile_point(
     previous, model.regions = model.regions, ProfilerRegions()
     result = None
     try:
-        with profile(
+        with profiler_stderr_filtered(), profile(
             activities=activities,
             schedule=schedule(wait=wait, warmup=warmup, active=active, repeat=1),
             on_trace_ready=tensorboard_trace_handler(str(path), worker_name=worker, use_gzip=use_gzip),
@@ -402,63 +403,3 @@ def to_json(result: ProfileResult) -> dict:
         "layer_seq_lens": r.last.layer_seq_lens,
         "layer_cache_lens": r.last.layer_cache_lens,
     }  # fmt: skip
-
-
-def _ms(v: float | None) -> str:
-    return "—" if v is None else f"{v:.3f}"
-
-
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.1f}%"
-
-
-def _table(title: str, caption: str, columns: list[str]) -> Table:
-    table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
-    for i, name in enumerate(columns):
-        table.add_column(name, justify="left" if i == 0 or name == "in" else "right")
-    return table
-
-
-def render(result: ProfileResult) -> list[Table]:
-    """Three rich tables: top-level ranges + other (= the traced total), nested ranges with the
-    method's overhead, top operators. CUDA columns only when the CUDA activity was traced."""
-    cuda = result.device_total_ms is not None
-    runs = f"summed over {result.active} active run{'s' if result.active > 1 else ''}"
-    head = f"{result.model} · {result.method} · {result.mode}"
-    total = result.traced_total_ms
-    share = lambda ms: ms / total if total else 0.0
-
-    cols = ["range", "calls", "CPU ms", "% total", "outside ops ms"] + (["CUDA ms", "% CUDA"] if cuda else [])
-    t1 = _table(
-        f"Ranges — {head}",
-        f"traced total = CPU wall time of the active ProfilerStep ranges ({runs}); "
-        "other = time outside every top-level range; outside ops = host time in a range outside any operator",
-        cols,
-    )
-    for r in result.ranges:
-        device = [_ms(r.device_ms), _pct(r.device_share)] if cuda else []
-        calls = "" if r.calls is None else str(r.calls)
-        t1.add_row(r.name, calls, _ms(r.cpu_ms), _pct(r.share), _ms(r.outside_ops_ms), *device,
-                   style="dim" if r.name == OTHER else None)  # fmt: skip
-    device = [_ms(result.device_total_ms), _pct(1.0)] if cuda else []
-    t1.add_row("traced total", "", _ms(total), _pct(1.0), "", *device, style="bold", end_section=True)
-
-    cols = ["range", "in", "calls", "CPU ms", "% parent", "% total"]
-    cols += ["CUDA ms", "% parent CUDA", "% total CUDA"] if cuda else []
-    overhead = result.method_overhead_ms
-    t2 = _table(
-        f"Nested ranges — {head}",
-        f"* added by the method: overhead {overhead:.3f} ms = {_pct(share(overhead))} of the traced total",
-        cols,
-    )
-    for n in result.nested:
-        device = [_ms(n.device_ms), _pct(n.device_share_of_parent), _pct(n.device_share_of_total)] if cuda else []
-        t2.add_row(f"{n.name} *" if n.method_specific else n.name, n.parent, str(n.calls), _ms(n.cpu_ms),
-                   _pct(n.share_of_parent), _pct(n.share_of_total), *device)  # fmt: skip
-
-    cols = ["operator", "calls", "self CPU ms", "% total"] + (["self CUDA ms", "% CUDA"] if cuda else [])
-    t3 = _table(f"Top operators by self {'CUDA' if cuda else 'CPU'} time — {head}", runs, cols)
-    for o in result.top_ops:
-        device = [_ms(o.self_device_ms), _pct(o.self_device_share)] if cuda else []
-        t3.add_row(o.name, str(o.calls), _ms(o.self_cpu_ms), _pct(o.self_cpu_share), *device)
-    return [t1, t2, t3]

@@ -1,25 +1,14 @@
 """Results store: plain, append-only JSON Lines (one flat JSON object per line).
 
-Schema, in words
-- A results folder holds `records.jsonl`. Each benchmark point writes one row per step (`step`
-  = its index; what a step is per mode is defined in `modes.py`) and one summary row with
-  `step` = null. Rows are never rewritten: a point run again (e.g. after an `error`) is appended
-  again, so readers should take the last summary row of a point.
-- Every row carries the full RunSpec, one column per field (model, method, mode, batch,
-  prompt_len, gen_len, keep ratios, text policy, dtype, device, attn, seed, …). Axes a point does
-  not use are null (`llava` has no keep ratios; `prefill` has no `gen_len`).
-- `env_id` (12 hex, `dynbench.measure.env.env_id`) names the environment; `git_sha` the code.
-- `status`: "ok", "oom" (ran out of memory; measurements null) or "error: <message>".
-- Units are suffixes and values raw SI: `_ms` (float milliseconds), `_bytes` (int bytes),
-  `tmacs` / `tflops_*` (tera multiply-adds / tera FLOPs, the convention in the name). Counts are
-  plain ints (`seq_len`, `image_tokens`, `text_tokens_kept`).
-- null (None) means "not measured", never zero. NaN and ±inf are written as null (strict JSON).
-- Lists stay JSON lists: `layer_seq_lens`, `layer_cache_lens`, `latency_ms_samples`,
-  `generated_ids`.
+A results folder holds `records.jsonl` (the columns are declared in `records.py`) and `env/`
+(one environment snapshot per `env_id`). Rows are never rewritten: a point run again (e.g. after
+an `error`) is appended again, and readers take the last summary row of a point
+(`records.latest_summaries`). NaN and ±inf are written as null (strict JSON).
 
 Durability: `append_record` issues one write + flush + fsync per row, so a crash can only leave
-a truncated last line; `load` skips it with a warning and the next append cuts it off. Whole
-files (baselines, reports) go through `write_atomic` (temp file + fsync + rename).
+a truncated last line; `iter_records` skips it with a warning (or refuses it, `strict`, for the
+gate) and the next append cuts it off. Whole files (baselines, reports) go through
+`write_atomic` (temp file + fsync + rename).
 """
 
 from __future__ import annotations
@@ -29,30 +18,31 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from dynbench.errors import DynbenchError
+from dynbench.records import is_summary, key_of
 
 RECORDS_FILE = "records.jsonl"
 RESUMABLE_STATUSES = ("ok", "oom")  # `--resume` skips these; "error: …" points run again
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Plain JSON types only: non-finite floats -> None, tuples -> lists, numpy/torch -> Python."""
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if hasattr(value, "tolist"):  # numpy / torch scalars and arrays
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     raise TypeError(f"cannot store {type(value).__name__} in a record: {value!r}")
 
 
@@ -78,7 +68,7 @@ def append_record(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
     """Append one record as one JSON line: one write, flush, fsync. Creates parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(_jsonable(record), allow_nan=False) + "\n"
+    line = json.dumps(jsonable(record), allow_nan=False) + "\n"
     if path.exists():
         _cut_partial_line(path)
     with open(path, "ab") as f:
@@ -154,21 +144,6 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
         raise
 
 
-def _hashable(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return tuple(_hashable(v) for v in value)
-    if isinstance(value, Mapping):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # as stored
-    return value
-
-
-def point_key(record: Mapping[str, Any], fields: Iterable[str]) -> tuple:
-    """Hashable identity of a point: the values of `fields` in order (missing -> None)."""
-    return tuple(_hashable(record.get(name)) for name in fields)
-
-
 def recorded_keys(path: str | os.PathLike, fields: Iterable[str]) -> set[tuple]:
     """Keys of points whose summary row (step null) has status ok/oom; empty if no results yet.
 
@@ -178,5 +153,41 @@ def recorded_keys(path: str | os.PathLike, fields: Iterable[str]) -> set[tuple]:
     if not file.exists():
         return set()
     fields = tuple(fields)
-    return {point_key(r, fields) for r in iter_records(file)
-            if r.get("step") is None and r.get("status") in RESUMABLE_STATUSES}
+    return {key_of(r, fields) for r in iter_records(file)
+            if is_summary(r) and r.get("status") in RESUMABLE_STATUSES}
+
+
+def load_many(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """All records from result folders or `records.jsonl` files, in the order given.
+
+    Raises DynbenchError (one line naming the file) for a missing, empty or corrupt file, or one
+    that is not dynbench records. A truncated last line alone is skipped with a warning.
+    """
+    if not paths:
+        raise DynbenchError("no results given: pass result folders or records.jsonl files")
+    frames = [_load_one(p) for p in paths]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _load_one(path: str | os.PathLike) -> pd.DataFrame:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            df = load(path)
+        except DynbenchError as exc:
+            skipped = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+            if skipped:  # the only line(s) could not be parsed: corrupt, not merely empty
+                raise DynbenchError(
+                    f"{skipped[0].replace('skipped a truncated last record', 'corrupt record')} and no "
+                    "valid record before it: fix the file or run `dynbench run --out DIR` again"
+                ) from exc
+            raise
+    for w in caught:  # pass on what the loader said (e.g. a skipped truncated last line)
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    missing = [c for c in ("method", "mode") if c not in df.columns]
+    if missing:
+        raise DynbenchError(f"{path}: not dynbench records (no {', '.join(missing)} column); "
+                            "pass a folder written by `dynbench run --out DIR`")
+    if "step" not in df.columns:
+        df["step"] = None
+    return df

@@ -18,27 +18,25 @@ from pathlib import Path
 import yaml
 
 from dynbench.errors import DynbenchError
-from dynbench.models.baselines import (
+from dynbench.models.presets import get_preset
+from dynbench.models.rules import DropConfig, check_fastv, check_mode, fastv_ratio, match_fastv_keep
+from dynbench.names import (
+    ATTN_IMPLEMENTATIONS,
+    DEVICES,
+    DTYPE_NAMES,
     KV_METHODS,
     MATCH_BUDGETS,
+    METHODS,
+    MODES,
     PRUNE_METHODS,
-    check_fastv,
-    check_mode,
-    fastv_ratio,
-    match_fastv_keep,
+    TEXT_POLICIES,
 )  # fmt: skip
-from dynbench.models.build import ATTN_IMPLEMENTATIONS, METHODS
-from dynbench.models.dynamic_llava import TEXT_POLICIES
-from dynbench.models.llava import DropConfig
-from dynbench.models.presets import DTYPES, get_preset
-from dynbench.modes import MODES
 
 MAX_TOTAL_TOKENS = 1_048_576
 TEXT_KEEP_WITH_LEARNED = (
     "--text-keep cannot be used with --text-policy learned (the predictor decides); "
     "use --text-policy budget to impose a keep ratio"
 )
-DEVICES = ("auto", "cpu", "cuda", "meta")
 DEFAULT_VISION_KEEP = 0.2  # official `vision_keep_rate`
 DEFAULT_TEXT_KEEP = 0.5  # official `output_text_keep_rate` (the training target)
 DEFAULT_FASTV_K, DEFAULT_FASTV_R = 2, 0.5  # the FastV paper's default
@@ -79,7 +77,7 @@ class RunSpec:
         _one_of("mode", self.mode, MODES)
         _one_of("method", self.method, METHODS)
         _one_of("device", self.device, DEVICES)
-        _one_of("dtype", self.dtype, DTYPES)
+        _one_of("dtype", self.dtype, DTYPE_NAMES)
         _one_of("attn", self.attn, ATTN_IMPLEMENTATIONS)
         if self.text_policy is not None:
             _one_of("text-policy", self.text_policy, TEXT_POLICIES)
@@ -96,6 +94,10 @@ class RunSpec:
                 raise DynbenchError(f"--{name.replace('_', '-')} must be in (0, 1], got {value}")
         if self.text_policy == "learned" and self.text_keep is not None:
             raise DynbenchError(TEXT_KEEP_WITH_LEARNED)
+        if self.device == "meta" and self.method == "dynamic-llava" and self.text_policy == "learned" \
+                and self.mode != "prefill":
+            raise DynbenchError("learned text decisions depend on the weights and cannot be counted without running "
+                                "the model; use --text-policy budget on the meta device")
         if self.prompt_len < 0:
             raise DynbenchError(f"--prompt-len must be ≥ 0, got {self.prompt_len}")
         if self.gen_len is not None and self.gen_len < 1:

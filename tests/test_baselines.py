@@ -12,10 +12,11 @@ import torch
 from test_model import embed, masked_reference
 from transformers import LlavaForConditionalGeneration
 
+from dynbench import names
 from dynbench.cli import main
 from dynbench.errors import DynbenchError
-from dynbench.measure.flops import paper_layer_flops
 from dynbench.models import baselines as B
+from dynbench.models import rules as R
 from dynbench.models.build import build_model
 from dynbench.models.llava import DropConfig
 from dynbench.models.presets import get_preset
@@ -111,7 +112,7 @@ def test_kv_methods_stay_at_their_budget(nets, prompt):
     P, L, gen = prompt.layout.seq_len, 4, 16
     heavy = math.floor(0.01 * P)  # kv_budget 0.02 → 1 % heavy + 1 % recent
     budget = 2 * heavy
-    assert B.kv_budget_tokens(0.02, P) == budget and budget < P
+    assert R.kv_budget_tokens(0.02, P) == budget and budget < P
     for method in ("h2o", "streaming-llm"):
         res = run_mode("kv-cache", nets[method], prompt, DropConfig(kv_budget=0.02), gen_len=gen)
         assert res.steps[0].layer_seq_lens == [P] * L  # the prefill runs in full
@@ -120,7 +121,7 @@ def test_kv_methods_stay_at_their_budget(nets, prompt):
             assert step.kv_bytes_prompt + step.kv_bytes_generated == L * budget * PER_TOKEN
         assert [s.layer_shapes for s in res.steps[1:]] == [[(1, budget + 1)] * L] * (gen - 1)
         assert res.last.text_tokens_kept is None  # per layer (and head): see the KV bytes
-    window = budget - B.SINK_TOKENS
+    window = budget - R.SINK_TOKENS
     res = run_mode("kv-cache", nets["streaming-llm"], prompt, DropConfig(kv_budget=0.02), gen_len=gen)
     for j, step in enumerate(res.steps):  # the window holds the newest min(j, window) generated tokens
         assert step.kv_bytes_generated == L * min(j, window) * PER_TOKEN
@@ -131,7 +132,7 @@ def test_kv_methods_stay_at_their_budget(nets, prompt):
 
 
 def test_kv_methods_have_no_no_cache_mode(nets, prompt):
-    for method in B.KV_METHODS:
+    for method in names.KV_METHODS:
         with pytest.raises(DynbenchError, match="no-cache"):
             run_mode("no-cache", nets[method], prompt, gen_len=2)
         with pytest.raises(DynbenchError, match="no-cache mode has no cache"):
@@ -147,7 +148,7 @@ def test_kv_methods_have_no_no_cache_mode(nets, prompt):
 @pytest.mark.parametrize("k, r", [(2, 0.5), (3, 0.75)])
 def test_fastv_keeps_the_tokens_hf_eager_attention_ranks_highest(nets, prompt, hf_attentions, k, r):
     a, b = prompt.layout.image_start, prompt.layout.image_end
-    kept = B.fastv_kept(r, IMG)
+    kept = R.fastv_kept(r, IMG)
     # reference: HF eager weights of layer K - 1, last token's row, mean over heads, image columns
     score = hf_attentions[k - 1][:, -1, a:b].mean(0)
     ref = score.topk(kept).indices.sort().values
@@ -186,7 +187,7 @@ def test_h2o_first_decode_step_equals_per_head_masked_reference(nets, prompt, hf
     ones that received the most attention (HF eager weights, summed over queries); the first decoded
     token sees exactly those (and itself)."""
     net, P = nets["h2o"], prompt.layout.seq_len
-    heavy, recent = B.kv_budget_split(0.1, P)
+    heavy, recent = R.kv_budget_split(0.1, P)
     seen = record_logits(monkeypatch, net)
     res = run_mode("kv-cache", net, prompt, DropConfig(kv_budget=0.1), gen_len=2)
     monkeypatch.undo()
@@ -211,14 +212,14 @@ def test_h2o_first_decode_step_equals_per_head_masked_reference(nets, prompt, hf
 def test_streaming_llm_decoding_equals_sink_and_window_mask(nets, prompt, monkeypatch):
     """Token t (t ≥ P) sees the 4 sinks, the `window` tokens before it and itself, over many steps."""
     net, P, gen = nets["streaming-llm"], prompt.layout.seq_len, 9
-    window = B.kv_budget_tokens(0.02, P) - B.SINK_TOKENS
+    window = R.kv_budget_tokens(0.02, P) - R.SINK_TOKENS
     seen = record_logits(monkeypatch, net)
     res = run_mode("kv-cache", net, prompt, DropConfig(kv_budget=0.02), gen_len=gen)
     monkeypatch.undo()
     n = P + gen - 1
     ok = torch.ones(n, n, dtype=torch.bool).tril()
     for t in range(P, n):
-        ok[t, B.SINK_TOKENS : t - window] = False
+        ok[t, R.SINK_TOKENS : t - window] = False
     with torch.inference_mode():
         fed = torch.tensor([res.generated_ids[0][:-1]])
         full = torch.cat([embed(net, prompt), net.embed_tokens(fed)], dim=1)
@@ -263,7 +264,7 @@ def test_random_keep_all_equals_llava_bitwise(nets, prompt):
 # ---- plan == run, budget matching ----------------------------------------------------------------
 CASES = [("random", m) for m in ("prefill", "no-cache", "kv-cache")] + [
     ("fastv", m) for m in ("prefill", "no-cache", "kv-cache")] + [
-    (m, k) for m in B.KV_METHODS for k in ("prefill", "kv-cache")]  # fmt: skip
+    (m, k) for m in names.KV_METHODS for k in ("prefill", "kv-cache")]  # fmt: skip
 
 
 @pytest.mark.parametrize("method, mode", CASES)
@@ -280,7 +281,7 @@ def test_plan_equals_run(nets, prompt, method, mode):
         assert a == b, (method, mode, a.step)
 
 
-@pytest.mark.parametrize("by", B.MATCH_BUDGETS)
+@pytest.mark.parametrize("by", names.MATCH_BUDGETS)
 @pytest.mark.parametrize("model", ["llava-1.5-7b", "llava-1.5-13b"])
 def test_budget_matching_within_one_token(model, by):
     p = get_preset(model)
@@ -288,19 +289,19 @@ def test_budget_matching_within_one_token(model, by):
     for keep in (0.1, 0.2, 0.5):
         dyn = plan_mode(p, "dynamic-llava", "prefill", 40, drop=DropConfig(vision_keep=keep)).last.layer_image_tokens
         for k in (1, 2, 3, 4):
-            n = B.match_fastv_keep(p, keep, k, by)
-            r = B.fastv_ratio(n, IMG)
+            n = R.match_fastv_keep(p, keep, k, by)
+            r = R.fastv_ratio(n, IMG)
             fv = plan_mode(p, "fastv", "prefill", 40, drop=DropConfig(fastv_k=k, fastv_r=r)).last.layer_image_tokens
             assert fv == [IMG] * k + [n] * (L - k)
             if by == "flops":  # paper convention, by hand: 32·N·C² + 4·N²·C per layer
                 f = lambda tokens: sum(32 * t * C**2 + 4 * t * t * C for t in tokens)  # noqa: E731
-                one_token = (L - k) * (paper_layer_flops(n + 1, C) - paper_layer_flops(n, C))
+                one_token = (L - k) * (R.paper_layer_flops(n + 1, C) - R.paper_layer_flops(n, C))
                 assert abs(f(fv) - f(dyn)) <= one_token / 2 + 1, (keep, k)
             else:
                 assert abs(sum(fv) - sum(dyn)) / L <= (L - k) / L / 2, (keep, k)
     assert sum(dyn) == s * IMG + (L - s) * int(IMG * 0.5)  # the target itself, by hand
     with pytest.raises(DynbenchError, match="cannot match"):
-        B.match_fastv_keep(p, 0.05, L - 1, by)  # 31 dense layers alone cost more
+        R.match_fastv_keep(p, 0.05, L - 1, by)  # 31 dense layers alone cost more
 
 
 def test_match_budget_rows(capsys):
@@ -326,7 +327,7 @@ def test_paper_fastv_setting_on_meta():
     planned = plan_mode(p, "fastv", "prefill", 40, drop=DropConfig(fastv_k=3, fastv_r=0.75))
     tokens = planned.last.layer_image_tokens
     assert tokens == [576] * 3 + [144] * 29
-    assert round(sum(paper_layer_flops(n, p.hidden) for n in tokens) / 1e12, 1) == 3.2
+    assert round(sum(R.paper_layer_flops(n, p.hidden) for n in tokens) / 1e12, 1) == 3.2
     assert sum(tokens) / 32 == pytest.approx(184.5)
 
 
@@ -335,7 +336,7 @@ def test_suites_parse():
     fastv = [p for p in points if p.method == "fastv"]
     assert {(p.model, p.fastv_k, p.fastv_r) for p in fastv if p.match_budget is None} == {
         ("llava-1.5-7b", 2, 0.5), ("llava-1.5-7b", 3, 0.75), ("llava-1.5-13b", 3, 0.75)}
-    assert {B.fastv_kept(p.fastv_r, IMG) for p in fastv if p.match_budget == "flops"} == {115, 99}
+    assert {R.fastv_kept(p.fastv_r, IMG) for p in fastv if p.match_budget == "flops"} == {115, 99}
     assert {p.method for p in points if p.mode == "kv-cache"} == {"llava", "dynamic-llava", *B.BASELINES}
     if not torch.cuda.is_available():
         with pytest.raises(DynbenchError, match="no CUDA device"):

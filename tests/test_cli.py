@@ -25,9 +25,10 @@ BAD = [
     (["run", "--dtype", "float8"], "unknown dtype"),
     (["run", "--attn", "flash"], "unknown attn"),
     (["run", "--batch", "0"], "--batch must be ≥ 1"),
-    (["profile", "--out", "/tmp/x", "--mode", "prefill,kv-cache"], "profile takes one point"),
-    (["profile", "--out", "/tmp/x", "--device", "meta"], "nothing to profile"),
-    (["check", "no/such/dir", "--baseline", "no/such.jsonl"], "no"),
+    (["profile", "--out", "/tmp/x", "--method", "llava", "--mode", "prefill,kv-cache"], "profile takes one point"),
+    (["profile", "--out", "/tmp/x", "--method", "llava", "--device", "meta"], "nothing to profile"),
+    (["profile", "--out", "/tmp/x"], "profile needs --method"),
+    (["check", "no/such/dir", "--baseline", "no/such.jsonl"], "no baseline at no/such.jsonl"),
 ]
 
 

@@ -7,8 +7,9 @@ from conftest import tiny_pair
 from dynbench.errors import DynbenchError
 from dynbench.inputs import synthetic_inputs
 from dynbench.models.build import build_model, count_parameters
-from dynbench.models.dynamic_llava import TextDecider, keep_count, text_keep_index
+from dynbench.models.dynamic_llava import TextDecider, text_keep_index
 from dynbench.models.llava import DropConfig
+from dynbench.models.rules import keep_count
 from dynbench.modes import plan_mode, run_mode
 
 IMG, KEPT_IMG = 576, 115

@@ -8,11 +8,9 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-from dynbench.measure.flops import (
-    ShapeCache,
+from dynbench.measure.flops import ShapeCache, count_macs, decoder_layer_macs
+from dynbench.models.rules import (
     analytic_layer_macs,
-    count_macs,
-    decoder_layer_macs,
     paper_decode_layer_tokens,
     paper_prefill_layer_tokens,
     tflops_paper,

@@ -13,10 +13,10 @@ import math
 import numpy as np
 import pytest
 
-from dynbench import runner as runner_mod
 from dynbench.cli import main
+from dynbench.measure import point as point_mod
 from dynbench.measure.latency import latency_columns
-from dynbench.models.baselines import BASELINES, KV_METHODS
+from dynbench.names import KV_METHODS, PRUNE_METHODS
 from dynbench.results import load
 
 # ---- part 1: the pure function ------------------------------------------------------------------
@@ -90,7 +90,7 @@ def test_misaligned_samples_are_refused():
 
 # ---- part 2: invariants on real runs --------------------------------------------------------------
 
-METHODS = ["llava", "dynamic-llava", *BASELINES]
+METHODS = ["llava", "dynamic-llava", *PRUNE_METHODS, *KV_METHODS]
 # 3 fed tokens: the budget rule at 0.5 keeps tokens 1 and 3 (kv-cache), 1 of 2 candidates + the newest (no-cache)
 GEN = 4
 
@@ -193,13 +193,13 @@ def test_summary_counts_follow_from_its_step_rows(runs, repeats):
 
 def test_warmup_runs_before_the_measured_runs(tmp_path, monkeypatch):
     calls = []
-    real = runner_mod.run_mode
+    real = point_mod.run_mode
 
     def spy(*args, step_timer=None, **kwargs):
         calls.append("timed" if step_timer is not None else "untimed")
         return real(*args, step_timer=step_timer, **kwargs)
 
-    monkeypatch.setattr(runner_mod, "run_mode", spy)
+    monkeypatch.setattr(point_mod, "run_mode", spy)
     argv = ["run", "--mode", "kv-cache", "--method", "llava", "--prompt-len", "4", "--gen-len", "3",
             "--warmup", "2", "--repeats", "3", "--no-flops", "--out", str(tmp_path / "r")]  # fmt: skip
     assert main(argv) == 0

@@ -7,14 +7,15 @@ import pytest
 import torch
 
 from dynbench.measure import env, memory
-from dynbench.measure.memory import MemoryTracker, kv_bytes, rss_bytes, weights_bytes
+from dynbench.measure.memory import MemoryTracker, rss_bytes, weights_bytes
+from dynbench.models.rules import kv_bytes
 
 
 def test_kv_bytes_hand_count():
     # 3 layers cached 10, 10, 4 tokens; 8 kv heads x 128 dims in fp16, batch 2
     expected = 2 * (10 + 10 + 4) * 8 * 128 * 2 * 2
-    assert kv_bytes([10, 10, 4], kv_heads=8, head_dim=128, dtype=torch.float16, batch=2) == expected
-    assert kv_bytes([], 8, 128, torch.float32, 1) == 0
+    assert kv_bytes([10, 10, 4], kv_heads=8, head_dim=128, element_bytes=2, batch=2) == expected
+    assert kv_bytes([], 8, 128, 4, 1) == 0
 
 
 def test_weights_bytes_meta_linear():

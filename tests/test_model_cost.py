@@ -7,11 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from dynbench.measure.flops import analytic_layer_macs, count_macs, decoder_layer_macs
+from dynbench.measure.flops import count_macs, decoder_layer_macs
 from dynbench.measure.model_cost import ModelCost
 from dynbench.models.build import build_model
 from dynbench.models.dynamic_llava import TextDecider
 from dynbench.models.llava import DropConfig
+from dynbench.models.rules import analytic_layer_macs
 from dynbench.modes import plan_mode, run_mode
 
 DROP = DropConfig(0.2, 0.5, "budget")

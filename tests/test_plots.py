@@ -7,8 +7,9 @@ import pytest
 from test_report import ENV_B, sweep, synthetic_point, write
 
 from dynbench.errors import DynbenchError
-from dynbench.report import tables as T
+from dynbench.report import compare as C
 from dynbench.report.plots import CHARTS, COLORS, chart_kv_cache, chart_pareto, chart_summary, color, plot_all
+from dynbench.results import load_many
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -26,7 +27,7 @@ def _check_files(paths, names):
 
 def test_every_chart_from_a_full_sweep(tmp_path):
     rows = sweep(gen_lens=(8, 32), keeps=(0.2, 0.5))
-    df = T.load_results([write(tmp_path / "run", rows)])
+    df = load_many([write(tmp_path / "run", rows)])
     skipped: list[str] = []
     paths = plot_all(df, tmp_path / "figs", skipped=skipped)
     assert skipped == []
@@ -46,7 +47,7 @@ def test_every_chart_from_a_full_sweep(tmp_path):
 
 def test_only_some_modes_present_skips_with_reasons(tmp_path):
     rows = sweep(modes=("prefill",), keeps=(0.2,))
-    df = T.load_results([write(tmp_path / "run", rows)])
+    df = load_many([write(tmp_path / "run", rows)])
     skipped: list[str] = []
     paths = plot_all(df, tmp_path / "figs", skipped=skipped, charts=("prefill", "no_cache", "kv_cache"))
     _check_files(paths, ("prefill",))
@@ -56,7 +57,7 @@ def test_only_some_modes_present_skips_with_reasons(tmp_path):
 def test_kv_cache_only_and_missing_baseline(tmp_path):
     rows = synthetic_point("dynamic-llava", "kv-cache", gen_len=8)  # no llava at all
     rows += synthetic_point("dynamic-llava", "kv-cache", gen_len=16, vision_keep=0.5)
-    df = T.load_results([write(tmp_path / "run", rows)])
+    df = load_many([write(tmp_path / "run", rows)])
     skipped: list[str] = []
     paths = plot_all(df, tmp_path / "figs", skipped=skipped, charts=("prefill", "no_cache", "kv_cache", "summary"))
     _check_files(paths, ("kv_cache", "summary"))
@@ -66,7 +67,7 @@ def test_kv_cache_only_and_missing_baseline(tmp_path):
 
 def test_meta_device_counts_are_marked_and_latency_panels_explain(tmp_path):
     rows = sweep(gen_lens=(8,), keeps=(0.2,), device="meta", model="llava-1.5-7b", dtype="float16")
-    df = T.load_results([write(tmp_path / "run", rows)])
+    df = load_many([write(tmp_path / "run", rows)])
     paths = plot_all(df, tmp_path / "figs", charts=("prefill", "kv_cache"))
     _check_files(paths, ("prefill", "kv_cache"))
     svg = (tmp_path / "figs" / "prefill.svg").read_text()
@@ -77,7 +78,7 @@ def test_meta_device_counts_are_marked_and_latency_panels_explain(tmp_path):
 def test_groups_and_environments(tmp_path):
     a = write(tmp_path / "a", sweep(modes=("prefill", "kv-cache"), gen_lens=(8,), keeps=(0.2,)))
     b = write(tmp_path / "b", sweep(modes=("prefill",), keeps=(0.2,), dtype="bfloat16", env_id=ENV_B))
-    df = T.load_results([a, b])
+    df = load_many([a, b])
     skipped: list[str] = []
     paths = plot_all(df, tmp_path / "figs", skipped=skipped, charts=("prefill", "kv_cache"))
     assert {p.name for p in paths} == {f"{c}_tiny_cpu_{d}.{e}" for c, d in (
@@ -89,7 +90,7 @@ def test_groups_and_environments(tmp_path):
 
 def test_nothing_to_plot_is_not_a_crash(tmp_path):
     rows = synthetic_point("llava", "prefill", status="oom")
-    df = T.load_results([write(tmp_path / "run", rows)])
+    df = load_many([write(tmp_path / "run", rows)])
     skipped: list[str] = []
     paths = plot_all(df, tmp_path / "figs", skipped=skipped)
     assert paths == [] and len(skipped) == len(CHARTS)
@@ -107,9 +108,9 @@ def test_lengths_spanning_decades_use_log_axes(tmp_path):
     for g in (4, 64, 512):  # a sweep of generated lengths: log x; one generation's steps: linear
         rows += synthetic_point("llava", "kv-cache", gen_len=g, device="meta")
         rows += synthetic_point("dynamic-llava", "kv-cache", gen_len=g, device="meta")
-    df = T.load_results([write(tmp_path / "run", rows)])
-    summaries = T.summary_rows(df)
-    fig = chart_kv_cache(summaries, T.step_rows(df))
+    df = load_many([write(tmp_path / "run", rows)])
+    summaries = C.summary_rows(df)
+    fig = chart_kv_cache(summaries, C.step_rows(df))
     assert fig.axes[0].get_xscale() == "linear"
     fig = chart_kv_cache(summaries, [])  # no step rows: KV bytes per generated length, log x
     assert [ax.get_xscale() for ax in fig.axes[:2]] == ["log", "log"]
@@ -131,8 +132,8 @@ def test_labels_of_coincident_points_merge_and_no_text_overlaps(tmp_path):
     rows = synthetic_point("llava", "kv-cache", gen_len=8)
     for m in ("h2o", "streaming-llm", "random", "fastv"):  # same numbers: the same point
         rows += synthetic_point(m, "kv-cache", gen_len=8)
-    df = T.load_results([write(tmp_path / "run", rows)])
-    summaries, steps = T.summary_rows(df), T.step_rows(df)
+    df = load_many([write(tmp_path / "run", rows)])
+    summaries, steps = C.summary_rows(df), C.step_rows(df)
     for fig in (chart_pareto(summaries, steps), chart_summary(summaries, steps)):
         renderer = _drawn(fig)
         edge = fig.bbox
@@ -161,18 +162,18 @@ def test_labels_of_coincident_points_merge_and_no_text_overlaps(tmp_path):
 def test_every_chart_from_a_real_run(tmp_path):
     """Records written by the real runner (tiny preset on the meta device: exact counts and FLOPs
     in about a second, no latency or memory), so a schema drift in the runner shows up here."""
-    from dynbench.runner import Runner
     from dynbench.spec import RunSpec
+    from dynbench.sweep import Sweep
 
-    runner = Runner(tmp_path / "run")
+    runner = Sweep(tmp_path / "run")
     for mode, gen in (("prefill", None), ("no-cache", 3), ("kv-cache", 3)):
         runner.run_point(RunSpec(method="llava", mode=mode, prompt_len=8, gen_len=gen, vision_keep=None,
                                  text_keep=None, text_policy=None, device="meta"))  # fmt: skip
         runner.run_point(RunSpec(method="dynamic-llava", mode=mode, prompt_len=8, gen_len=gen, vision_keep=0.2,
                                  text_keep=0.5 if gen else None, text_policy="budget" if gen else None,
                                  device="meta"))  # fmt: skip
-    df = T.load_results([str(tmp_path / "run")])
-    cmp = T.compare(df)
+    df = load_many([str(tmp_path / "run")])
+    cmp = C.compare(df)
     assert len(cmp) == 6 and (cmp["status"] == "ok").all()
     dyn = cmp[(cmp["method"] == "dynamic-llava") & (cmp["mode"] == "prefill")].iloc[0]
     assert dyn["image_tokens_kept"] == 115 and dyn["tmacs_delta_pct"] < 0

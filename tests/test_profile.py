@@ -18,9 +18,9 @@ from dynbench.profile import (
     load_trace,
     prepare_out_dir,
     profile_point,
-    render,
     to_json,
 )
+from dynbench.report.profile import render
 
 GEN_LEN = 4
 DROP = DropConfig(vision_keep=0.2, text_keep=0.5, text_policy="budget")

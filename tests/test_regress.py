@@ -23,6 +23,7 @@ from dynbench.regress import (
     read_baseline,
     write_baseline,
 )
+from dynbench.report import check as render_check
 from dynbench.results import RECORDS_FILE, append_record, load
 
 N, SEEDS, CV = 30, range(20), 0.05
@@ -262,16 +263,16 @@ def test_missing_points_are_reported_both_ways():
     assert missing == {("llava", "kv-cache"): "in the baseline, not in this run",
                        ("dynamic-llava", "prefill"): "new point, not in the baseline"}
     assert report.exit_code == 1  # the baseline's llava point did not run
-    assert "1 baseline point(s) missing from the run: llava kv-cache" in report.missing_message()
+    assert "1 baseline point(s) missing from the run: llava kv-cache" in render_check.missing_line(report)
     assert check([row(), prefill], base_of(row(), llava), allow_missing=True).exit_code == 0
     grown = check([row(), prefill], base_of(row()))  # a new point alone never fails
-    assert grown.exit_code == 0 and grown.missing_message() is None
+    assert grown.exit_code == 0 and render_check.missing_line(grown) is None
 
 
 def test_metric_measured_on_one_side_is_missing():
     report = check([row(tmacs=None)], base_of(row()))
     assert only(report, "tmacs").verdict == "missing"
-    assert report.exit_code == 1 and "tmacs" in report.missing_message()  # the exact FLOP gate did not run
+    assert report.exit_code == 1 and "tmacs" in render_check.missing_line(report)  # the exact FLOP gate did not run
     assert check([row(tmacs=None)], base_of(row()), allow_missing=True).exit_code == 0
     new_metric = check([row()], base_of(row(tmacs=None)))
     assert only(new_metric, "tmacs").verdict == "missing" and new_metric.exit_code == 0
@@ -342,8 +343,8 @@ def test_markdown_summary_is_a_table():
     b = row(latency_ms_samples=lognormal(rng, 10.0))
     c = row(latency_ms_samples=lognormal(rng, 12.0), image_tokens_kept=116,
             status="ok", text_policy="budget")
-    md = check([c, row(method="llava", vision_keep=None, text_keep=None)],
-               base_of(b)).to_markdown()
+    md = render_check.to_markdown(check([c, row(method="llava", vision_keep=None, text_keep=None)],
+               base_of(b)))
     lines = md.strip().splitlines()
     assert lines[0].startswith("### ❌")
     table = [ln for ln in lines if ln.startswith("|")]
@@ -353,13 +354,13 @@ def test_markdown_summary_is_a_table():
     assert len(table) >= 5  # header, separator, token regression, latency, missing point
     assert any("image_tokens_kept" in ln and "regression" in ln for ln in table)
     # all passing: still a table, one line saying so
-    ok = check([row()], base_of(row())).to_markdown().strip().splitlines()
+    ok = render_check.to_markdown(check([row()], base_of(row()))).strip().splitlines()
     assert ok[0].startswith("### ✅") and len({len(_md_cells(ln)) for ln in ok[2:]}) == 1
 
 
 def test_markdown_escapes_pipes():
     report = check([row(status="error: a|b")], base_of(row()))
-    line = [ln for ln in report.to_markdown().splitlines() if "error: a" in ln][0]
+    line = [ln for ln in render_check.to_markdown(report).splitlines() if "error: a" in ln][0]
     assert "a\\|b" in line and len(_md_cells(line)) == 7
 
 
@@ -368,17 +369,17 @@ def test_render_and_json():
     b = row(latency_ms_samples=lognormal(rng, 10.0))
     report = check([row(latency_ms_samples=lognormal(rng, 12.0))], base_of(b))
     console = Console(file=io.StringIO(), width=200, record=True)
-    console.print(report.render())
+    console.print(render_check.render(report))
     text = console.export_text()
     assert "regression" in text and "latency" in text and "kv-cache" in text
-    rows = report.to_json()
+    rows = [r.as_dict() for r in report.results]
     assert len(rows) == len(report.results)
     for r in rows:
         assert json.loads(json.dumps(r, allow_nan=False)) == r
         assert {"model", "method", "metric", "verdict", "baseline", "current"} <= r.keys()
     lat = [r for r in rows if r["metric"] == "latency_ms_samples"][0]
     assert lat["verdict"] == "regression" and lat["ci_low"] > 1 and lat["ratio"] > 1.05
-    assert report.summary().startswith("FAIL")
+    assert render_check.summary_line(report).startswith("FAIL")
 
 
 # ------------------------------------------------------------------------ baseline files
@@ -443,7 +444,7 @@ def test_baseline_refuses_errors_and_foreign_files(tmp_path):
 def test_write_markdown_appends(tmp_path):
     summary = tmp_path / "summary.md"
     summary.write_text("earlier step\n")
-    check([row()], base_of(row())).write_markdown(summary)
+    render_check.append_markdown(check([row()], base_of(row())), summary)
     text = summary.read_text()
     assert text.startswith("earlier step\n") and "| verdict |" in text
 
@@ -485,7 +486,7 @@ def test_workflow_is_valid_and_runs_the_gate():
 
 def test_write_markdown_to_a_bad_path_is_an_input_error(tmp_path):
     with pytest.raises(DynbenchError, match="--summary-md"):
-        check([row()], base_of(row())).write_markdown(tmp_path)  # a folder
+        render_check.append_markdown(check([row()], base_of(row())), tmp_path)  # a folder
 
 
 def test_env_snapshots_beside_the_records_fill_the_header(tmp_path):

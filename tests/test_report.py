@@ -19,8 +19,11 @@ import pytest
 from rich.console import Console
 
 from dynbench.errors import DynbenchError
+from dynbench.report import compare as C
+from dynbench.report import format as F
+from dynbench.report import paper as P
 from dynbench.report import tables as T
-from dynbench.results import RECORDS_FILE, append_record, load
+from dynbench.results import RECORDS_FILE, append_record, load, load_many
 
 LAYERS, SPARSE, IMG, HIDDEN = 4, 2, 576, 128
 KV_TOKEN_LAYER = 2 * 4 * 32 * 4  # K and V × kv heads × head dim × float32 bytes
@@ -190,7 +193,7 @@ def pct(a, b):
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
     rows = sweep()
-    return rows, T.load_results([write(tmp_path_factory.mktemp("run"), rows)])
+    return rows, load_many([write(tmp_path_factory.mktemp("run"), rows)])
 
 
 def test_write_matches_the_store(tmp_path):
@@ -204,7 +207,7 @@ def test_write_matches_the_store(tmp_path):
 
 def test_compare_numbers_equal_records_and_delta_recomputed(full):
     rows, df = full
-    cmp = T.compare(df)
+    cmp = C.compare(df)
     assert len(cmp) == len(summaries_of(rows))
     assert list(cmp["mode"].unique()) == ["prefill", "no-cache", "kv-cache"]
     checked = 0
@@ -214,7 +217,7 @@ def test_compare_numbers_equal_records_and_delta_recomputed(full):
         assert len(got) == 1, rec
         got = got[0]
         base = base_of(rec, rows)
-        for m in T.DELTA_METRICS:
+        for m in C.DELTA_METRICS:
             assert got[m] == rec[m] or got[m] == pytest.approx(rec[m]), (m, rec)
             d = got[f"{m}_delta_pct"]
             if rec["method"] == "llava" or rec[m] is None:
@@ -239,7 +242,7 @@ def test_compare_numbers_equal_records_and_delta_recomputed(full):
 
 def test_paper_numbers_have_the_expected_sign(full):
     """Sanity of the synthetic data and of Δ% direction: dropping tokens saves compute and KV."""
-    cmp = T.compare(full[1])
+    cmp = C.compare(full[1])
     dyn = cmp[cmp["method"] == "dynamic-llava"]
     assert (dyn["tmacs_delta_pct"] < 0).all()
     kv = dyn[dyn["mode"] == "kv-cache"]
@@ -254,7 +257,7 @@ def test_last_summary_row_of_a_point_wins(tmp_path):
     rerun = synthetic_point("dynamic-llava", "prefill")
     rerun[-1]["tmacs"] = 123.0
     path = write(tmp_path, rows + rerun)
-    cmp = T.compare(T.load_results([path]))
+    cmp = C.compare(load_many([path]))
     assert len(cmp) == 2
     dyn = cmp[cmp["method"] == "dynamic-llava"].iloc[0]
     assert dyn["tmacs"] == 123.0
@@ -264,9 +267,9 @@ def test_last_summary_row_of_a_point_wins(tmp_path):
 def test_missing_baseline_is_a_dash_not_a_crash(tmp_path):
     rows = synthetic_point("llava", "prefill") + synthetic_point("dynamic-llava", "prefill")
     rows += synthetic_point("dynamic-llava", "kv-cache", gen_len=8)  # no llava kv-cache row
-    cmp = T.compare(T.load_results([write(tmp_path, rows)]))
+    cmp = C.compare(load_many([write(tmp_path, rows)]))
     kv = cmp[cmp["mode"] == "kv-cache"].iloc[0]
-    assert all(pd.isna(kv[f"{m}_delta_pct"]) for m in T.DELTA_METRICS)
+    assert all(pd.isna(kv[f"{m}_delta_pct"]) for m in C.DELTA_METRICS)
     assert pd.isna(kv["token_agreement"])
     md = T.to_markdown(cmp)
     kv_table = md[md.index("### kv-cache"):]
@@ -278,7 +281,7 @@ def test_missing_baseline_is_a_dash_not_a_crash(tmp_path):
 
 def test_several_keeps_each_compared_to_the_one_llava_row(full):
     rows, df = full
-    cmp = T.compare(df)
+    cmp = C.compare(df)
     pre = cmp[cmp["mode"] == "prefill"]
     llava = next(r for r in summaries_of(rows) if r["mode"] == "prefill" and r["method"] == "llava")
     for vk in (0.2, 0.5):
@@ -289,7 +292,7 @@ def test_several_keeps_each_compared_to_the_one_llava_row(full):
 def test_different_environments_are_flagged(tmp_path):
     a = write(tmp_path / "a", synthetic_point("llava", "prefill", env_id=ENV_A))
     b = write(tmp_path / "b", synthetic_point("dynamic-llava", "prefill", env_id=ENV_B))
-    cmp = T.compare(T.load_results([a, b]))
+    cmp = C.compare(load_many([a, b]))
     dyn = cmp[cmp["method"] == "dynamic-llava"].iloc[0]
     assert dyn["env_mismatch"] and dyn["env_mixed"] and dyn["baseline_env_id"] == ENV_A
     assert set(cmp["env"]) == {"A", "B"}
@@ -298,7 +301,7 @@ def test_different_environments_are_flagged(tmp_path):
     header = next(line for line in md.splitlines() if line.startswith("| method"))
     assert "| env |" in header
     # one environment: no env column, no flag
-    one = T.to_markdown(T.compare(T.load_results([a])))
+    one = T.to_markdown(C.compare(load_many([a])))
     assert "env" not in one.splitlines()[2] and "different environments" not in one
 
 
@@ -307,7 +310,7 @@ def test_same_point_from_two_environments_is_not_merged(tmp_path):
               + synthetic_point("dynamic-llava", "prefill", env_id=ENV_A))
     b = write(tmp_path / "b", synthetic_point("llava", "prefill", env_id=ENV_B, slow=2.0)
               + synthetic_point("dynamic-llava", "prefill", env_id=ENV_B, slow=2.0))
-    cmp = T.compare(T.load_results([a, b]))
+    cmp = C.compare(load_many([a, b]))
     assert len(cmp) == 4
     dyn = cmp[cmp["method"] == "dynamic-llava"]
     assert not dyn["env_mismatch"].any()  # each compared with llava from its own environment
@@ -332,7 +335,7 @@ def _cells(line: str) -> list[str]:
 
 def test_markdown_parses_as_tables(full):
     rows, df = full
-    cmp = T.compare(df)
+    cmp = C.compare(df)
     md = T.to_markdown(cmp)
     tables = _md_tables(md)
     assert len(tables) == 3
@@ -358,7 +361,7 @@ def test_markdown_parses_as_tables(full):
 
 def test_csv_parses_back(full):
     rows, df = full
-    cmp = T.compare(df)
+    cmp = C.compare(df)
     back = pd.read_csv(io.StringIO(T.to_csv(cmp)))
     assert len(back) == len(cmp) and list(back.columns) == list(cmp.columns)
     assert back["tmacs"].tolist() == pytest.approx(cmp["tmacs"].astype(float).tolist())
@@ -371,8 +374,8 @@ def test_paper_table_view(tmp_path):
     rows = sweep(gen_lens=(8, 16), keeps=(0.2,))
     rows += synthetic_point("llava", "kv-cache", gen_len=32, status="oom")
     rows += synthetic_point("dynamic-llava", "kv-cache", gen_len=32)
-    df = T.load_results([write(tmp_path, rows)])
-    ptab = T.paper_table(df)
+    df = load_many([write(tmp_path, rows)])
+    ptab = P.paper_table(df)
     assert set(ptab["measure"]) == {"prefill_ms", "no_cache_total_ms", "kv_cache_peak_mem_bytes"}
     for rec in summaries_of(rows):
         col = {"prefill": "ttft_ms", "no-cache": "total_ms", "kv-cache": "peak_mem_bytes"}[rec["mode"]]
@@ -383,7 +386,7 @@ def test_paper_table_view(tmp_path):
         base = base_of(rec, rows)
         if rec["method"] != "llava" and base[col] is not None:
             assert got["delta_pct"] == pytest.approx(pct(rec[col], base[col]))
-    md = T.paper_to_markdown(ptab)
+    md = P.paper_to_markdown(ptab)
     (table,) = _md_tables(md)
     header = _cells(table[0])
     assert header[:3] == ["method", "keep v/t", "prefill time"]
@@ -393,7 +396,7 @@ def test_paper_table_view(tmp_path):
     dyn = dict(zip(header, _cells(table[3]), strict=True))
     assert dyn["keep v/t"] == "0.2/0.5"
     assert dyn["w/ cache peak mem, gen 32"].endswith("(—)")  # llava OOM: nothing to compare with
-    assert len(T.render_paper_table(ptab)) == 1
+    assert len(P.render_paper_table(ptab)) == 1
     back = pd.read_csv(io.StringIO(T.build_report(df, "csv", paper=True)))
     assert len(back) == len(ptab)
 
@@ -406,7 +409,7 @@ def _text(renderables) -> str:
 
 
 def test_rich_tables_one_per_mode_with_units(full):
-    tables = T.render_table(T.compare(full[1]))
+    tables = T.render_table(C.compare(full[1]))
     assert [t.title.split(" · ")[0] for t in tables] == ["prefill", "no-cache", "kv-cache"]
     text = _text(tables)
     assert "tiny · cpu · float32 · sdpa · batch 1" in text
@@ -443,16 +446,17 @@ def test_build_report_formats(full):
 
 
 def test_units_only_when_rendering():
-    assert T.fmt_bytes(3 * 2**30) == "3.00 GiB" and T.fmt_bytes(5 * 2**20) == "5.00 MiB"
-    assert T.fmt_ms(12.345) == "12.3 ms" and T.fmt_ms(838_000) == "838.0 s" and T.fmt_ms(None) == "—"
-    assert T.fmt_t(2.4891) == "2.49 T" and T.fmt_t(0.0123) == "12.3 G"
-    assert T.fmt_bytes(12 * 1024) == "12.0 KiB" and T.fmt_bytes(0) == "0 B"
-    assert T.fmt_pct(-75.25) == "-75.2%" and T.fmt_pct(None) == "—"
-    assert T.runs([640, 640, 179, 179]) == "640×2 179×2" and T.runs([5]) == "5" and T.runs(None) == "—"
-    assert T.token_agreement([1, 2, 3, 4], [1, 2, 0]) == pytest.approx(2 / 3)
-    assert T.token_agreement([[1, 2]], [1, 2]) == 1.0
-    assert T.token_agreement(None, [1]) is None and T.token_agreement([], [1]) is None
-    assert T.delta_pct(1.0, 0) is None and T.delta_pct(None, 1.0) is None and T.delta_pct(0, 0) == 0.0
+    assert F.fmt_bytes(3 * 2**30) == "3.00 GiB" and F.fmt_bytes(5 * 2**20) == "5.00 MiB"
+    assert F.fmt_ms(12.345) == "12.3 ms" and F.fmt_ms(838_000) == "838.0 s" and F.fmt_ms(None) == "—"
+    assert F.fmt_t(2.4891) == "2.49 T" and F.fmt_t(0.0123) == "12.3 G"
+    assert F.fmt_bytes(12 * 1024) == "12.0 KiB" and F.fmt_bytes(0) == "0 B"
+    assert F.fmt_pct(-75.25) == "-75.2%" and F.fmt_pct(None) == "—"
+    assert F.run_length([640, 640, 179, 179]) == "640×2 179×2" and F.run_length([5]) == "5"
+    assert F.run_length(None) == "—"
+    assert C.token_agreement([1, 2, 3, 4], [1, 2, 0]) == pytest.approx(2 / 3)
+    assert C.token_agreement([[1, 2]], [1, 2]) == 1.0
+    assert C.token_agreement(None, [1]) is None and C.token_agreement([], [1]) is None
+    assert F.delta_pct(1.0, 0) is None and F.delta_pct(None, 1.0) is None and F.delta_pct(0, 0) == 0.0
 
 
 @pytest.mark.parametrize("content, message", [
@@ -466,15 +470,15 @@ def test_empty_or_corrupt_records_is_one_clear_error(tmp_path, content, message)
     path = tmp_path / RECORDS_FILE
     path.write_text(content)
     with pytest.raises(DynbenchError, match=message) as exc:
-        T.load_results([str(path)])
+        load_many([str(path)])
     assert "\n" not in str(exc.value) and str(path) in str(exc.value)
 
 
 def test_missing_results_path(tmp_path):
     with pytest.raises(DynbenchError, match="no results at"):
-        T.load_results([str(tmp_path / "nowhere")])
+        load_many([str(tmp_path / "nowhere")])
     with pytest.raises(DynbenchError, match="no results given"):
-        T.load_results([])
+        load_many([])
 
 
 def test_truncated_last_line_is_skipped_with_a_warning(tmp_path):
@@ -482,13 +486,13 @@ def test_truncated_last_line_is_skipped_with_a_warning(tmp_path):
     with open(tmp_path / RECORDS_FILE, "a") as f:
         f.write('{"step": null, "mo')
     with pytest.warns(RuntimeWarning, match="truncated"):
-        df = T.load_results([path])
-    assert len(T.compare(df)) == 1
+        df = load_many([path])
+    assert len(C.compare(df)) == 1
 
 
 def test_only_step_rows_is_a_clear_error(tmp_path):
     rows = synthetic_point("llava", "kv-cache", gen_len=4)[:-1]  # interrupted before its summary
-    df = T.load_results([write(tmp_path, rows)])
+    df = load_many([write(tmp_path, rows)])
     with pytest.raises(DynbenchError, match="no summary rows"):
         T.build_report(df)
 
@@ -505,12 +509,12 @@ def test_latency_delta_carries_its_noise():
         point[-1].update(latency_ms_samples=samples, tpot_ms_median=float(np.median(samples)),
                          ttft_ms_samples=samples[:2], total_ms_samples=samples)
         rows += point
-    cmp = T.records(T.compare(pd.DataFrame.from_records(rows)))
+    cmp = C.records(C.compare(pd.DataFrame.from_records(rows)))
     dyn = next(r for r in cmp if r["method"] == "dynamic-llava")
     d = dyn["tpot_ms_median_delta_pct"]
     assert d == pytest.approx((np.median(slow) / np.median(base) - 1) * 100)
     assert 0 < dyn["tpot_ms_median_delta_ci_low"] < d < dyn["tpot_ms_median_delta_ci_high"]
     assert dyn["tpot_ms_median_delta_noise"] is False
     assert dyn["ttft_ms_delta_noise"] is True and dyn["ttft_ms_delta_ci_low"] is None  # 2 samples a side
-    same = T.delta_ci(base, base)
+    same = C.delta_ci(base, base)
     assert same[0] < 0 < same[1]  # A/A: the CI straddles 0 %

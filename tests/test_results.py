@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from dynbench.errors import DynbenchError
+from dynbench.records import key_of
 from dynbench.results import (
     RECORDS_FILE,
     append_record,
     iter_records,
     load,
-    point_key,
     recorded_keys,
     write_atomic,
 )
@@ -79,7 +79,7 @@ def test_write_atomic_leaves_no_temp_file(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["b.jsonl"]
 
 
-def test_point_key_and_recorded_keys(tmp_path):
+def test_key_of_and_recorded_keys(tmp_path):
     fields = ("model", "method", "mode", "prompt_len", "gen_len", "vision_keep")
     path = tmp_path / RECORDS_FILE
     assert recorded_keys(path, fields) == set()  # nothing recorded yet
@@ -91,5 +91,7 @@ def test_point_key_and_recorded_keys(tmp_path):
     keys = recorded_keys(tmp_path, fields)
     assert keys == {("tiny", "llava", "no-cache", 64, 8, None),
                     ("tiny", "llava", "kv-cache", 64, 8, None)}
-    assert point_key({**SPEC, "mode": "no-cache", "gen_len": 8}, fields) in keys
-    assert hash(point_key({"ids": [1, 2], "m": {"a": [3]}}, ("ids", "m"))) is not None
+    assert key_of({**SPEC, "mode": "no-cache", "gen_len": 8}, fields) in keys
+    # lists and dicts become tuples (usable as dict keys), NaN the null it is stored as
+    assert key_of({"ids": [1, 2], "m": {"a": [3]}, "x": math.nan}, ("ids", "m", "x", "absent")) == (
+        (1, 2), (("a", (3,)),), None, None)

@@ -5,11 +5,13 @@ import json
 import pytest
 import torch
 
-from dynbench import runner as runner_mod
+from dynbench import sweep as sweep_mod
 from dynbench.cli import main
 from dynbench.errors import DynbenchError
-from dynbench.measure.flops import analytic_layer_macs, count_macs
+from dynbench.measure import point as point_mod
+from dynbench.measure.flops import count_macs
 from dynbench.models.build import build_model
+from dynbench.models.rules import analytic_layer_macs
 from dynbench.results import load
 
 FAST = ["--warmup", "0", "--repeats", "1"]
@@ -61,7 +63,7 @@ def test_resume_records_each_point_once(tmp_path, monkeypatch, capsys):
     out = tmp_path / "res"
     argv = ["run", "--mode", "prefill", "--vision-keep", "0.2,0.5,0.8", "--prompt-len", "4", "--out", str(out),
             "--no-flops", *FAST]  # fmt: skip
-    real = runner_mod.Runner.run_point
+    real = sweep_mod.Sweep.run_point
     calls = []
 
     def interrupted(self, spec):
@@ -70,10 +72,10 @@ def test_resume_records_each_point_once(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(self, spec)
 
-    monkeypatch.setattr(runner_mod.Runner, "run_point", interrupted)
+    monkeypatch.setattr(sweep_mod.Sweep, "run_point", interrupted)
     assert main(argv) == 130
     assert "--resume" in capsys.readouterr().err
-    monkeypatch.setattr(runner_mod.Runner, "run_point", real)
+    monkeypatch.setattr(sweep_mod.Sweep, "run_point", real)
     assert len(summaries(out)) == 2
     assert main(argv) == 2  # the folder holds records: refused without --resume
     assert main([*argv, "--resume"]) == 0
@@ -88,14 +90,14 @@ def test_resume_records_each_point_once(tmp_path, monkeypatch, capsys):
 
 def test_oom_becomes_a_row_and_the_sweep_goes_on(tmp_path, monkeypatch):
     out = tmp_path / "res"
-    real = runner_mod.run_mode
+    real = point_mod.run_mode
 
     def flaky(mode, net, *args, **kwargs):
         if net.method == "llava":
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return real(mode, net, *args, **kwargs)
 
-    monkeypatch.setattr(runner_mod, "run_mode", flaky)
+    monkeypatch.setattr(point_mod, "run_mode", flaky)
     assert main(["run", "--mode", "prefill", "--prompt-len", "4", "--out", str(out), "--no-flops", *FAST]) == 0
     s = summaries(out).set_index("method")
     assert s.loc["llava", "status"] == "oom" and s.loc["dynamic-llava", "status"] == "ok"
@@ -105,7 +107,7 @@ def test_error_row_exits_1(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("boom")
 
-    monkeypatch.setattr(runner_mod, "run_mode", broken)
+    monkeypatch.setattr(point_mod, "run_mode", broken)
     out = tmp_path / "res"
     assert main(["run", "--mode", "prefill", "--out", str(out), "--no-flops", *FAST]) == 1
     assert set(summaries(out)["status"]) == {"error: ValueError: boom"}

@@ -21,7 +21,7 @@ Three conventions live side by side; every function and column names its own:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,77 +33,6 @@ from transformers import DynamicCache
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
 # --- analytic formulas -------------------------------------------------------------------------
-
-
-def paper_layer_flops(n: int, c: int) -> float:
-    """FLOPs (= 2 x MACs) of one decoder layer over `n` tokens of width `c`: 32nc^2 + 4n^2c.
-
-    Dynamic-LLaVA paper convention: q/k/v/o projections 8nc^2, QK^T and AV 4n^2c, and the FFN
-    approximated as 24nc^2 (a 4c-wide two-matrix FFN, not LLaMA's 3-matrix SwiGLU of width m).
-    """
-    return 32 * n * c**2 + 4 * n**2 * c
-
-
-def tflops_paper(layer_tokens: Sequence[int], hidden_size: int) -> float:
-    """Paper-convention TFLOPs (FLOPs = 2 x MACs) over layers; layer_tokens[i] = N of layer i."""
-    return sum(paper_layer_flops(n, hidden_size) for n in layer_tokens) / 1e12
-
-
-def fastv_layer_macs(n: int, d: int, m: int) -> float:
-    """MACs of one LLaMA layer over `n` tokens, width `d`, FFN width `m`: 4nd^2 + 2n^2d + 3ndm.
-
-    FastV / PyramidDrop / SparseVLM convention: these are MACs, which those papers call FLOPs.
-    Equals `analytic_layer_macs(n, n, d, m, h, h, d // h)` for full multi-head attention.
-    """
-    return 4 * n * d**2 + 2 * n**2 * d + 3 * n * d * m
-
-
-def tmacs_fastv(layer_tokens: Sequence[int], hidden_size: int, intermediate_size: int) -> float:
-    """FastV-convention tera-MACs summed over layers; `layer_tokens[i]` = n of layer i."""
-    return sum(fastv_layer_macs(n, hidden_size, intermediate_size) for n in layer_tokens) / 1e12
-
-
-def _two_stage(num_layers: int, sparse_layer: int, before: int, after: int) -> list[int]:
-    assert 0 <= sparse_layer <= num_layers, (sparse_layer, num_layers)
-    return [before] * sparse_layer + [after] * (num_layers - sparse_layer)
-
-
-def paper_prefill_layer_tokens(
-    num_layers: int, sparse_layer: int, image_tokens: int, image_kept: int
-) -> list[int]:
-    """Per-layer N for prefill as the paper counts it: image tokens only, all of them below
-    `sparse_layer` and the kept ones from it on (for `llava` pass image_kept=image_tokens)."""
-    return _two_stage(num_layers, sparse_layer, image_tokens, image_kept)
-
-
-def paper_decode_layer_tokens(
-    num_layers: int, sparse_layer: int, text_fed: int, text_kept: int
-) -> list[int]:
-    """Per-layer N for no-cache decoding as the paper counts it: output-text tokens in that layer
-    at the final length, all of them below `sparse_layer` and the kept ones from it on."""
-    return _two_stage(num_layers, sparse_layer, text_fed, text_kept)
-
-
-def analytic_layer_macs(
-    q_len: int,
-    kv_len: int,
-    hidden: int,
-    intermediate: int,
-    heads: int,
-    kv_heads: int,
-    head_dim: int,
-    *,
-    batch: int = 1,
-) -> int:
-    """Exact MACs of one LLaMA decoder layer's matmuls, as fvcore counts them with our handles.
-
-    `q_len` query tokens attend to `kv_len` keys (kv_len - q_len of them already cached).
-    Attention runs over the query heads (GQA repeats k/v), full q_len x kv_len, no causal halving.
-    """
-    projections = q_len * hidden * head_dim * (2 * heads + 2 * kv_heads)  # q, o: heads; k, v: kv
-    attention = 2 * heads * q_len * kv_len * head_dim  # QK^T and AV
-    mlp = 3 * q_len * hidden * intermediate  # gate, up, down
-    return batch * (projections + attention + mlp)
 
 
 # --- fvcore counting ---------------------------------------------------------------------------

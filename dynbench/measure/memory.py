@@ -26,7 +26,7 @@ import os
 import resource
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -233,14 +233,3 @@ def weights_bytes(module: torch.nn.Module) -> int:
     """Bytes of parameters + buffers (shared tensors once); works on meta tensors."""
     tensors = [*module.parameters(), *module.buffers()]
     return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def kv_bytes(cached_lens: Sequence[int], kv_heads: int, head_dim: int,
-             dtype: torch.dtype, batch: int) -> int:
-    """Logical KV-cache bytes: Σ_layers 2 (K and V) × len × kv_heads × head_dim × bytes × batch.
-
-    `cached_lens` holds one cached length per layer. Counts what the cache holds, not what the
-    allocator reserved for it.
-    """
-    per_token = 2 * kv_heads * head_dim * dtype.itemsize * batch
-    return sum(int(n) for n in cached_lens) * per_token

@@ -21,7 +21,6 @@ fvcore trace of a whole real forward.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +29,7 @@ from transformers import CLIPVisionModel
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from dynbench.measure.flops import ShapeCache, count_macs, decoder_layer_macs
-from dynbench.models.llava import LlavaForBench
+from dynbench.models.llava import LlavaForBench, attention_implementation
 from dynbench.modes import Step
 
 PARTS = ("vision", "llm", "predictors", "lm_head")
@@ -59,18 +58,6 @@ class _VisionPart(nn.Module):
     def forward(self, pixel_values):
         out = self.tower(pixel_values, output_hidden_states=True)
         return self.projector(out.hidden_states[self.feature_layer][:, 1:]), out.last_hidden_state
-
-
-@contextmanager
-def _countable_attention(config):
-    """flash_attention_2 is a Python op to fvcore (counts 0); sdpa has the same MACs."""
-    impl = config._attn_implementation
-    if impl not in ("sdpa", "eager"):
-        config._attn_implementation = "sdpa"
-    try:
-        yield
-    finally:
-        config._attn_implementation = impl
 
 
 class ModelCost:
@@ -118,7 +105,10 @@ class ModelCost:
 
     def _trace_layer(self, q_len: int, kv_len: int) -> int:
         layer = self.model.layers[0]
-        with _countable_attention(layer.self_attn.config):
+        config = layer.self_attn.config
+        # flash_attention_2 is a Python op to fvcore (counts 0); sdpa has the same MACs
+        impl = config._attn_implementation if config._attn_implementation in ("sdpa", "eager") else "sdpa"
+        with attention_implementation(config, impl):
             return decoder_layer_macs(layer, q_len, kv_len, batch=1)
 
     def _fit_layer(self) -> tuple[int, int] | None:

@@ -37,136 +37,47 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
-from dynbench.errors import DynbenchError
-from dynbench.measure.flops import paper_prefill_layer_tokens, tflops_paper
-from dynbench.models.dynamic_llava import _sorted_topk, keep_count
 from dynbench.models.kv_cache import PrunableKVCache
-from dynbench.models.llava import DropConfig, LlavaForBench, PromptLayout, SequenceOut
+from dynbench.models.llava import (
+    DropConfig,
+    LlavaForBench,
+    PromptLayout,
+    SequenceOut,
+    attention_implementation,
+    sorted_topk,
+)  # fmt: skip
 from dynbench.models.presets import Preset
+from dynbench.models.rules import (
+    SINK_TOKENS,
+    check_fastv,
+    check_kv_budget,
+    check_mode,
+    fastv_kept,
+    keep_count,
+    kv_budget_split,
+    kv_budget_tokens,
+    paper_prefill_layer_tokens,
+    scored_layers,
+    streaming_prompt_kept,
+)  # fmt: skip
+from dynbench.names import KV_METHODS, PRUNE_METHODS
 
-SINK_TOKENS = 4  # StreamingLLM's attention sinks (its default `start_size`)
-KV_METHODS = ("h2o", "streaming-llm")  # evict KV while decoding; prefill unpruned
-PRUNE_METHODS = ("random", "fastv")  # drop image tokens in full-sequence forwards
-MATCH_BUDGETS = ("flops", "tokens")
 SCORED_ATTN = "dynbench_eager_scored"
-
-
-# ---- counting rules (shared by the models and `modes.plan_mode`) ------------------------------
-def fastv_kept(r: float, n_image: int) -> int:
-    """Image tokens FastV keeps: `round(N × (1 − R))`, as the official code (576, 0.5 → 288)."""
-    return round(n_image * (1 - r))
-
-
-def kv_budget_split(kv_budget: float, prompt_tokens: int) -> tuple[int, int]:
-    """(heavy, recent) of h2o: floor(kv_budget / 2 × P) each — "10 % + 10 %" at kv_budget 0.2."""
-    half = keep_count(kv_budget / 2, prompt_tokens)
-    return half, half
-
-
-def kv_budget_tokens(kv_budget: float, prompt_tokens: int) -> int:
-    """Cached entries per layer (and head) that h2o and streaming-llm keep at most."""
-    return sum(kv_budget_split(kv_budget, prompt_tokens))
-
-
-def check_kv_budget(budget: int, method: str) -> None:
-    if budget < SINK_TOKENS + 1:
-        raise DynbenchError(
-            f"{method}: a KV budget of {budget} tokens is too small (StreamingLLM needs {SINK_TOKENS} "
-            "sinks + 1, H2O one recent token); raise kv_budget or the prompt length"
-        )
-
-
-def check_mode(method: str, mode: str) -> None:
-    """h2o and streaming-llm evict KV-cache entries: without a cache (no-cache mode) they do not apply."""
-    if method in KV_METHODS and mode == "no-cache":
-        raise DynbenchError(
-            f"{method} evicts KV-cache entries while decoding; no-cache mode has no cache to evict "
-            "(use --mode kv-cache or prefill)"
-        )
-
-
-def streaming_prompt_kept(n_prompt: int, n: int, window: int) -> int:
-    """Prompt entries left when a layer holding `n` entries (the first `n_prompt` of them prompt)
-    keeps its first SINK_TOKENS and its newest `window` ones."""
-    return min(n_prompt, SINK_TOKENS) + max(0, n_prompt - (n - window))
-
-
-def drop_plan(method: str, drop: DropConfig, preset: Preset) -> tuple[int | None, int]:
-    """(first pruned layer, image tokens kept from it on) of a full-sequence forward; (None, N)
-    when no image token is dropped."""
-    N = preset.image_tokens
-    if method in ("dynamic-llava", "random"):
-        return preset.sparse_layer, keep_count(drop.vision_keep, N)
-    if method == "fastv":
-        check_fastv(drop.fastv_k, drop.fastv_r, preset.layers)
-        return drop.fastv_k, fastv_kept(drop.fastv_r, N)
-    return None, N
-
-
-def check_fastv(k: int, r: float, num_layers: int) -> None:
-    if not 1 <= k < num_layers:
-        raise DynbenchError(f"fastv_k must be in [1, {num_layers - 1}] (scores come from layer K - 1), got {k}")
-    if not 0 <= r <= 1:
-        raise DynbenchError(f"fastv_r must be in [0, 1], got {r}")
-
-
-def scored_layers(method: str, drop: DropConfig, num_layers: int, phase: str) -> frozenset[int]:
-    """Layers whose attention weights the method reads (they run eager) in a forward of `phase`:
-    "prefill" (the prompt with a cache), "forward" (a no-cache step) or "decode"."""
-    if method == "fastv" and phase != "decode":
-        return frozenset({drop.fastv_k - 1})
-    if method == "h2o":
-        return frozenset(range(num_layers))
-    return frozenset()
-
-
-def layer_attn(method: str, drop: DropConfig, num_layers: int, attn: str, phase: str) -> list[str]:
-    """Attention implementation of every decoder layer in a forward of `phase`."""
-    eager = scored_layers(method, drop, num_layers, phase)
-    return ["eager" if i in eager else attn for i in range(num_layers)]
-
-
-def match_fastv_keep(preset: Preset, vision_keep: float, fastv_k: int, by: str) -> int:
-    """Image tokens FastV (first pruned layer K) must keep so that its prefill cost equals
-    `dynamic-llava`'s at `vision_keep`: paper-convention TFLOPs (`by="flops"`) or equivalent
-    tokens (`by="tokens"`), both over image tokens. The integer count closest to the target;
-    refused when even that misses it by more than one token's worth."""
-    if by not in MATCH_BUDGETS:
-        raise DynbenchError(f"unknown match-budget {by!r}; choose one of: {', '.join(MATCH_BUDGETS)}")
-    check_fastv(fastv_k, 0.0, preset.layers)
-    L, s, N = preset.layers, preset.sparse_layer, preset.image_tokens
-    cost: Callable[[list[int]], float] = (
-        (lambda lens: tflops_paper(lens, preset.hidden)) if by == "flops" else (lambda lens: sum(lens) / L)
-    )
-    target = cost(paper_prefill_layer_tokens(L, s, N, keep_count(vision_keep, N)))
-    costs = [cost(paper_prefill_layer_tokens(L, fastv_k, N, n)) for n in range(N + 1)]
-    best = min(range(N + 1), key=lambda n: abs(costs[n] - target))
-    one_token = costs[best + 1] - costs[best] if best < N else costs[best] - costs[best - 1]
-    if abs(costs[best] - target) > one_token:
-        raise DynbenchError(
-            f"fastv with K={fastv_k} cannot match dynamic-llava at vision keep {vision_keep} by {by}: its "
-            f"first {fastv_k} layers alone cost more; lower fastv_k"
-        )
-    return best
-
-
-def fastv_ratio(kept: int, n_image: int) -> float:
-    """The R that keeps exactly `kept` image tokens (inverse of `fastv_kept`)."""
-    r = 1 - kept / n_image
-    assert fastv_kept(r, n_image) == kept, (kept, r)
-    return r
-
+# the scorer of the layer whose attention runs now; set by `AttentionScores.capture`
+_ACTIVE_SCORER: ContextVar[AttentionScores | None] = ContextVar("dynbench_active_scorer", default=None)
 
 # ---- reading attention weights ----------------------------------------------------------------
 def _scored_eager(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """HF's eager attention that also hands its weights (B, H, q, kv) to the layer's scorer."""
-    scorer: AttentionScores = module._dynbench_scorer
+    scorer = _ACTIVE_SCORER.get()
+    assert scorer is not None, "SCORED_ATTN runs only inside AttentionScores.capture()"
     with scorer.model.region("scoring"):
         out, weights = eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout)
         scorer.take(module.layer_idx, weights)
@@ -189,16 +100,12 @@ class AttentionScores:
 
     @contextmanager
     def capture(self, layer):
-        attn = layer.self_attn
-        config = attn.config
-        impl = config._attn_implementation
-        config._attn_implementation = SCORED_ATTN
-        attn._dynbench_scorer = self
+        token = _ACTIVE_SCORER.set(self)
         try:
-            yield
+            with attention_implementation(layer.self_attn.config, SCORED_ATTN):
+                yield
         finally:
-            config._attn_implementation = impl
-            del attn._dynbench_scorer
+            _ACTIVE_SCORER.reset(token)
 
 
 # ---- a cache that evicts ----------------------------------------------------------------------
@@ -326,7 +233,7 @@ class FastV(_ImagePruner):
 
         def choose(h):
             with self.region("scoring"):
-                return _sorted_topk(seen.pop("image"), k)
+                return sorted_topk(seen.pop("image"), k)
 
         scorer = AttentionScores(self, scored_layers(self.method, drop, len(self.layers), "prefill"), take)
         return self._drop_image(hidden, layout, cache, drop.fastv_k, choose, scorer)

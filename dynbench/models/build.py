@@ -11,14 +11,18 @@ from dynbench.models.baselines import BASELINES
 from dynbench.models.dynamic_llava import DynamicLlava
 from dynbench.models.llava import LlavaForBench
 from dynbench.models.presets import get_preset
+from dynbench.names import ATTN_IMPLEMENTATIONS, DTYPE_NAMES, METHODS
 
 # baselines (`baselines.py`) share every module and weight name with `llava`
-METHODS = {"llava": LlavaForBench, "dynamic-llava": DynamicLlava, **BASELINES}
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+MODEL_CLASSES: dict[str, type[LlavaForBench]] = {"llava": LlavaForBench, "dynamic-llava": DynamicLlava, **BASELINES}
+assert tuple(MODEL_CLASSES) == METHODS, (tuple(MODEL_CLASSES), METHODS)
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+assert tuple(DTYPES) == DTYPE_NAMES
 
 
 @contextmanager
-def _default_dtype(dtype: torch.dtype):
+def default_dtype(dtype: torch.dtype):
+    """`torch.set_default_dtype` for a block: modules built inside it get `dtype` parameters."""
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -37,7 +41,7 @@ def build_model(
     seed: int = 0,
 ) -> LlavaForBench:
     """Random-weight model, built directly on `device` in `dtype` (no float32 copy of a 7B)."""
-    if method not in METHODS:
+    if method not in MODEL_CLASSES:
         raise DynbenchError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     if attn not in ATTN_IMPLEMENTATIONS:
         raise DynbenchError(
@@ -45,8 +49,8 @@ def build_model(
         )
     preset = get_preset(model)
     torch.manual_seed(seed)
-    with torch.device(device), _default_dtype(dtype):
-        net = METHODS[method](preset, attn=attn)
+    with torch.device(device), default_dtype(dtype):
+        net = MODEL_CLASSES[method](preset, attn=attn)
     return net.eval().requires_grad_(False)
 
 

@@ -64,9 +64,10 @@ from safetensors import SafetensorError, safe_open
 from transformers import CLIPVisionConfig, LlamaConfig
 
 from dynbench.errors import DynbenchError
-from dynbench.models.build import ATTN_IMPLEMENTATIONS, METHODS, _default_dtype
+from dynbench.models.build import MODEL_CLASSES, default_dtype
 from dynbench.models.llava import LlavaForBench
 from dynbench.models.presets import PRESETS, Preset, get_preset
+from dynbench.names import ATTN_IMPLEMENTATIONS
 
 LAYOUTS = ("hf", "official")
 
@@ -368,8 +369,8 @@ def _predictors_present(weights: _Weights) -> dict[str, bool]:
 def _choose_method(layout: str, has: dict[str, bool], method: str | None, root: Path) -> str:
     if method is None:
         return "dynamic-llava" if layout == "official" and all(has.values()) else "llava"
-    if method not in METHODS:
-        raise DynbenchError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+    if method not in MODEL_CLASSES:
+        raise DynbenchError(f"unknown method {method!r}; choose one of: {', '.join(MODEL_CLASSES)}")
     if method == "dynamic-llava" and (layout == "hf" or not all(has.values())):
         absent = [p + "*" for p, present in has.items() if not present]
         raise DynbenchError(
@@ -483,8 +484,8 @@ def _check_supported(layout: str, config: dict, text: dict, vision: dict, root: 
 
 def _build_on_meta(preset: Preset, method: str, attn: str, dtype: torch.dtype) -> LlavaForBench:
     """The module tree with no storage: parameters get their tensors by assignment."""
-    with torch.device("meta"), _default_dtype(dtype):
-        return METHODS[method](preset, attn=attn)
+    with torch.device("meta"), default_dtype(dtype):
+        return MODEL_CLASSES[method](preset, attn=attn)
 
 
 # ---- names and shapes ----------------------------------------------------------------------------
@@ -573,7 +574,7 @@ def _init_buffers(net: LlavaForBench, device: torch.device, dtype: torch.dtype) 
     """Buffers that are computed, not stored: rotary inverse frequencies, CLIP position ids.
     Made exactly as a build on `device` makes them, so logits equal the in-memory model's."""
     lm = net.model.language_model
-    with torch.device(device), _default_dtype(dtype):
+    with torch.device(device), default_dtype(dtype):
         lm.rotary_emb = type(lm.rotary_emb)(config=lm.config)
     embeddings = net.model.vision_tower.embeddings
     positions = torch.arange(embeddings.num_positions, device=device).expand((1, -1))

@@ -25,19 +25,16 @@ Text policies (DESIGN "Text policy"):
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dynbench.errors import DynbenchError
 from dynbench.models.kv_cache import PrunableKVCache
-from dynbench.models.llava import DropConfig, LlavaForBench, PromptLayout, SequenceOut
+from dynbench.models.llava import DropConfig, LlavaForBench, PromptLayout, SequenceOut, sorted_topk
 from dynbench.models.presets import Preset
-
-TEXT_POLICIES = ("learned", "budget")
-_EPS = 1e-9  # floor(0.29 × 100) must be 29, not 28 (float rounding)
+from dynbench.models.rules import budget_keeps, keep_count
+from dynbench.names import TEXT_POLICIES
 
 
 # ---- predictors (official architecture and names) --------------------------------------------
@@ -130,24 +127,11 @@ class TextPredictor(nn.Module):
 
 
 # ---- decision rules (pure functions; tests drive them with forced logits) ----------------------
-def keep_count(ratio: float, n: int) -> int:
-    """floor(ratio × n), as the official `int(N_img * keep_rate)`: 576 × 0.2 → 115."""
-    return int(math.floor(ratio * n + _EPS))
-
-
-def round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5 + _EPS))
-
-
-def _sorted_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k largest scores per row, back in original order. (B, N) -> (B, k)."""
-    return scores.topk(k, dim=1).indices.sort(dim=1).values
-
-
 def image_keep_index(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Top-k image tokens by log-prob of keep (official rule; float32 so bf16 ties do not decide)."""
+    """Top-k image tokens by log-prob of keep (the official rule). float32 keeps the softmax from
+    adding ties of its own; ties already in bf16 logits go to the lower index (`sorted_topk`)."""
     score = F.log_softmax(logits.float(), dim=-1)[..., 0]  # (B, N)
-    return _sorted_topk(score, k)
+    return sorted_topk(score, k)
 
 
 def text_keep_index(logits: torch.Tensor, policy: str, text_keep: float | None) -> torch.Tensor:
@@ -157,7 +141,7 @@ def text_keep_index(logits: torch.Tensor, policy: str, text_keep: float | None) 
         n_keep = int((logits[..., 0] > logits[..., 1]).sum(dim=1).max().item())
     else:
         n_keep = keep_count(text_keep, logits.shape[1])
-    return _sorted_topk(keep_logit, n_keep)
+    return sorted_topk(keep_logit, n_keep)
 
 
 class TextDecider:
@@ -176,7 +160,7 @@ class TextDecider:
         if self.policy == "learned":
             keep = bool((logits[0, 0, 0] > logits[0, 0, 1]).item())
         else:
-            keep = self.kept < round_half_up(self.text_keep * self.decided)
+            keep = budget_keeps(self.kept, self.decided, self.text_keep)
         self.kept += keep
         return keep
 

@@ -12,7 +12,8 @@ The dense model (`--method llava`) is this loop with nothing removed.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,9 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from dynbench.models.kv_cache import PrunableKVCache
 from dynbench.models.presets import Preset
+from dynbench.models.rules import DropConfig
+
+__all__ = ["DropConfig", "LlavaForBench", "PromptLayout", "SequenceOut", "attention_implementation", "sorted_topk"]
 
 
 @dataclass(frozen=True)
@@ -41,20 +45,6 @@ class PromptLayout:
         return self.seq_len - self.image_tokens
 
 
-@dataclass(frozen=True)
-class DropConfig:
-    """Keep ratios and text policy for one point (ignored by `--method llava`)."""
-
-    vision_keep: float = 0.2
-    text_keep: float | None = 0.5
-    text_policy: str = "budget"  # "learned" | "budget"
-    # baselines (`baselines.py`); Dynamic-LLaVA ignores them
-    fastv_k: int = 2  # FastV: first pruned layer (scores come from layer K - 1)
-    fastv_r: float = 0.5  # FastV: fraction of image tokens dropped
-    kv_budget: float = 0.2  # H2O / StreamingLLM: KV cache budget, fraction of the prompt P
-    seed: int = 0  # random pruning: seed of the chosen image tokens
-
-
 @dataclass
 class SequenceOut:
     """Result of one full-sequence forward (prefill or a no-cache step)."""
@@ -67,6 +57,29 @@ class SequenceOut:
     image_scored: int = 0  # tokens the image predictor scored (per row)
     text_scored: int = 0  # tokens the output-text predictor scored (per row)
     layer_image_tokens: list[int] | None = None  # image tokens into each layer (None: derive)
+
+
+def sorted_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest scores per row, back in original order. (B, N) -> (B, k).
+
+    Ties are broken by the lower index, on every device: `topk` leaves the order of equal scores
+    unspecified (CUDA and CPU differ), and casting bf16 scores to float32 cannot undo a tie made
+    by bf16 rounding, so a stable descending sort decides instead (N = 576: cheap).
+    """
+    order = scores.sort(dim=1, descending=True, stable=True).indices  # (B, N), ties: lower index first
+    return order[:, :k].sort(dim=1).values
+
+
+@contextmanager
+def attention_implementation(config, impl: str) -> Iterator[None]:
+    """Run the modules sharing `config` with attention implementation `impl` for a block (every
+    decoder layer of a model shares one attention config, so switch back right after)."""
+    old = config._attn_implementation
+    config._attn_implementation = impl
+    try:
+        yield
+    finally:
+        config._attn_implementation = old
 
 
 def _select_positions(cos_sin, positions: torch.Tensor, kept: torch.Tensor):

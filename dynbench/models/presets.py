@@ -11,11 +11,12 @@ sparse layer 2; `reference/dynamic_llava_method.md` §1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+from typing import TYPE_CHECKING
 
 from dynbench.errors import DynbenchError
+
+if TYPE_CHECKING:
+    from transformers import LlavaConfig
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,14 @@ class Preset:
     def image_tokens(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
     def llava_config(self, attn: str = "sdpa") -> LlavaConfig:
         """An HF `LlavaConfig` for this shape; `attn` is the HF attention implementation."""
+        from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig  # heavy: only when building
+
         vision = CLIPVisionConfig(
             hidden_size=self.vision_hidden,
             intermediate_size=self.vision_intermediate,
@@ -170,10 +177,3 @@ def get_preset(name: str) -> Preset:
     if preset is None:
         raise DynbenchError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return preset
-
-
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}

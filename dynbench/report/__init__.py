@@ -1,32 +1,8 @@
-"""Reports from result records: tables (`tables.py`) and charts (`plots.py`).
+"""Presentation: everything that turns records into text or pictures, and nothing else.
 
-Data first, rendering separate: `compare` / `paper_table` return DataFrames of raw SI numbers;
-`render_*` / `to_markdown` / `to_csv` turn them into text, and only they add units.
-Nothing here measures anything; every number shown comes from a record.
+`format` (units, Δ%, Markdown escaping — the only formatters), `compare` ("vs llava at the same
+point" — the only comparison), `tables` and `paper` (terminal / Markdown / CSV tables), `check`
+(the gate's report), `profile` (profiler tables), `columns` (the README's column list from the
+schema), `plots` (charts). Nothing here measures anything; every number shown comes from a record.
+Modules are imported where used, so `--help` stays light.
 """
-
-from dynbench.report.tables import (
-    build_report,
-    compare,
-    load_results,
-    paper_table,
-    paper_to_markdown,
-    render_paper_table,
-    render_table,
-    summary_table,
-    to_csv,
-    to_markdown,
-)
-
-__all__ = [
-    "build_report",
-    "compare",
-    "load_results",
-    "paper_table",
-    "paper_to_markdown",
-    "render_paper_table",
-    "render_table",
-    "summary_table",
-    "to_csv",
-    "to_markdown",
-]

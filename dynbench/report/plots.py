@@ -32,7 +32,10 @@ from matplotlib.textpath import TextToPath
 from matplotlib.transforms import Bbox
 
 from dynbench.errors import DynbenchError
-from dynbench.report import tables as T
+from dynbench.names import BASELINE
+from dynbench.records import COMPARISON_KEY, key_of
+from dynbench.report import compare as C
+from dynbench.report.tables import keeps_label
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +81,8 @@ def color(method: str | None) -> str:
 def _label(key: dict, varying: Sequence[str], envs: dict) -> str:
     method = key.get("method") or "?"
     parts = [method]
-    if method != T.BASELINE and any(key.get(f) is not None for f in VARIANT):
-        parts[0] += " " + T.keeps_label(key) + (" imposed" if key.get("text_policy") == "budget"
+    if method != BASELINE and any(key.get(f) is not None for f in VARIANT):
+        parts[0] += " " + keeps_label(key) + (" imposed" if key.get("text_policy") == "budget"
                                            and key.get("text_keep") is not None else "")  # fmt: skip
     for f in varying:
         v = key.get(f)
@@ -101,9 +104,9 @@ class Styles:
         rows = list(rows)
         self.fields = tuple(fields)
         self.varying = [f for f in CONTEXT if f in fields and len({str(r.get(f)) for r in rows}) > 1]
-        self.envs = T.env_labels(r.get("env_id") for r in rows)
+        self.envs = C.env_labels(r.get("env_id") for r in rows)
         keys = sorted({self.key(r) for r in rows}, key=lambda k: (
-            T.method_rank(k[0]), tuple(T.none_last(v) if not isinstance(v, str) else (False, v)
+            C.method_rank(k[0]), tuple(C.none_last(v) if not isinstance(v, str) else (False, v)
                                        for v in k[1:])))  # fmt: skip
         self.order = keys
         per_method: dict[Any, int] = {}
@@ -119,7 +122,7 @@ class Styles:
         """Colour by method; marker by method and variant (methods that coincide stay visible);
         line style by variant."""
         i = self.index.get(key, 0)
-        m = T.method_rank(key[0])[0]
+        m = C.method_rank(key[0])[0]
         return {"color": color(key[0]), "marker": MARKERS[(m + i) % len(MARKERS)],
                 "linestyle": LINESTYLES[i % len(LINESTYLES)]}  # fmt: skip
 
@@ -395,7 +398,7 @@ def _figure(panels: int, title: str, rows: list[dict], cols: int | None = None,
         notes.append("memory = sampled process RSS (approx.)")
     if len({r.get("env_id") for r in rows}) > 1:
         notes.append(f"rows from {len({r.get('env_id') for r in rows})} environments")
-    if any(T.imposed(r) for r in rows):
+    if any(C.imposed(r) for r in rows):
         notes.append("text keep imposed (budget policy)")
     if note:
         notes.append(note)
@@ -445,7 +448,7 @@ def _panel_vs_keep(ax: Axes, rows: list[dict], metric: str, ylabel: str, title: 
             ax.plot(*zip(*pts, strict=True), label=styles.label(key), **st)
         for y in flat[-1:]:  # a reference line: the row has no keep ratio
             ax.axhline(y, color=st["color"], linestyle=st["linestyle"], linewidth=1.4,
-                       label=styles.label(key) + (" (no drop)" if key[0] == T.BASELINE else ""))  # fmt: skip
+                       label=styles.label(key) + (" (no drop)" if key[0] == BASELINE else ""))  # fmt: skip
             refs.append(y)
         lines.extend(pts)
     if len(refs) == 1 and refs[0]:  # one baseline: label each point with its change
@@ -529,7 +532,7 @@ def _longest(rows: list[dict], styles: Styles) -> dict[tuple, list[dict]]:
     for key, group in styles.groups(rows):
         points: dict[tuple, list[dict]] = {}
         for r in group:
-            points.setdefault(T.results.point_key(r, T.POINT), []).append(r)
+            points.setdefault(key_of(r, C.SHOWN_POINT), []).append(r)
         best = max(points.values(), key=lambda rs: (rs[0].get("gen_len") or 0, len(rs)))
         out[key] = sorted(best, key=lambda r: r["step"])
     return out
@@ -712,7 +715,7 @@ def _layer_context(rows: list[dict]) -> list[dict]:
     """Rows of one context (prompt, gen, batch, attn, env): the one with most methods, then largest."""
     by: dict[tuple, list[dict]] = {}
     for r in rows:
-        by.setdefault(T.results.point_key(r, ("prompt_len", "gen_len", "batch", "attn", "env_id")), []).append(r)
+        by.setdefault(key_of(r, ("prompt_len", "gen_len", "batch", "attn", "env_id")), []).append(r)
     best = max(by, key=lambda k: (len({r.get("method") for r in by[k]}),
                                   tuple(v if isinstance(v, (int, float)) else 0 for v in k[:3])))  # fmt: skip
     return by[best]
@@ -781,7 +784,7 @@ def _short(r: dict, text_varies: bool) -> str:
 def _panel_relative(ax: Axes, summaries: list[dict]) -> bool:
     """Each headline metric of each method as % of llava at the same point (the largest point)."""
     title = "relative to llava at the same point (llava = 100%)"
-    cmp = T.records(T.compare(pd.DataFrame.from_records(summaries))) if summaries else []
+    cmp = C.records(C.compare(pd.DataFrame.from_records(summaries))) if summaries else []
     bars: dict[str, dict[str, float]] = {}  # series label → metric label → %
     keys: dict[str, dict] = {}
     where: dict[str, str] = {}  # mode → the point shown
@@ -790,7 +793,7 @@ def _panel_relative(ax: Axes, summaries: list[dict]) -> bool:
         if not rows:
             continue
         top = max(rows, key=lambda r: (r.get("prompt_len") or 0, r.get("gen_len") or 0))
-        at = [r for r in rows if T.results.point_key(r, T.KEY) == T.results.point_key(top, T.KEY)]
+        at = [r for r in rows if key_of(r, COMPARISON_KEY) == key_of(top, COMPARISON_KEY)]
         where[mode] = f"{mode} prompt {top.get('prompt_len')}" + (
             f" gen {top['gen_len']}" if top.get("gen_len") is not None else "")
         for r in at:
@@ -801,7 +804,7 @@ def _panel_relative(ax: Axes, summaries: list[dict]) -> bool:
         _empty(ax, title, "no point has both llava and another method")
         return False
     labels = [lab for _, _, lab in RELATIVE if any(lab in b for b in bars.values())]
-    names = sorted(bars, key=lambda n: (T.method_rank(keys[n].get("method")), n))
+    names = sorted(bars, key=lambda n: (C.method_rank(keys[n].get("method")), n))
     height = 0.8 / len(names)
     values = _Labels(ax, pitch=height)
     for j, name in enumerate(names):
@@ -953,11 +956,11 @@ def _savings_series(rows: list[dict], styles: Styles, metric: str, cumulative: b
     generation against llava's steps in the same context (step by step)."""
     key = ("prompt_len", "batch", "attn", "env_id")
     longest = _longest(rows, styles)
-    base = {T.results.point_key(rs[0], key): rs for k, rs in longest.items() if k[0] == T.BASELINE}
+    base = {key_of(rs[0], key): rs for k, rs in longest.items() if k[0] == BASELINE}
     series = []
     for k, rs in longest.items():
-        ref = base.get(T.results.point_key(rs[0], key))
-        if k[0] == T.BASELINE or ref is None:
+        ref = base.get(key_of(rs[0], key))
+        if k[0] == BASELINE or ref is None:
             continue
         xs, ys, a, b = [], [], 0.0, 0.0
         for r, r0 in zip(rs, ref, strict=False):
@@ -1049,12 +1052,12 @@ def plot_all(df: pd.DataFrame, out_dir: str | os.PathLike, *, skipped: list[str]
     selected = {name: CHARTS[name] for name in (charts or CHARTS)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summaries, steps = T.summary_rows(df), T.step_rows(df)
-    groups = sorted({T.results.point_key(r, GROUP) for r in summaries + steps}, key=lambda k: tuple(map(str, k)))
+    summaries, steps = C.summary_rows(df), C.step_rows(df)
+    groups = sorted({key_of(r, GROUP) for r in summaries + steps}, key=lambda k: tuple(map(str, k)))
     written: list[Path] = []
     for group in groups:
-        g_sum = [r for r in summaries if T.results.point_key(r, GROUP) == group]
-        g_steps = [r for r in steps if T.results.point_key(r, GROUP) == group]
+        g_sum = [r for r in summaries if key_of(r, GROUP) == group]
+        g_steps = [r for r in steps if key_of(r, GROUP) == group]
         suffix = "" if len(groups) == 1 else "_" + _slug(*group)
         for name, chart in selected.items():
             try:

@@ -1,0 +1,11 @@
+"""`dynbench` command line (Typer). Thin: each command parses, calls one library function, prints.
+
+`app.py` holds the app and the error map, `options.py` the options declared once, one module per
+group of commands (`run`, `profile`, `report` + `plot`, `baseline` + `check`, `models` + `env`).
+Heavy libraries (torch, transformers, fvcore, matplotlib) are imported inside the commands, so
+`dynbench --help` is instant.
+"""
+
+from dynbench.cli.app import app, main
+
+__all__ = ["app", "main"]

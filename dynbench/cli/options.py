@@ -1,0 +1,133 @@
+"""Command-line options, declared once: the options of one point (shared by `run`, `profile` and
+any command that builds points), grouped into help panels, and the consoles.
+
+`point_options` adds the point options to a command's signature, and hands the command their
+values as one dict keyed by `RunSpec` field names (`point`), lists split on commas.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+from typing import Annotated
+
+import typer
+
+from dynbench.models.presets import PRESETS
+from dynbench.names import ATTN_IMPLEMENTATIONS, DTYPE_NAMES, METHODS, MODES
+
+WHAT = "What to run"
+MODEL = "Model and weights"
+INPUTS = "Inputs"
+MEASURE = "Measurement"
+OUTPUT = "Output"
+BASELINES = "Baselines' parameters"
+
+
+def default(help_text: str, value) -> str:
+    """Help with its default shown (`\\[` keeps rich markup from eating the brackets)."""
+    return f"{help_text} \\[default: {value}]"
+
+
+def flag(*names: str, help: str, panel: str | None = None) -> typer.models.OptionInfo:
+    """A boolean flag rendered as a flag (no `<bool>` metavar)."""
+    return typer.Option(*names, help=help, metavar=" ", rich_help_panel=panel)
+
+
+def opt(help: str, panel: str, metavar: str | None = None) -> typer.models.OptionInfo:
+    return typer.Option(help=help, rich_help_panel=panel, metavar=metavar)
+
+
+ListOpt = list[str] | None
+LIST = "A[,B…]"
+
+# name → (annotation, default) of every point option, in help order
+POINT_OPTIONS: dict[str, tuple[object, object]] = {
+    "mode": (Annotated[ListOpt, opt(default(" | ".join(MODES), "all three"), WHAT, "MODE[,…]")], None),
+    "method": (Annotated[ListOpt, opt(default(" | ".join(METHODS), "llava,dynamic-llava"), WHAT, "METHOD[,…]")],
+               None),
+    "prompt_len": (Annotated[ListOpt, opt(default("text tokens in the prompt, image excluded", 64), WHAT,
+                                          "N[,…]")], None),
+    "gen_len": (Annotated[ListOpt, opt(default("tokens generated in decode modes", 32), WHAT, "N[,…]")], None),
+    "vision_keep": (Annotated[ListOpt, opt(default("image keep ratio in (0, 1]", 0.2), WHAT, "R[,…]")], None),
+    "text_keep": (Annotated[ListOpt, opt(default("output-text keep ratio (budget policy)", 0.5), WHAT, "R[,…]")],
+                  None),
+    "text_policy": (Annotated[str | None, opt(default("learned | budget", "budget; learned with --checkpoint"),
+                                              WHAT)], None),
+    "reuse_vision": (Annotated[bool | None, flag("--reuse-vision", help="no-cache: encode the image once",
+                                                 panel=WHAT)], None),
+    "batch": (Annotated[int | None, opt(default("batch size, one prompt replicated", 1), WHAT)], None),
+    "match_budget": (Annotated[str | None, opt("flops | tokens: set fastv's R (random: its keep) so that its "
+                                               "prefill paper TFLOPs or equivalent tokens equal dynamic-llava's",
+                                               BASELINES)], None),
+    "fastv_k": (Annotated[ListOpt, opt(default("fastv: first pruned layer K", 2), BASELINES, "K[,…]")], None),
+    "fastv_r": (Annotated[ListOpt, opt(default("fastv: fraction R of image tokens dropped", 0.5), BASELINES,
+                                       "R[,…]")], None),
+    "kv_budget": (Annotated[ListOpt, opt(default("h2o, streaming-llm: KV budget, share of P", 0.2), BASELINES,
+                                         "F[,…]")], None),
+    "model": (Annotated[str | None, opt(default(f"preset: {' | '.join(PRESETS)}", "tiny"), MODEL)], None),
+    "checkpoint": (Annotated[str | None, opt("local weights: a llava-hf or official Dynamic-LLaVA folder",
+                                             MODEL, "DIR")], None),
+    "vision_tower": (Annotated[str | None, opt("local CLIP folder (official checkpoints have none)", MODEL,
+                                               "DIR")], None),
+    "seed": (Annotated[int | None, opt(default("seed of random weights and synthetic inputs", 0), MODEL)], None),
+    "device": (Annotated[str | None, opt(default("auto | cpu | cuda | meta (counts only)", "auto"), MODEL)], None),
+    "dtype": (Annotated[str | None, opt(default(" | ".join(DTYPE_NAMES), "float32"), MODEL)], None),
+    "attn": (Annotated[str | None, opt(default(" | ".join(ATTN_IMPLEMENTATIONS), "sdpa"), MODEL)], None),
+    "image": (Annotated[str | None, opt("an image file (with --prompt and --checkpoint)", INPUTS, "FILE")], None),
+    "prompt": (Annotated[str | None, opt("the user's question about --image", INPUTS, "TEXT")], None),
+    "inputs": (Annotated[str | None, opt("an .npz with exact input_ids and pixel_values", INPUTS, "FILE")], None),
+    "teacher_force": (Annotated[str | None, opt("an .npz with answer_ids fed in decode modes", INPUTS, "FILE")],
+                      None),
+}
+LIST_OPTIONS = {name for name, (ann, _) in POINT_OPTIONS.items() if ann.__origin__ == ListOpt}
+SOURCE_OPTIONS = ("checkpoint", "vision_tower", "inputs", "image", "prompt", "teacher_force")
+
+
+def split(values: list[str] | None) -> list[str] | None:
+    """Repeated flags and comma-separated values → one list (`--gen-len 8,16 --gen-len 32`)."""
+    if not values:
+        return None
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def point_options(func):
+    """Add every point option to `func`'s command-line signature; `func` receives them as
+    `point` (RunSpec field → value or list, None = not given) and `source` (the flags that say
+    where weights and inputs come from)."""
+    sig = inspect.signature(func, eval_str=True)  # the command module uses `from __future__ import annotations`
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for name, p in sig.parameters.items()
+           if name not in ("point", "source")]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=dflt)
+             for name, (ann, dflt) in POINT_OPTIONS.items()]  # fmt: skip
+
+    @functools.wraps(func)
+    def wrapper(**kwargs):
+        values = {name: kwargs.pop(name) for name in POINT_OPTIONS}
+        source = {name: values.pop(name) for name in SOURCE_OPTIONS}
+        point = {name: split(v) if name in LIST_OPTIONS else v for name, v in values.items()}
+        return func(point=point, source=source, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=[*added, *own])  # help panels: what to run first
+    wrapper.__annotations__ = {**{p.name: p.annotation for p in own}, **{p.name: p.annotation for p in added}}
+    return wrapper
+
+
+def _console(stderr: bool):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    # piped to a file or CI log: do not squeeze tables into 80 columns
+    return Console(stderr=stderr, width=None if stream.isatty() else 160)
+
+
+def out_console():
+    return _console(stderr=False)
+
+
+def err_console():
+    return _console(stderr=True)
+
+
+JsonOpt = Annotated[bool, flag("--json", help="print only JSON on stdout (tables go to stderr)", panel=OUTPUT)]

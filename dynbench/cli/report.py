@@ -1,0 +1,62 @@
+"""`dynbench report` and `dynbench plot`: tables and charts from results folders."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dynbench.cli.app import app
+from dynbench.cli.options import err_console, out_console
+
+ResultsArg = Annotated[list[str], typer.Argument(help="result folders or records.jsonl files", metavar="RESULTS...")]
+
+REPORT_EXAMPLES = """[bold]Examples[/]
+
+  dynbench report results/smoke
+  dynbench report results/paper --paper --format md >> table4.md
+  dynbench report results/a results/b --format csv > all.csv
+"""
+PLOT_EXAMPLES = """[bold]Examples[/]
+
+  dynbench plot results/smoke --out results/smoke/figures
+  dynbench plot results/figures-meta results/figures-cpu --out docs/figures
+"""
+
+
+@app.command(epilog=REPORT_EXAMPLES)
+def report(
+    results: ResultsArg,
+    format: Annotated[str, typer.Option(help="table | md | csv")] = "table",
+    paper: Annotated[bool, typer.Option("--paper", help="the paper's Table-4 view", metavar=" ")] = False,
+) -> None:
+    """Tables of every method against llava at the same point, with Δ% (terminal, Markdown or CSV)."""
+    from dynbench.report.tables import build_report
+    from dynbench.results import load_many
+
+    rendered = build_report(load_many(results), format, paper)
+    if isinstance(rendered, str):
+        sys.stdout.write(rendered)
+        return
+    console = out_console()
+    for table in rendered:
+        console.print(table)
+
+
+@app.command(epilog=PLOT_EXAMPLES)
+def plot(
+    results: ResultsArg,
+    out: Annotated[Path, typer.Option(help="folder for the charts (PNG + SVG)", metavar="DIR")],
+) -> None:
+    """Paper-style charts of each mode (PNG and SVG)."""
+    from dynbench.report.plots import plot_all  # matplotlib only when plotting
+    from dynbench.results import load_many
+
+    skipped: list[str] = []
+    console = out_console()
+    for path in plot_all(load_many(results), out, skipped=skipped):
+        console.print(str(path), highlight=False)
+    for reason in skipped:
+        err_console().print(f"[yellow]skipped[/] {reason}", highlight=False)

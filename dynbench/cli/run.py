@@ -1,0 +1,137 @@
+"""`dynbench run`: measure every point of a sweep."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dynbench.cli.app import app
+from dynbench.cli.options import MEASURE, OUTPUT, JsonOpt, err_console, flag, opt, out_console, point_options
+from dynbench.errors import DynbenchError
+from dynbench.results import RECORDS_FILE
+from dynbench.spec import MAX_POINTS
+
+EXAMPLES = """[bold]Examples[/]
+
+  dynbench run --mode kv-cache                                   [dim]# tiny preset, CPU, both methods[/]
+  dynbench run --suite suites/smoke.yaml --out results/smoke     [dim]# every mode; resumable with --resume[/]
+  dynbench run --device meta --model llava-1.5-7b --mode prefill --prompt-len 40   [dim]# 7B counts, no GPU[/]
+  dynbench run --method llava,dynamic-llava,fastv,h2o --mode kv-cache --gen-len 128 --device cuda --dtype bfloat16
+"""
+
+
+def out_dir_for(out: str | None, resume: bool) -> Path | None:
+    """The results folder: created and probed for writing; an existing one needs --resume."""
+    if out is None:
+        if resume:
+            raise DynbenchError("--resume needs --out DIR (the results folder to resume)")
+        return None
+    path = Path(out)
+    if path.suffix == ".jsonl":  # --out results/x/records.jsonl names the file itself
+        path = path.parent
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".dynbench-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise DynbenchError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    if (path / RECORDS_FILE).exists() and not resume:
+        raise DynbenchError(f"--out {out} already holds {RECORDS_FILE}; add --resume to continue it or choose "
+                            "another folder")
+    return path
+
+
+def check_attn(attn: str) -> None:
+    if attn == "flash_attention_2":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is None:
+            raise DynbenchError("--attn flash_attention_2 needs the flash-attn package; use sdpa or eager")
+
+
+def build_points(point: dict, source, suite: str | None) -> list:
+    """The sweep's points from the flags or a suite file; warnings printed once each."""
+    from dynbench.spec import load_suite, points_from
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if suite is not None:
+            given = [k for k, v in point.items() if v is not None]
+            if given:
+                flags = ", ".join("--" + k.replace("_", "-") for k in given)
+                raise DynbenchError(f"--suite sets the points; move {flags} into the suite file")
+            source.checkpoint_info()
+            points = load_suite(suite, source.labels)
+        else:
+            points = points_from(source.defaults_for(point), source=source.labels)
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        err_console().print(f"[yellow]Warning:[/] {message}", highlight=False)
+    for attn in {p.attn for p in points}:
+        check_attn(attn)
+    return points
+
+
+@app.command(epilog=EXAMPLES)
+@point_options
+def run(
+    point: dict,
+    source: dict,
+    warmup: Annotated[int | None, opt("warm-up runs \\[default: prefill 3, decode 1]", MEASURE)] = None,
+    repeats: Annotated[int | None, opt("measured runs \\[default: prefill 10 on GPU, 5 on CPU; decode 1]",
+                                       MEASURE)] = None,
+    regions: Annotated[bool, flag("--regions", help="also time predictors, token drop and scoring inside every "
+                                  "step (adds events to timed steps; recorded)", panel=MEASURE)] = False,
+    flops: Annotated[bool, typer.Option("--flops/--no-flops", help="count FLOPs with fvcore",
+                                        rich_help_panel=MEASURE)] = True,
+    suite: Annotated[str | None, opt("a suite YAML file instead of the point flags", OUTPUT, "FILE")] = None,
+    out: Annotated[str | None, opt("results folder (records.jsonl is appended there)", OUTPUT, "DIR")] = None,
+    resume: Annotated[bool, flag("--resume", help="skip points already recorded in --out", panel=OUTPUT)] = False,
+    yes: Annotated[bool, flag("--yes", help=f"allow more than {MAX_POINTS:,} points", panel=OUTPUT)] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Measure every point of the sweep: FLOPs, memory, latency and the tokens each method keeps."""
+    from dynbench.cli.progress import SweepProgress
+    from dynbench.report.tables import summary_table
+    from dynbench.sources import Source
+    from dynbench.sweep import Sweep, order_points
+
+    point.update(warmup=warmup, repeats=repeats, regions=regions or None)
+    src = Source(**source)
+    points = order_points(build_points(point, src, suite))
+    if len(points) > MAX_POINTS and not yes:
+        raise DynbenchError(f"the sweep has {len(points):,} points (over {MAX_POINTS:,}); add --yes to run it")
+    warn = lambda message: err_console().print(f"[yellow]Warning:[/] {message}", highlight=False)  # noqa: E731
+    sweep = Sweep(out_dir_for(out, resume), flops=flops, source=src, warn=warn)
+    todo, skipped = sweep.pending(points, resume)
+    rows = []
+    with SweepProgress(len(points), skipped, err_console()) as progress:
+        try:
+            for row in sweep.run(todo):
+                rows.append(row)
+                progress.point_done(row)
+        except KeyboardInterrupt:
+            progress.stop()
+            hint = ""
+            if sweep.out_dir is not None:
+                argv = [a for a in sys.argv[1:] if a != "--resume"]
+                hint = f"; resume with: dynbench {shlex.join(argv)} --resume"
+            err_console().print(f"Interrupted after {len(rows)} point(s); every finished row is kept{hint}",
+                                highlight=False, markup=False)
+            raise
+    if json_out:
+        for row in rows:
+            print(json.dumps(row, default=str), flush=True)
+    (err_console() if json_out else out_console()).print(summary_table(rows))
+    if skipped:
+        err_console().print(f"{skipped} point(s) already recorded in {sweep.out_dir} were skipped (--resume)")
+    errors = sum(str(r.get("status", "")).startswith("error") for r in rows)
+    if errors:
+        err_console().print(f"[red]{errors} point(s) failed[/]; their rows have status 'error: …'")
+        raise typer.Exit(1)

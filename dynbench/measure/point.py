@@ -1,0 +1,68 @@
+"""Measure one point: warm-up, the timed runs, memory, clocks — what happened, as typed data.
+
+`measure_point` runs the point's mode `warmup` times unrecorded, then `repeats` times with one
+`LatencyTracker` per run timing every step (CUDA events, no host sync inside the loop; CPU
+`perf_counter`) and the model's regions (`Regions`: coarse ones only unless `spec.regions`),
+inside the clock monitor and — where it costs nothing (CUDA) — the memory tracker. On CPU memory
+is measured in one more, untimed run (the profiler would slow the timed ones). The samples are
+read once at the end (one synchronize on CUDA). `plan_point` is the `meta` analogue: the steps
+the counting rules give, nothing timed.
+
+What it does not do: count FLOPs or build rows (`rows.py`), or catch errors (`sweep.py`).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+from dynbench.measure.latency import COARSE_REGIONS, ClockMonitor, ClockResult, LatencyTracker, Regions
+from dynbench.measure.memory import MemoryResult, MemoryTracker, tensor_bytes
+from dynbench.modes import ModeResult, plan_mode, run_mode
+from dynbench.names import DTYPE_BYTES
+
+
+@dataclass(frozen=True)
+class PointMeasurement:
+    """Everything one point measured. On `meta` only `runs` (one planned run) is set."""
+
+    runs: list[ModeResult]  # one per measured run, in order
+    step_ms: list[list[float]] | None = None  # [run][step]
+    regions: list[dict[str, list[float]]] | None = None  # [run] region name → ms of each call
+    timer: str | None = None  # "cuda_event" | "cpu"
+    memory: MemoryResult | None = None
+    clock: ClockResult | None = None
+
+
+def plan_point(spec, preset) -> PointMeasurement:
+    """The steps of a `meta` point from the counting rules (budget policy)."""
+    planned = plan_mode(preset, spec.method, spec.mode, spec.prompt_len, spec.gen_len or 1, spec.drop,
+                        bool(spec.reuse_vision), spec.batch, DTYPE_BYTES[spec.dtype], spec.attn)  # fmt: skip
+    return PointMeasurement(runs=[planned])
+
+
+def measure_point(spec, net, inputs, memory: MemoryTracker, weights_bytes: int) -> PointMeasurement:
+    """Warm up, time `spec.repeats` runs, measure memory; `inputs` are already on the device."""
+    args = (spec.mode, net, inputs, spec.drop, spec.gen_len or 1, bool(spec.reuse_vision))
+    for _ in range(spec.warmup):
+        run_mode(*args)
+    clock = ClockMonitor(spec.device)
+    names = None if spec.regions else COARSE_REGIONS
+    runs: list[ModeResult] = []
+    trackers: list[LatencyTracker] = []
+    with clock.track(), (nullcontext() if memory.needs_own_run else memory.track()):
+        for _ in range(spec.repeats):
+            tracker = LatencyTracker(spec.device)  # one per run: samples stay per run
+            net.regions = Regions(tracker, names)
+            try:
+                runs.append(run_mode(*args, step_timer=tracker))
+            finally:
+                net.regions = None
+            trackers.append(tracker)
+    if memory.needs_own_run:
+        live = weights_bytes + tensor_bytes(inputs.input_ids, inputs.pixel_values, inputs.answer_ids)
+        with memory.track(live_bytes=live):
+            run_mode(*args)
+    timings = [t.result() for t in trackers]  # CUDA: one synchronize, then every event is read
+    step_ms = [t.pop("step") for t in timings]
+    return PointMeasurement(runs, step_ms, timings, trackers[0].timer, memory.result(), clock.result())

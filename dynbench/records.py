@@ -1,0 +1,242 @@
+"""THE record schema: every column a results row may carry, declared once, and the point keys.
+
+A results folder's `records.jsonl` holds one summary row per point (`step` null) and one step row
+per step of every measured run. Every column is declared here with its unit, type, which rows
+carry it and which modes fill it; the runner writes only declared columns (`validate`, tested on
+real sweeps), the report, the plots and the gate read them by these names, and the README's
+column list is generated from this table (`report/columns.py`, a test keeps them equal).
+
+Units are suffixes and values raw SI: `_ms` milliseconds, `_bytes` bytes, `tmacs` / `tflops_*`
+tera multiply-adds / FLOPs (the convention in the name). null means "not measured", never 0.
+
+Keys:
+* `COMPARISON_KEY` — what must match for two rows to be compared at all ("the same point" for
+  Δ% vs `llava`): model, mode, batch, prompt_len, gen_len, dtype, device, attn.
+* `POINT_KEY` — one measured point: the comparison key plus the method and everything that
+  changes what it computes or how it is timed (keeps, policies, baseline parameters, seed,
+  weights and inputs, fine regions). Readers take a point's last summary row
+  (`latest_summaries`): a point run again after an error is appended again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dynbench.names import MODES
+
+SUMMARY, STEP, BOTH = "summary", "step", "both"
+DECODE = ("no-cache", "kv-cache")
+WITH_PREFILL = ("prefill", "kv-cache")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    group: str  # README section: spec, identity, environment, weights and inputs, counts, FLOPs, memory, latency
+    type: str  # str | int | float | bool | list[int] | list[float] | list | dict
+    doc: str
+    unit: str = ""
+    rows: str = BOTH  # which rows carry it: summary | step | both
+    modes: tuple[str, ...] = MODES  # modes that fill it; null in the others
+
+
+def _c(name, group, type_, doc, unit="", rows=BOTH, modes=MODES) -> Column:
+    return Column(name, group, type_, doc, unit, rows, tuple(modes))
+
+
+SPEC, IDENT, ENV, SOURCE, COUNTS, FLOPS, MEMORY, LATENCY = (
+    "spec", "identity", "environment", "weights and inputs", "counts", "FLOPs", "memory", "latency")  # fmt: skip
+
+COLUMNS: tuple[Column, ...] = (
+    # ---- spec: the RunSpec, one column per field (axes a point does not use are null)
+    _c("model", SPEC, "str", "model preset (or a checkpoint's shape name)"),
+    _c("method", SPEC, "str", "llava | dynamic-llava | random | fastv | h2o | streaming-llm"),
+    _c("mode", SPEC, "str", "prefill | no-cache | kv-cache"),
+    _c("prompt_len", SPEC, "int", "text tokens in the prompt, image excluded", "tokens"),
+    _c("gen_len", SPEC, "int", "tokens generated (decode modes)", "tokens", modes=DECODE),
+    _c("vision_keep", SPEC, "float", "requested image keep ratio (dynamic-llava, random, matched fastv)"),
+    _c("text_keep", SPEC, "float", "requested output-text keep ratio (dynamic-llava, budget policy)", modes=DECODE),
+    _c("text_policy", SPEC, "str", "learned | budget (dynamic-llava, decode modes)", modes=DECODE),
+    _c("fastv_k", SPEC, "int", "fastv: first pruned layer K"),
+    _c("fastv_r", SPEC, "float", "fastv: fraction R of image tokens dropped"),
+    _c("kv_budget", SPEC, "float", "h2o / streaming-llm: KV budget, share of the prompt P"),
+    _c("match_budget", SPEC, "str", "random / fastv: flops | tokens — ratio set to match dynamic-llava"),
+    _c("reuse_vision", SPEC, "bool", "no-cache: the image is encoded once", modes=("no-cache",)),
+    _c("batch", SPEC, "int", "batch size (one prompt replicated)"),
+    _c("seed", SPEC, "int", "seed of random weights, synthetic inputs and random pruning"),
+    _c("device", SPEC, "str", "cpu | cuda | meta"),
+    _c("dtype", SPEC, "str", "float32 | float16 | bfloat16"),
+    _c("attn", SPEC, "str", "sdpa | eager | flash_attention_2 (the point's backend; see attn_ledger)"),
+    _c("warmup", SPEC, "int", "warm-up runs (not recorded)"),
+    _c("repeats", SPEC, "int", "measured runs"),
+    _c("regions", SPEC, "bool", "fine regions (predictors, token drop, scoring) were timed inside the steps"),
+    _c("checkpoint", SPEC, "str", "--checkpoint folder; null = random weights"),
+    _c("inputs", SPEC, "str", "--inputs .npz or --image file; null = a synthetic prompt"),
+    _c("teacher_force", SPEC, "str", "--teacher-force .npz of answer tokens", modes=DECODE),
+    # ---- identity
+    _c("step", IDENT, "int", "step index within a run; null on the summary row"),
+    _c("repeat", IDENT, "int", "measured run the step row belongs to (0 … repeats − 1)", rows=STEP),
+    _c("status", IDENT, "str", "ok | oom | error: <message>"),
+    _c("point_id", IDENT, "str", "shared by a point's step rows and summary row"),
+    _c("time_utc", IDENT, "str", "when the point started (ISO 8601)"),
+    _c("git_sha", IDENT, "str", "dynbench checkout that measured it"),
+    _c("text_keep_imposed", IDENT, "bool", "budget policy: the text keep was imposed, not the method's own"),
+    _c("env_id", IDENT, "str", "hash of the comparability fields of the environment (DIR/env/<env_id>.json)"),
+    # ---- environment (the full snapshot is DIR/env/<env_id>.json)
+    _c("gpu_name", ENV, "str", "NVML / torch device name (CUDA)"),
+    _c("driver_version", ENV, "str", "NVIDIA driver (CUDA)"),
+    _c("cuda_version", ENV, "str", "torch's CUDA version"),
+    _c("torch_version", ENV, "str", "torch version"),
+    _c("transformers_version", ENV, "str", "transformers version"),
+    _c("fvcore_version", ENV, "str", "fvcore version"),
+    _c("cpu_threads", ENV, "int", "torch intra-op threads (CPU timings scale with it)"),
+    _c("load_avg_1m", ENV, "float", "1-minute load average when the point started", rows=SUMMARY),
+    # ---- weights and inputs
+    _c("checkpoint_layout", SOURCE, "str", "hf | official (with --checkpoint)"),
+    _c("vision_tower", SOURCE, "str", "--vision-tower folder"),
+    _c("sparse_config", SOURCE, "dict", "the checkpoint's Dynamic-LLaVA sparse_config"),
+    _c("inputs_source", SOURCE, "str", "synthetic | npz | image-prompt"),
+    _c("preprocessing", SOURCE, "str", "image-prompt: pad | crop"),
+    # ---- counts
+    _c("image_tokens", COUNTS, "int", "image tokens in the prompt (576)", "tokens", SUMMARY),
+    _c("seq_len", COUNTS, "int", "P = prompt_len + image tokens", "tokens", SUMMARY),
+    _c("image_tokens_kept", COUNTS, "int", "image tokens kept from the pruned layer on (per row)", "tokens"),
+    _c("text_tokens_fed", COUNTS, "int", "generated tokens fed back so far (gen_len − 1 at the end)", "tokens"),
+    _c("text_tokens_kept", COUNTS, "int", "of those, kept from the sparse layer on (null: per layer/head)", "tokens"),
+    _c("vision_keep_realized", COUNTS, "float", "image_tokens_kept / image_tokens", rows=SUMMARY),
+    _c("text_keep_realized", COUNTS, "float", "text_tokens_kept / text_tokens_fed", rows=SUMMARY, modes=DECODE),
+    _c("equivalent_tokens", COUNTS, "float", "image tokens averaged over decoder layers (FastV convention)",
+       "tokens", SUMMARY),
+    _c("layer_seq_lens", COUNTS, "list[int]", "input length of each decoder layer (full-sequence forwards; "
+       "summary: the last step's)", "tokens"),
+    _c("layer_cache_lens", COUNTS, "list[int]", "KV length of each layer after the step (cache modes; "
+       "summary: the last step's)", "tokens", modes=WITH_PREFILL),
+    _c("generated_ids", COUNTS, "list[int]", "tokens produced, batch row 0", rows=SUMMARY),
+    _c("token_ids", COUNTS, "list[int]", "the token this step produced, per batch row", rows=STEP),
+    _c("params", COUNTS, "int", "parameters of the model", rows=SUMMARY),
+    _c("kv_budget_tokens", COUNTS, "int", "h2o / streaming-llm: cached entries per layer and head at most",
+       "tokens", SUMMARY, WITH_PREFILL),
+    _c("matched_ratio", COUNTS, "float", "the ratio --match-budget set (fastv R, random keep)", rows=SUMMARY),
+    _c("attn_ledger", COUNTS, "dict", "attention implementation per phase and layer range"),
+    # ---- FLOPs
+    _c("tmacs", FLOPS, "float", "fvcore MACs of the whole forward (summary: Σ steps of one run)", "TMACs"),
+    _c("tmacs_vision", FLOPS, "float", "vision tower + projector", "TMACs", SUMMARY),
+    _c("tmacs_llm", FLOPS, "float", "decoder layers (and RoPE tables)", "TMACs", SUMMARY),
+    _c("tmacs_predictors", FLOPS, "float", "Dynamic-LLaVA's predictors", "TMACs", SUMMARY),
+    _c("tmacs_lm_head", FLOPS, "float", "LM head (one row per sequence)", "TMACs", SUMMARY),
+    _c("flops_source", FLOPS, "str", "how tmacs was counted", rows=SUMMARY),
+    _c("tflops_paper", FLOPS, "float", "analytic, Dynamic-LLaVA paper convention (2×MAC, 32NC² + 4N²C per "
+       "layer); null for kv-cache", "TFLOPs", SUMMARY, ("prefill", "no-cache")),
+    _c("tmacs_fastv", FLOPS, "float", "analytic, FastV convention (4nd² + 2n²d + 3ndm, image tokens)", "TMACs",
+       SUMMARY, ("prefill",)),
+    # ---- memory
+    _c("weights_bytes", MEMORY, "int", "parameters + buffers", "bytes", SUMMARY),
+    _c("kv_bytes", MEMORY, "int", "logical KV cache: Σ layers 2 × len × kv heads × head dim × bytes × batch",
+       "bytes", modes=WITH_PREFILL),
+    _c("kv_bytes_prompt", MEMORY, "int", "of which prompt entries", "bytes", modes=WITH_PREFILL),
+    _c("kv_bytes_generated", MEMORY, "int", "of which generated-token entries (the paper's Mem.)", "bytes",
+       modes=WITH_PREFILL),
+    _c("peak_alloc_bytes", MEMORY, "int", "CUDA allocator peak over the measured runs", "bytes", SUMMARY),
+    _c("peak_reserved_bytes", MEMORY, "int", "CUDA allocator reserved peak", "bytes", SUMMARY),
+    _c("nvml_process_bytes", MEMORY, "int", "NVML memory of this process (polled; includes the CUDA context)",
+       "bytes", SUMMARY),
+    _c("nvml_source", MEMORY, "str", "process | global-minus-baseline", rows=SUMMARY),
+    _c("peak_rss_bytes", MEMORY, "int", "CPU: sampled process RSS (approximate, secondary)", "bytes", SUMMARY),
+    _c("peak_tensor_bytes", MEMORY, "int", "CPU: weights and inputs + the peak of tensors allocated in one run",
+       "bytes", SUMMARY),
+    _c("peak_mem_bytes", MEMORY, "int", "the headline peak: peak_alloc_bytes (CUDA) or peak_tensor_bytes (CPU)",
+       "bytes", SUMMARY),
+    _c("mem_source", MEMORY, "str", "torch_allocator | cpu_tensors", rows=SUMMARY),
+    # ---- latency
+    _c("timer", LATENCY, "str", "cuda_event | cpu", rows=SUMMARY),
+    _c("ttft_ms", LATENCY, "float", "median over runs of the prefill step", "ms", SUMMARY, WITH_PREFILL),
+    _c("vision_ms", LATENCY, "float", "vision tower + projector, median per pass", "ms", SUMMARY),
+    _c("llm_prefill_ms", LATENCY, "float", "LLM part of the prefill, median over runs", "ms", SUMMARY, WITH_PREFILL),
+    _c("tpot_ms_median", LATENCY, "float", "median over the decode steps of every run", "ms", SUMMARY, ("kv-cache",)),
+    _c("tpot_ms_p90", LATENCY, "float", "p90 of the decode steps", "ms", SUMMARY, ("kv-cache",)),
+    _c("tpot_ms_p99", LATENCY, "float", "p99 of the decode steps", "ms", SUMMARY, ("kv-cache",)),
+    _c("step_ms_median", LATENCY, "float", "median over every forward of every run", "ms", SUMMARY, ("no-cache",)),
+    _c("step_ms_p90", LATENCY, "float", "p90 of the forwards", "ms", SUMMARY, ("no-cache",)),
+    _c("total_ms", LATENCY, "float", "median over runs of the run's Σ steps", "ms", SUMMARY),
+    _c("latency_ms_samples", LATENCY, "list[float]", "the headline samples: TTFT per run (prefill), every decode "
+       "step (kv-cache), every forward (no-cache)", "ms", SUMMARY),
+    _c("ttft_ms_samples", LATENCY, "list[float]", "the prefill step of each run", "ms", SUMMARY, WITH_PREFILL),
+    _c("total_ms_samples", LATENCY, "list[float]", "Σ steps of each run", "ms", SUMMARY),
+    _c("latency_cv", LATENCY, "float", "std / mean of latency_ms_samples", rows=SUMMARY),
+    _c("scoring_ms", LATENCY, "float", "baselines' attention scoring, Σ per run (with --regions)", "ms", SUMMARY),
+    _c("throttled", LATENCY, "bool", "a power / thermal limit held the clocks down (NVML)", rows=SUMMARY),
+    _c("sm_clock_mhz", LATENCY, "int", "SM clock (NVML)", "MHz", SUMMARY),
+    _c("step_ms", LATENCY, "float", "this step's time", "ms", STEP),
+)
+BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
+assert len(BY_NAME) == len(COLUMNS), "a column is declared twice"
+
+SPEC_COLUMNS = tuple(c.name for c in COLUMNS if c.group == SPEC)
+ENV_COLUMNS = ("gpu_name", "driver_version", "cuda_version", "torch_version", "transformers_version",
+               "fvcore_version", "cpu_threads")  # fmt: skip
+COMPARISON_KEY = ("model", "mode", "batch", "prompt_len", "gen_len", "dtype", "device", "attn")
+POINT_KEY = COMPARISON_KEY + ("method", "vision_keep", "text_keep", "text_policy", "fastv_k", "fastv_r",
+                              "kv_budget", "match_budget", "reuse_vision", "seed", "checkpoint", "inputs",
+                              "teacher_force", "regions")  # fmt: skip
+assert set(POINT_KEY) <= set(SPEC_COLUMNS)
+
+_PY_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict,
+             "list[int]": list, "list[float]": list, "list": list}  # fmt: skip
+
+
+def hashable(value: Any) -> Any:
+    """A record value as a dict key: lists → tuples, NaN → None (as stored)."""
+    if isinstance(value, list | tuple):
+        return tuple(hashable(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, hashable(v)) for k, v in value.items()))
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def key_of(row: Mapping[str, Any], fields: Iterable[str] = POINT_KEY) -> tuple:
+    """The values of `fields` in order (missing → None): `key_of(row)` is the point's identity."""
+    return tuple(hashable(row.get(name)) for name in fields)
+
+
+def is_summary(row: Mapping[str, Any]) -> bool:
+    step = row.get("step")
+    return step is None or (isinstance(step, float) and step != step)
+
+
+def latest_summaries(rows: Iterable[Mapping[str, Any]], fields: Iterable[str] = POINT_KEY) -> dict[tuple, dict]:
+    """The last summary row of each point, in the order of their last write."""
+    fields = tuple(fields)
+    latest: dict[tuple, dict] = {}
+    for row in rows:
+        if is_summary(row):
+            key = key_of(row, fields)
+            latest.pop(key, None)  # re-insert: order follows the last write
+            latest[key] = dict(row)
+    return latest
+
+
+def validate(row: Mapping[str, Any]) -> list[str]:
+    """What is wrong with one record against the schema ([] = valid): undeclared columns, values
+    of the wrong type, step-only columns on a summary row and the reverse."""
+    problems = []
+    summary = is_summary(row)
+    for name, value in row.items():
+        col = BY_NAME.get(name)
+        if col is None:
+            problems.append(f"{name}: not a declared column")
+            continue
+        if value is None:
+            continue
+        expected = _PY_TYPES[col.type]
+        if not isinstance(value, expected) or (col.type in ("int", "float") and isinstance(value, bool)):
+            problems.append(f"{name}: {type(value).__name__} {value!r}, expected {col.type}")
+        elif col.type in ("list[int]", "list[float]") and not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            problems.append(f"{name}: {value!r}, expected {col.type}")
+        if col.rows == STEP and summary or col.rows == SUMMARY and not summary:
+            problems.append(f"{name}: a {col.rows}-row column on a {'summary' if summary else 'step'} row")
+    return problems

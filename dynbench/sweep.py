@@ -1,0 +1,210 @@
+"""Run a sweep: build each model once, measure every point, append its rows, survive failures.
+
+`Sweep.run(points)` yields one summary row per point, in order, after its step rows and summary
+row were appended to the results folder (one fsync'd line each, summary last — so a point cut
+short has no summary and `--resume` runs it again). Policy:
+
+* one model in memory at a time, keyed by (preset, method, dtype, device, attention, seed,
+  checkpoint) — order points so each model is built once (`order_points`); a checkpoint is
+  loaded once per (dtype, device, attention) and serves `llava` and the baselines as a view;
+* an out-of-memory point becomes an `oom` row (memory is released after leaving the handler,
+  when the traceback no longer holds the network's tensors), any other exception an
+  `error: …` row; the sweep goes on. A `DynbenchError` (the user's input) ends it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import json
+import os
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from dynbench.errors import DynbenchError
+from dynbench.records import ENV_COLUMNS, SPEC_COLUMNS, key_of
+from dynbench.results import RECORDS_FILE, append_record, recorded_keys, write_atomic
+from dynbench.sources import Source
+
+MODEL_KEY = ("model", "method", "dtype", "device", "attn", "seed", "checkpoint")
+OOM_MARKERS = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FAILED")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """CUDA / host out-of-memory, including cuBLAS failing to allocate its workspace."""
+    import torch
+
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in OOM_MARKERS)
+
+
+def order_points(points: Iterable) -> list:
+    """Points grouped by the model they need (first appearance order), so each is built once."""
+    groups: dict[tuple, list] = {}
+    for p in points:
+        groups.setdefault(key_of(p.as_dict(), MODEL_KEY), []).append(p)
+    return [p for group in groups.values() for p in group]
+
+
+def spec_key(spec) -> tuple:
+    """What `--resume` compares: every RunSpec field."""
+    return key_of(spec.as_dict(), SPEC_COLUMNS)
+
+
+@dataclass
+class LoadedModel:
+    """A built model and what is measured once per model."""
+
+    net: object  # models.llava.LlavaForBench
+    memory: object  # measure.memory.MemoryTracker
+    cost: object  # measure.model_cost.ModelCost
+    env: dict
+    env_id: str
+    facts: object  # rows.ModelFacts
+
+
+class Sweep:
+    def __init__(self, out_dir: Path | None = None, flops: bool = True, source: Source | None = None,
+                 warn: Callable[[str], None] | None = None):
+        self.out_dir = out_dir
+        self.flops = flops
+        self.source = source or Source()
+        self.warn = warn or (lambda message: warnings.warn(message, stacklevel=3))  # the CLI prints a line
+        self._loaded: tuple[tuple, LoadedModel] | None = None  # one model in memory at a time
+        self._checkpoint: tuple[tuple, object] | None = None
+        self._load_warned = False
+
+    def pending(self, points: list, resume: bool) -> tuple[list, int]:
+        """(points still to run, how many `--resume` skips)."""
+        done = recorded_keys(self.out_dir / RECORDS_FILE, SPEC_COLUMNS) if resume and self.out_dir else set()
+        todo = [p for p in points if spec_key(p) not in done]
+        return todo, len(points) - len(todo)
+
+    def run(self, points: Iterable) -> Iterator[dict]:
+        for spec in points:
+            yield self.run_point(spec)
+
+    # ---- models ---------------------------------------------------------------------------------
+    def model(self, spec) -> LoadedModel:
+        import torch
+
+        from dynbench.measure import env as envmod
+        from dynbench.measure.memory import MemoryTracker, weights_bytes
+        from dynbench.measure.model_cost import ModelCost
+        from dynbench.models.build import DTYPES, count_parameters
+        from dynbench.rows import ModelFacts
+
+        key = key_of(spec.as_dict(), MODEL_KEY)
+        if self._loaded is not None and self._loaded[0] == key:
+            return self._loaded[1]
+        self._release()  # free the previous model before building the next
+        memory = MemoryTracker(spec.device)
+        net = self.build_net(spec)
+        if spec.device == "cuda":
+            torch.cuda.synchronize()
+        snap = envmod.snapshot(spec.device, DTYPES[spec.dtype], spec.attn)
+        facts = ModelFacts(net.preset, count_parameters(net), weights_bytes(net))
+        loaded = LoadedModel(net, memory, ModelCost(net), snap, envmod.env_id(snap), facts)
+        if self.out_dir is not None:
+            snapshot = json.dumps(snap, indent=2, sort_keys=True) + "\n"
+            write_atomic(self.out_dir / "env" / f"{loaded.env_id}.json", snapshot)
+        self._loaded = (key, loaded)
+        return loaded
+
+    def build_net(self, spec):
+        from dynbench.models.build import DTYPES, MODEL_CLASSES, build_model
+        from dynbench.models.checkpoints import dense_view, load_checkpoint
+        from dynbench.names import BASELINE, KV_METHODS, PRUNE_METHODS
+
+        if self.source.checkpoint is None:
+            return build_model(spec.model, spec.method, attn=spec.attn, dtype=DTYPES[spec.dtype],
+                               device=spec.device, seed=spec.seed)  # fmt: skip
+        key = (spec.dtype, spec.device, spec.attn)
+        if self._checkpoint is None or self._checkpoint[0] != key:
+            self._checkpoint = None
+            loaded = load_checkpoint(self.source.checkpoint, vision_tower_dir=self.source.vision_tower,
+                                     dtype=DTYPES[spec.dtype], device=spec.device, attn=spec.attn)  # fmt: skip
+            self._checkpoint = (key, loaded)
+        loaded = self._checkpoint[1]
+        if spec.method == loaded.method:
+            return loaded.net
+        if spec.method in (BASELINE, *PRUNE_METHODS, *KV_METHODS):  # the LLaVA weights, no predictor
+            return dense_view(loaded.net, MODEL_CLASSES[spec.method])
+        raise DynbenchError(f"--checkpoint {self.source.checkpoint} holds {loaded.method} weights, not {spec.method}")
+
+    def _release(self) -> None:
+        """Drop the model (and checkpoint) references, then give the memory back."""
+        device = self._loaded[1].net.device.type if self._loaded is not None else None
+        self._loaded = None
+        gc.collect()
+        if device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # ---- one point ------------------------------------------------------------------------------
+    def run_point(self, spec) -> dict:
+        """Measure one point, append its rows, return the summary row (status ok / oom / error)."""
+        base = {**spec.as_dict(), "point_id": uuid.uuid4().hex[:12], "time_utc": _now(),
+                "text_keep_imposed": spec.method == "dynamic-llava" and spec.text_policy == "budget",
+                **self.source.columns()}  # fmt: skip
+        failure = None
+        try:
+            loaded = self.model(spec)
+            base.update(env_id=loaded.env_id, git_sha=loaded.env.get("git_sha"),
+                        **{k: loaded.env.get(k) for k in ENV_COLUMNS})  # fmt: skip
+            rows = self._measure(spec, loaded)
+        except DynbenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 — an OOM or a failing point must not end the sweep
+            failure = "oom" if is_oom(exc) else f"error: {type(exc).__name__}: {exc}"
+        if failure is not None:  # outside the handler: the traceback no longer pins the tensors
+            self._release()
+            row = {**base, "step": None, "status": failure}
+            self._write(row)
+            return row
+        for step_row in rows.steps:
+            self._write({**base, **step_row, "status": "ok"})
+        row = {**base, **rows.summary, "step": None, "status": "ok"}
+        self._write(row)
+        return row
+
+    def _measure(self, spec, loaded: LoadedModel):
+        from dynbench.measure import env as envmod
+        from dynbench.measure.point import measure_point, plan_point
+        from dynbench.rows import point_rows
+
+        cost = loaded.cost if self.flops else None
+        if spec.device == "meta":
+            return point_rows(spec, loaded.facts, plan_point(spec, loaded.facts.preset), cost)
+        load = envmod.load_average()
+        self._warn_load(spec, load)
+        if spec.device == "cuda":  # cached blocks of earlier points must not count in this one's reserved peak
+            import torch
+
+            torch.cuda.empty_cache()
+        inputs = self.source.point_inputs(spec, loaded.facts.preset).to(loaded.net.device)  # once, before warm-up
+        measured = measure_point(spec, loaded.net, inputs, loaded.memory, loaded.facts.weights_bytes)
+        rows = point_rows(spec, loaded.facts, measured, cost)
+        rows.summary["load_avg_1m"] = load
+        return rows
+
+    def _warn_load(self, spec, load: float | None) -> None:
+        """Warn (once per sweep) when other work competes for the CPU the timings come from."""
+        cores = os.cpu_count()
+        if spec.device == "cpu" and load is not None and cores and load > cores and not self._load_warned:
+            self._load_warned = True
+            self.warn(f"the 1-minute load average ({load:.2f}) exceeds the {cores} CPU cores: "
+                      "other work competes for the CPU and CPU timings are noisy")
+
+    def _write(self, row: dict) -> None:
+        if self.out_dir is not None:
+            append_record(self.out_dir / RECORDS_FILE, row)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
