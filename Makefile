@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install test smoke lint figures
+.PHONY: install test test-fast smoke lint figures docs
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -8,6 +8,10 @@ install:
 # pytest exit code 5 (no tests collected) is a failure too: a suite that ran nothing proves nothing.
 test:
 	$(PYTHON) -m pytest -q
+
+# the quick loop while developing: everything but the tests marked slow (a few seconds each)
+test-fast:
+	$(PYTHON) -m pytest -q -m "not slow"
 
 smoke:
 	dynbench run --mode prefill --mode no-cache --mode kv-cache --prompt-len 16 --gen-len 4
@@ -21,3 +25,7 @@ figures:
 	dynbench run --suite suites/figures-meta.yaml --out results/figures-meta
 	dynbench run --suite suites/smoke.yaml --out results/figures-cpu
 	dynbench plot results/figures-meta results/figures-cpu --out docs/figures
+
+# The README's column list, generated from the record schema (dynbench/records.py); a test checks it.
+docs:
+	$(PYTHON) -m dynbench.report.columns

@@ -20,12 +20,13 @@ import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from dynbench.errors import DynbenchError
 from dynbench.records import is_summary, key_of
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RECORDS_FILE = "records.jsonl"
 RESUMABLE_STATUSES = ("ok", "oom")  # `--resume` skips these; "error: …" points run again
@@ -122,6 +123,8 @@ def iter_records(path: str | os.PathLike, strict: bool = False) -> Iterator[dict
 
 def load(path: str | os.PathLike) -> pd.DataFrame:
     """All records as a DataFrame (list columns stay Python lists; nulls become None/NaN)."""
+    import pandas as pd  # heavy: only when a table is needed
+
     records = list(iter_records(path))
     if not records:
         raise DynbenchError(f"{_records_file(path)} holds no records: run `dynbench run` first")
@@ -165,6 +168,8 @@ def load_many(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """
     if not paths:
         raise DynbenchError("no results given: pass result folders or records.jsonl files")
+    import pandas as pd
+
     frames = [_load_one(p) for p in paths]
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 

@@ -180,7 +180,9 @@ class Sweep:
 
         cost = loaded.cost if self.flops else None
         if spec.device == "meta":
-            return point_rows(spec, loaded.facts, plan_point(spec, loaded.facts.preset), cost)
+            rows = point_rows(spec, loaded.facts, plan_point(spec, loaded.facts.preset), cost)
+            rows.summary["load_avg_1m"] = None  # nothing ran
+            return rows
         load = envmod.load_average()
         self._warn_load(spec, load)
         if spec.device == "cuda":  # cached blocks of earlier points must not count in this one's reserved peak

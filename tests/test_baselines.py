@@ -344,6 +344,7 @@ def test_suites_parse():
 
 
 # ---- the CLI, end to end -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_every_method_then_pareto_chart(tmp_path, capsys):
     out = tmp_path / "res"
     argv = ["run", "--model", "tiny", "--mode", "kv-cache", *[a for m in ["llava", "dynamic-llava", *B.BASELINES]

@@ -175,6 +175,7 @@ def loaded_official(official):
     return load_checkpoint(folder, vision_tower_dir=clip)
 
 
+@pytest.mark.slow
 def test_official_layout_round_trip(dyn, official, loaded_official, prompt):
     folder, clip = official
     loaded = loaded_official
@@ -229,6 +230,7 @@ def test_bin_weights_load_safely(tmp_path, prompt):
     _same_weights(llava, load_checkpoint(folder).net)
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_bfloat16_load_makes_no_float32_copy(tmp_path):
     """Peak RSS while loading (and touching every weight) stays within 1.3 × the checkpoint bytes

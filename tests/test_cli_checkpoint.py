@@ -32,6 +32,7 @@ def run_json(argv, capsys):
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
+@pytest.mark.slow
 def test_official_checkpoint_with_npz_and_teacher_forcing(files, tmp_path, capsys):
     argv = ["run", "--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]),
             "--inputs", str(files["npz"]), "--teacher-force", str(files["answer"]), "--mode", "kv-cache,no-cache",

@@ -120,6 +120,7 @@ def test_keep_count_floor():
     assert keep_count(1.0, 576) == 576
 
 
+@pytest.mark.slow
 def test_sdpa_and_eager_agree_on_tokens_and_decisions(pair, prompt):
     _, dyn_sdpa = pair
     _, dyn_eager = tiny_pair("eager")

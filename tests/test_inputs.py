@@ -176,6 +176,7 @@ def test_answer_ids_load_and_attach(tmp_path):
         load_answer_ids(tmp_path / "b.npz")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["no-cache", "kv-cache"])
 def test_teacher_forcing_feeds_identical_contexts(pair, prompt, mode, monkeypatch):
     """Both methods are fed exactly the given answer tokens, never their own predictions."""

@@ -97,13 +97,14 @@ GEN = 4
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Every mode × method, with one and with three measured runs."""
+    """Every mode × method, with one measured run (and FLOPs) and with three (timing only: the
+    counts do not depend on the repeat, and fvcore tracing is the slow part)."""
     out = {}
     for repeats in (1, 3):
         folder = tmp_path_factory.mktemp(f"r{repeats}")
         argv = ["run", "--mode", "prefill,no-cache,kv-cache", "--method", ",".join(METHODS), "--prompt-len", "8",
                 "--gen-len", str(GEN), "--warmup", "0", "--repeats", str(repeats), "--out", str(folder)]  # fmt: skip
-        assert main(argv) == 0
+        assert main(argv if repeats == 1 else [*argv, "--no-flops"]) == 0
         out[repeats] = load(folder)
     return out
 
@@ -174,7 +175,8 @@ def test_summary_counts_follow_from_its_step_rows(runs, repeats):
     for s, steps in _points(runs[repeats]):
         what = (s["method"], s["mode"], repeats)
         for _, run in steps.groupby("repeat"):
-            assert s["tmacs"] == pytest.approx(run["tmacs"].sum(), rel=1e-12), what
+            if repeats == 1:  # FLOPs counted
+                assert s["tmacs"] == pytest.approx(run["tmacs"].sum(), rel=1e-12), what
             last = run.sort_values("step").iloc[-1]
             assert s["text_tokens_fed"] == last["text_tokens_fed"], what
         if s["mode"] == "prefill":

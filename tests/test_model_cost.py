@@ -96,6 +96,7 @@ def test_layer_fit_equals_fresh_traces(pair):
                                              p.hidden // p.heads, batch=3)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_meta_7b_prefill_counts_in_seconds():
     costs = {}
     for method in ("llava", "dynamic-llava"):

@@ -55,9 +55,10 @@ def test_trace_file_parses_and_has_every_range(kv):
 def test_ranges_plus_other_equal_traced_total(kv):
     assert [r.name for r in kv.ranges][-1] == OTHER
     assert {r.name for r in kv.ranges} == KV_RANGES | {OTHER}
-    assert sum(r.cpu_ms for r in kv.ranges) == pytest.approx(kv.traced_total_ms, rel=1e-12)
-    assert sum(r.share for r in kv.ranges) == pytest.approx(1.0, rel=1e-12)
-    assert kv.other_ms >= 0 and all(r.cpu_ms > 0 for r in kv.ranges if r.name != OTHER)
+    # `other` is the traced total minus the top-level ranges by construction; what can be checked
+    # independently is done from the trace file below. Here: the driver's own work between regions
+    # (embedding, argmax, cache bookkeeping) is real, and every range took time.
+    assert kv.other_ms > 0 and all(r.cpu_ms > 0 for r in kv.ranges if r.name != OTHER)
     calls = {r.name: r.calls for r in kv.ranges}
     assert calls["decode_step"] == GEN_LEN - 1 and calls["llm_prefill"] == 1 and calls["lm_head"] == 1
     assert kv.device_total_ms is None and all(r.device_ms is None for r in kv.ranges)  # CPU run

@@ -8,6 +8,8 @@ Exact metrics (per-layer lengths, keep counts, KV bytes, parameter and FLOP coun
 import json
 from pathlib import Path
 
+import pytest
+
 from dynbench.cli import main
 from dynbench.regress import check_results
 from dynbench.results import RECORDS_FILE
@@ -15,6 +17,7 @@ from dynbench.results import RECORDS_FILE
 BASELINE = Path(__file__).parent.parent / "results" / "baselines" / "smoke-cpu.jsonl"
 
 
+@pytest.mark.slow
 def test_smoke_suite_matches_committed_baseline(tmp_path, capsys):
     out = tmp_path / "smoke"
     assert main(["run", "--suite", "suites/smoke.yaml", "--out", str(out)]) == 0

@@ -21,14 +21,18 @@ Three conventions live side by side; every function and column names its own:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from fvcore.nn import FlopCountAnalysis
-from fvcore.nn.jit_handles import get_shape
 from torch import nn
+
+with warnings.catch_warnings():  # importing fvcore.nn scripts a function; torch ≥ 2.10 warns from torch.jit
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated")
+    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.jit_handles import get_shape
 from transformers import DynamicCache
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
