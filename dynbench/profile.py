@@ -4,9 +4,10 @@
 model is on a CUDA device) with a wait / warmup / active `schedule`; one scheduler step is one
 whole run of the mode (the prefill forward, or a whole generation), so the mode runs
 `wait + warmup + active` times. The model's named regions (`LlavaForBench.region`) become
-`record_function` ranges, and `tensorboard_trace_handler(out_dir)` writes one
-`*.pt.trace.json` (Chrome trace format) that opens in Perfetto (ui.perfetto.dev, maintained) and
-in TensorBoard's torch-tb-profiler plugin (deprecated upstream).
+`record_function` ranges, and the trace is written as one
+`<model>_<method>_<mode>_<UTC time>.pt.trace.json` (e.g. `…_kv-cache_20261201T104501Z.pt.trace.json`;
+Chrome trace format, the name TensorBoard's profiler plugin looks for) that opens in Perfetto
+(ui.perfetto.dev, maintained) and in TensorBoard's torch-tb-profiler plugin (deprecated upstream).
 
 From the active steps' events it computes (data only; `report/profile.py` renders the tables):
   * **traced total** — the CPU wall time of the active step ranges `ProfilerStep#N` (end − start
@@ -43,10 +44,10 @@ wait lands in `other`), and the CUDA columns are the kernels each range launched
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import gzip
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +59,6 @@ from torch.profiler import (
     profile,
     record_function,
     schedule,
-    tensorboard_trace_handler,
 )
 
 from dynbench.errors import DynbenchError
@@ -67,6 +67,7 @@ from dynbench.measure.native_stderr import profiler_stderr_filtered
 from dynbench.models.llava import DropConfig, LlavaForBench
 from dynbench.modes import ModeResult, run_mode
 from dynbench.names import MODES
+from dynbench.results import writable_dir
 
 # The regions the model and drivers name (LlavaForBench.region callers), in table order; any
 # other `record_function` range is tabulated too, after these.
@@ -169,35 +170,36 @@ class ProfileResult:
 
 
 # ---- output directory ----------------------------------------------------------------------------
-def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
-    """Create `out_dir` if needed and check that a file can be written there."""
-    path = Path(out_dir).expanduser()
-    try:
-        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
-        if blocker is not None:
-            where = "it is a file" if blocker == path else f"{blocker} is a file"
-            raise DynbenchError(f"--out {path}: {where}; give a directory path (it is created if missing)")
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".dynbench-write-check-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise DynbenchError(
-            f"--out {path}: cannot write there ({e.strerror or e}); choose a writable directory"
-        ) from None
-    return path
-
-
 def _trace_files(path: Path) -> set[Path]:
     return {p for p in path.iterdir() if p.name.endswith((".pt.trace.json", ".pt.trace.json.gz"))}
 
 
 def load_trace(trace_path: str | os.PathLike) -> dict:
-    """A Chrome-format trace written by `tensorboard_trace_handler` (plain or gzipped JSON)."""
+    """A Chrome-format trace written by `profile_point` (plain or gzipped JSON)."""
     path = Path(trace_path)
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
         return json.load(f)
+
+
+def _trace_writer(path: Path, worker: str, use_gzip: bool):
+    """`on_trace_ready` writing `<worker>_<UTC time>.pt.trace.json[.gz]` (a readable stamp instead
+    of the handler's 19-digit nanosecond counter); `_2`, `_3` … if that name exists already."""
+
+    def write(prof) -> None:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        name, n = f"{worker}_{stamp}", 1
+        while any((path / f"{name}.pt.trace.json{ext}").exists() for ext in ("", ".gz")):
+            n += 1
+            name = f"{worker}_{stamp}_{n}"
+        target = path / f"{name}.pt.trace.json"
+        prof.export_chrome_trace(str(target))
+        if use_gzip:
+            with open(target, "rb") as src, gzip.open(f"{target}.gz", "wb") as dst:
+                dst.write(src.read())
+            target.unlink()
+
+    return write
 
 
 # ---- profiling -----------------------------------------------------------------------------------
@@ -229,7 +231,7 @@ def profile_point(
         )
     if model.device.type == "meta":
         raise DynbenchError("the meta device computes shapes only, nothing to profile; use cpu or cuda")
-    path = prepare_out_dir(out_dir)
+    path = writable_dir(out_dir)
     drop = drop or DropConfig()
     cuda = model.device.type == "cuda" and torch.cuda.is_available()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -248,7 +250,7 @@ def profile_point(
         with profiler_stderr_filtered(), profile(
             activities=activities,
             schedule=schedule(wait=wait, warmup=warmup, active=active, repeat=1),
-            on_trace_ready=tensorboard_trace_handler(str(path), worker_name=worker, use_gzip=use_gzip),
+            on_trace_ready=_trace_writer(path, worker, use_gzip),
             record_shapes=record_shapes,
             profile_memory=profile_memory,
             with_stack=with_stack,

@@ -132,10 +132,14 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write a whole file so readers see the old or the new content, never a mix."""
+    """Write a whole file so readers see the old or the new content, never a mix. A path that
+    cannot be written is a DynbenchError naming it (no traceback for a user's typo)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise DynbenchError(f"cannot write {path}: {exc.strerror or exc}; choose a writable path") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -196,3 +200,23 @@ def _load_one(path: str | os.PathLike) -> pd.DataFrame:
     if "step" not in df.columns:
         df["step"] = None
     return df
+
+
+def writable_dir(out_dir: str | os.PathLike, flag: str = "--out") -> Path:
+    """`out_dir`, created if needed, after checking a file can be written there (DynbenchError
+    naming `flag` otherwise: a path through a file, no permission, a read-only disk)."""
+    path = Path(out_dir).expanduser()
+    try:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            where = "it is a file" if blocker == path else f"{blocker} is a file"
+            raise DynbenchError(f"{flag} {path}: {where}; give a directory path (it is created if missing)")
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".dynbench-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise DynbenchError(
+            f"{flag} {path}: cannot write there ({e.strerror or e}); choose a writable directory"
+        ) from None
+    return path

@@ -320,6 +320,12 @@ def load_suite(path: str | Path, source: dict | None = None) -> list[RunSpec]:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise DynbenchError(f"cannot read suite {path}: {exc.strerror}") from None
+    except yaml.constructor.ConstructorError as exc:  # a tag safe_load refuses: !!python/…
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark is not None else ""
+        tag = (exc.problem or "").replace("could not determine a constructor for the tag", "tag").strip()
+        raise DynbenchError(f"suite {path}{at}: {tag or 'a YAML tag'} is not allowed — suites are plain YAML "
+                            "(mappings, lists, numbers, strings), read with yaml.safe_load") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
@@ -335,6 +341,10 @@ def load_suite(path: str | Path, source: dict | None = None) -> list[RunSpec]:
     defaults, sweeps = data.get("defaults") or {}, data["sweeps"]
     if not isinstance(defaults, dict) or not isinstance(sweeps, list) or not sweeps:
         raise DynbenchError(f"suite {path}: `defaults` must be a mapping and `sweeps` a non-empty list")
+    unknown = sorted(set(defaults) - set(FIELDS))
+    if unknown:
+        raise DynbenchError(f"suite {path}: unknown key(s) in defaults: {', '.join(unknown)}; "
+                            f"allowed: {', '.join(FIELDS)}")
     points: dict[RunSpec, None] = {}
     for i, sweep in enumerate(sweeps, start=1):
         if not isinstance(sweep, dict):

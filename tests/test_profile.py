@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,11 @@ from dynbench.profile import (
     METHOD_RANGES,
     OTHER,
     load_trace,
-    prepare_out_dir,
     profile_point,
     to_json,
 )
 from dynbench.report.profile import render
+from dynbench.results import writable_dir
 
 GEN_LEN = 4
 DROP = DropConfig(vision_keep=0.2, text_keep=0.5, text_policy="budget")
@@ -47,6 +48,8 @@ def test_trace_file_parses_and_has_every_range(kv):
     path = Path(kv.trace_path)
     assert path.parent == Path(kv.out_dir) and path.exists()
     assert path.name.endswith((".pt.trace.json", ".pt.trace.json.gz"))
+    # a readable UTC stamp, not a 19-digit nanosecond counter
+    assert re.fullmatch(r"tiny_dynamic-llava_kv-cache_\d{8}T\d{6}Z(_\d+)?\.pt\.trace\.json", path.name), path.name
     names = {e["name"] for e in _annotations(load_trace(path))}
     assert KV_RANGES | KV_METHOD <= names
     assert any(n.startswith("ProfilerStep#") for n in names)
@@ -151,7 +154,7 @@ def test_to_json_and_render(kv):
 # ---- bad output directories ------------------------------------------------------------------
 def _one_line_error(path) -> str:
     with pytest.raises(DynbenchError) as e:
-        prepare_out_dir(path)
+        writable_dir(path)
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("--out ")
     return msg

@@ -354,7 +354,7 @@ def test_markdown_parses_as_tables(full):
     assert dyn["MACs (fvcore)"] == f"{rec['tmacs'] * 1000:.3g} G ({pct(rec['tmacs'], base['tmacs']):+.1f}%)"
     # one TTFT sample a side: no CI can be had, so the Δ% is marked as noise
     assert dyn["TTFT"] == f"{rec['ttft_ms']:.3g} ms (~{pct(rec['ttft_ms'], base['ttft_ms']):+.1f}%)"
-    assert dyn["image kept"] == "115/576 (0.20)"
+    assert dyn["image kept"] == "115 (0.20)"  # of the 576 image tokens
     # blank line between a table and what follows (GitHub needs it)
     assert "|\n\n" in md
 
@@ -417,23 +417,38 @@ def test_rich_tables_one_per_mode_with_units(full):
     assert "text keep imposed" in text and "CPU timings" in text
 
 
-def test_summary_table_for_run(full):
+def test_run_tables_compact_and_resumed(full, tmp_path):
     rows, _ = full
     rows = rows + synthetic_point("dynamic-llava", "kv-cache", gen_len=64, status="oom")
-    table = T.summary_table(rows)
-    text = _text([table])
-    assert table.row_count == len(summaries_of(rows))
+    text = _text(T.run_tables(rows))
     rec = next(r for r in summaries_of(rows) if r["mode"] == "kv-cache" and r["gen_len"] == 16
                and r["vision_keep"] == 0.5)  # fmt: skip
     base = base_of(rec, rows)
     assert f"{rec['tmacs']:.3g} T ({pct(rec['tmacs'], base['tmacs']):+.1f}%)" in text
     # 15 TPOT samples a side: the Δ% carries its bootstrap CI
-    assert f"TPOT {rec['tpot_ms_median']:.3g} ms ({pct(rec['tpot_ms_median'], base['tpot_ms_median']):+.1f}% [" in text
-    assert "0.5/0.5 imposed" in text and "text keep imposed" in text
-    assert "oom" in text and "TTFT" in text and "step " in text
-    lens = rec["layer_cache_lens"]  # kv-cache rows show per-layer cache lengths, run-length encoded
-    assert lens[0] == lens[1] != lens[2] == lens[3] and f"{lens[0]}×2 {lens[2]}×2" in text
-    assert T.summary_table([]).row_count == 0
+    assert f"{rec['tpot_ms_median']:.3g} ms ({pct(rec['tpot_ms_median'], base['tpot_ms_median']):+.1f}% [" in text
+    assert "0.5/0.5*" in text and "text keep imposed" in text
+    assert "oom" in text  # a status column appears when a point did not end ok
+    # a resumed sweep: only this run's dynamic-llava rows, Δ% against the llava recorded earlier
+    mine = [r for r in rows if r.get("method") == "dynamic-llava"]
+    alone = _text(T.run_tables(mine))
+    assert "(-" not in alone  # no llava among them: no Δ%
+    resumed = _text(T.run_tables(mine, folder_rows=rows))
+    assert f"({pct(rec['tmacs'], base['tmacs']):+.1f}%)" in resumed
+    assert not [ln for ln in resumed.splitlines() if ln.startswith("llava ")]  # the earlier llava row: not shown again
+
+
+def test_compact_tables_fit_120_columns(full):
+    from rich.console import Console
+
+    console = Console(width=120, record=True)
+    for table in T.render_table(C.compare(full[1])):
+        console.print(table)
+    lines = console.export_text().splitlines()
+    body = [ln for ln in lines if "llava" in ln]  # table rows
+    assert body and all(len(ln.rstrip()) <= 120 for ln in lines)
+    n_rows = len(C.summary_rows(full[1]))
+    assert len(body) == n_rows  # no row wrapped onto a second line
 
 
 def test_build_report_formats(full):

@@ -130,7 +130,7 @@ BAD = [
     (["--suite", "BADYAML"], "not valid YAML at line"),
     (["--suite", "UNKNOWN"], "unknown key(s) modes"),
     (["--suite", "missing.yaml"], "cannot read suite"),
-    (["--out", "FILE/sub"], "cannot write there"),
+    (["--out", "FILE/sub"], "is a file; give a directory path"),
     (["--prompt-len", ",".join(map(str, range(101))), "--gen-len", ",".join(map(str, range(1, 101))),
       "--mode", "no-cache", "--method", "llava"], "add --yes"),  # fmt: skip
     (["--resume"], "--resume needs --out"),

@@ -16,6 +16,8 @@ ResultsArg = Annotated[list[str], typer.Argument(help="result folders or records
 REPORT_EXAMPLES = """[bold]Examples[/]
 
   dynbench report results/smoke
+  dynbench report results/smoke --wide                          [dim]# every column[/]
+  dynbench report results/smoke --columns method,keep,macs,ttft,tpot
   dynbench report results/paper --paper --format md >> table4.md
   dynbench report results/a results/b --format csv > all.csv
 """
@@ -31,12 +33,18 @@ def report(
     results: ResultsArg,
     format: Annotated[str, typer.Option(help="table | md | csv")] = "table",
     paper: Annotated[bool, typer.Option("--paper", help="the paper's Table-4 view", metavar=" ")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="every column with data (default: the compact set "
+                                       "that matters per mode)", metavar=" ")] = False,
+    columns: Annotated[str | None, typer.Option(help="these columns, comma-separated: method, prompt, gen, keep, "
+                                                "image, text, layers, cache, macs, flops, equiv, peak, kv_prompt, "
+                                                "kv_gen, kv, ttft, tpot, tpot_p90, step, step_p90, total, "
+                                                "scoring, tokens, status", metavar="KEY[,…]")] = None,
 ) -> None:
     """Tables of every method against llava at the same point, with Δ% (terminal, Markdown or CSV)."""
     from dynbench.report.tables import build_report
     from dynbench.results import load_many
 
-    rendered = build_report(load_many(results), format, paper)
+    rendered = build_report(load_many(results), format, paper, columns=columns, wide=wide)
     if isinstance(rendered, str):
         sys.stdout.write(rendered)
         return
@@ -52,11 +60,12 @@ def plot(
 ) -> None:
     """Paper-style charts of each mode (PNG and SVG)."""
     from dynbench.report.plots import plot_all  # matplotlib only when plotting
-    from dynbench.results import load_many
+    from dynbench.results import load_many, writable_dir
 
+    df = load_many(results)
     skipped: list[str] = []
     console = out_console()
-    for path in plot_all(load_many(results), out, skipped=skipped):
+    for path in plot_all(df, writable_dir(out), skipped=skipped):
         console.print(str(path), highlight=False)
     for reason in skipped:
         err_console().print(f"[yellow]skipped[/] {reason}", highlight=False)

@@ -14,7 +14,7 @@ import typer
 from dynbench.cli.app import app
 from dynbench.cli.options import MEASURE, OUTPUT, JsonOpt, err_console, flag, opt, out_console, point_options
 from dynbench.errors import DynbenchError
-from dynbench.results import RECORDS_FILE
+from dynbench.results import RECORDS_FILE, iter_records, writable_dir
 from dynbench.spec import MAX_POINTS
 
 EXAMPLES = """[bold]Examples[/]
@@ -35,13 +35,7 @@ def out_dir_for(out: str | None, resume: bool) -> Path | None:
     path = Path(out)
     if path.suffix == ".jsonl":  # --out results/x/records.jsonl names the file itself
         path = path.parent
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".dynbench-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise DynbenchError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    path = writable_dir(path)
     if (path / RECORDS_FILE).exists() and not resume:
         raise DynbenchError(f"--out {out} already holds {RECORDS_FILE}; add --resume to continue it or choose "
                             "another folder")
@@ -78,6 +72,27 @@ def build_points(point: dict, source, suite: str | None) -> list:
     return points
 
 
+MAX_POINT_SECONDS = 15 * 60  # one point estimated beyond this needs --yes
+
+
+def refuse_expensive(points: list) -> None:
+    """A point whose estimated matmul time on this machine is far beyond a benchmark's (a typo'd
+    --prompt-len, a 7B on a CPU) is refused with the estimate; `--yes` runs it anyway."""
+    from dynbench.estimate import estimated_seconds, machine_tmacs_per_s, point_tmacs
+
+    worst, seconds = None, 0.0
+    for p in points:
+        s = estimated_seconds(p)
+        if s is not None and s > seconds:
+            worst, seconds = p, s
+    if worst is not None and seconds > MAX_POINT_SECONDS:
+        rate = machine_tmacs_per_s(worst.device) * 1e3
+        raise DynbenchError(
+            f"{worst.method} {worst.mode} P={worst.prompt_len} on {worst.model} needs about "
+            f"{point_tmacs(worst):.3g} TMACs: ~{seconds / 60:.0f} min on this {worst.device} (matmuls measured at "
+            f"{rate:.0f} GMAC/s); add --yes to run it, or --device meta for the counts alone")
+
+
 @app.command(epilog=EXAMPLES)
 @point_options
 def run(
@@ -98,20 +113,25 @@ def run(
 ) -> None:
     """Measure every point of the sweep: FLOPs, memory, latency and the tokens each method keeps."""
     from dynbench.cli.progress import SweepProgress
-    from dynbench.report.tables import summary_table
+    from dynbench.estimate import point_tmacs
+    from dynbench.report.tables import run_tables
     from dynbench.sources import Source
-    from dynbench.sweep import Sweep, order_points
+    from dynbench.sweep import Sweep, order_points, spec_key
 
     point.update(warmup=warmup, repeats=repeats, regions=regions or None)
     src = Source(**source)
     points = order_points(build_points(point, src, suite))
     if len(points) > MAX_POINTS and not yes:
         raise DynbenchError(f"the sweep has {len(points):,} points (over {MAX_POINTS:,}); add --yes to run it")
+    costs = [point_tmacs(p) for p in points]  # estimated from the counting rules
+    if not yes:
+        refuse_expensive(points)
     warn = lambda message: err_console().print(f"[yellow]Warning:[/] {message}", highlight=False)  # noqa: E731
     sweep = Sweep(out_dir_for(out, resume), flops=flops, source=src, warn=warn)
     todo, skipped = sweep.pending(points, resume)
     rows = []
-    with SweepProgress(len(points), skipped, err_console()) as progress:
+    weight = dict(zip(map(spec_key, points), costs, strict=True))
+    with SweepProgress([weight[spec_key(p)] for p in todo], skipped, len(points), err_console()) as progress:
         try:
             for row in sweep.run(todo):
                 rows.append(row)
@@ -128,9 +148,15 @@ def run(
     if json_out:
         for row in rows:
             print(json.dumps(row, default=str), flush=True)
-    (err_console() if json_out else out_console()).print(summary_table(rows))
+    console = err_console() if json_out else out_console()
+    if rows:
+        folder = list(iter_records(sweep.out_dir / RECORDS_FILE)) if sweep.out_dir is not None else None
+        for table in run_tables(rows, folder):
+            console.print(table)
     if skipped:
-        err_console().print(f"{skipped} point(s) already recorded in {sweep.out_dir} were skipped (--resume)")
+        left = "nothing was left to run" if not rows else f"{skipped} point(s) already recorded were skipped"
+        err_console().print(f"--resume: {left} in {sweep.out_dir}; `dynbench report {sweep.out_dir}` shows "
+                            f"all {len(points)} point(s)", highlight=False, markup=False)
     errors = sum(str(r.get("status", "")).startswith("error") for r in rows)
     if errors:
         err_console().print(f"[red]{errors} point(s) failed[/]; their rows have status 'error: …'")

@@ -48,7 +48,7 @@ LATENCY_SAMPLES = {"ttft_ms": "ttft_ms_samples", "tpot_ms_median": "latency_ms_s
 CARRIED = (
     "status", "image_tokens", "image_tokens_kept", "vision_keep_realized", "text_tokens_fed",
     "text_tokens_kept", "text_keep_realized", "timer", "mem_source", "throttled", "env_id",
-    "matched_ratio", "scoring_ms",
+    "matched_ratio", "scoring_ms", "layer_seq_lens", "layer_cache_lens",
 )  # fmt: skip
 INT_FIELDS = {
     "batch", "prompt_len", "gen_len", "seed", "step", "repeat", "warmup", "repeats", "image_tokens",
@@ -195,7 +195,7 @@ COMPARE_COLUMNS = (
     *KEY, *SPEC, "is_baseline", "note", "env", "env_id", "baseline_env_id", "env_mismatch",
     "env_mixed", "status", "image_tokens", "image_tokens_kept", "vision_keep_realized",
     "text_tokens_fed", "text_tokens_kept", "text_keep_realized", "token_agreement", "timer",
-    "mem_source", "throttled", "matched_ratio", "scoring_ms",
+    "mem_source", "throttled", "matched_ratio", "scoring_ms", "layer_seq_lens", "layer_cache_lens",
     *(c for m in DELTA_METRICS for c in (m, f"{m}_delta_pct")),
     *(c for m in LATENCY_SAMPLES for c in (f"{m}_delta_ci_low", f"{m}_delta_ci_high", f"{m}_delta_noise")),
 )  # fmt: skip

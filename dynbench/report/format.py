@@ -36,11 +36,14 @@ def fmt_ms(ms: float | None) -> str:
 
 
 def fmt_t(t: float | None) -> str:
-    """Tera-quantities (TMACs, TFLOPs), three significant digits; under 0.1 T in G (giga), so
-    tiny-preset counts stay readable."""
+    """Tera-quantities (TMACs, TFLOPs), three significant digits, in T, G, M or k (whichever puts
+    the value at 0.1 or more), so tiny-preset counts stay readable: 0.0148 G → 14.8 M."""
     if t is None:
         return DASH
-    return f"{t:.3g} T" if abs(t) >= 0.1 or t == 0 else f"{t * 1000:.3g} G"
+    for scale, unit in ((1.0, "T"), (1e-3, "G"), (1e-6, "M")):
+        if abs(t) >= 0.1 * scale or t == 0:
+            return f"{t / scale:.3g} {unit}"
+    return f"{t / 1e-9:.3g} k"
 
 
 def fmt_pct(p: float | None) -> str:

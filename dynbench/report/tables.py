@@ -17,10 +17,8 @@ from dynbench.names import BASELINE, MODES
 from dynbench.records import key_of
 from dynbench.report.compare import (
     DELTA_METRICS,
-    HEADLINE,
     IMPOSED,
     LATENCY_SAMPLES,
-    SHOWN_POINT,
     compare,
     env_labels,
     records,
@@ -44,8 +42,13 @@ def _with_delta(text: str, row: Mapping[str, Any], metric: str) -> str:
         if row.get(f"{metric}_delta_noise") is not False:
             return f"{text} ({NOISE}{pct}{mark})"
         lo, hi = row[f"{metric}_delta_ci_low"], row[f"{metric}_delta_ci_high"]
-        return f"{text} ({pct} [{lo:+.1f}, {hi:+.1f}]{mark})"
+        return f"{text} ({pct} [{_ci_end(lo)},{_ci_end(hi)}]{mark})"
     return f"{text} ({pct}{mark})"
+
+
+def _ci_end(pct: float) -> str:
+    """A CI bound in %, short: whole percents from 10 % on, one decimal below ('-81', '-4.0')."""
+    return f"{pct:+.0f}" if abs(pct) >= 10 else f"{pct:+.1f}"
 
 
 def keeps_label(row: Mapping[str, Any]) -> str:
@@ -72,8 +75,9 @@ def keeps_label(row: Mapping[str, Any]) -> str:
     return f"{v}/{t}"
 
 
-def _counted(row: Mapping[str, Any], kept: str, total: str, ratio: str) -> str:
-    k, n, r = row.get(kept), row.get(total), row.get(ratio)
+def _counted(row: Mapping[str, Any], kept: str, total: str | None, ratio: str) -> str:
+    """'4/7 (0.57)' — kept / of how many (`total`; None: the count alone) and the realized ratio."""
+    k, n, r = row.get(kept), row.get(total) if total else None, row.get(ratio)
     if k is None and r is None:
         return DASH
     head = f"{k}/{n}" if k is not None and n is not None else str(k) if k is not None else ""
@@ -100,42 +104,73 @@ def _status(row: Mapping[str, Any]) -> str:
     return s if len(s) <= 40 else s[:39] + "…"
 
 
-# one column of a mode table: header, cell formatter, which metrics must be present to show it
+# one column of a mode table: its key (for --columns), header, cell formatter, and the metrics
+# that must be present somewhere in the table to show it
 @dataclass(frozen=True)
 class Column:
+    key: str
     header: str
     cell: Any  # Callable[[Mapping], str]
     needs: tuple[str, ...] = ()
     numeric: bool = True
 
 
-METRIC_COLUMNS = (
-    Column("MACs (fvcore)", lambda r: _with_delta(fmt_t(r.get("tmacs")), r, "tmacs"), ("tmacs",)),
-    Column("FLOPs (paper)", lambda r: _with_delta(fmt_t(r.get("tflops_paper")), r, "tflops_paper"),
-           ("tflops_paper",)),
-    Column("equiv. tokens", lambda r: _with_delta(DASH if r.get("equivalent_tokens") is None
-                                                  else f"{r['equivalent_tokens']:.1f}", r, "equivalent_tokens"),
-           ("equivalent_tokens",)),
-    Column("peak mem", lambda r: _with_delta(fmt_bytes(r.get("peak_mem_bytes")), r, "peak_mem_bytes"),
-           ("peak_mem_bytes",)),
-    Column("KV prompt", lambda r: _with_delta(fmt_bytes(r.get("kv_bytes_prompt")), r, "kv_bytes_prompt"),
-           ("kv_bytes_prompt",)),
-    Column("KV generated", lambda r: _with_delta(fmt_bytes(r.get("kv_bytes_generated")), r,
-                                                 "kv_bytes_generated"), ("kv_bytes_generated",)),
-    Column("TTFT", lambda r: _with_delta(fmt_ms(r.get("ttft_ms")), r, "ttft_ms"), ("ttft_ms",)),
-    Column("TPOT med / p90", lambda r: _latency(r, "tpot_ms"), ("tpot_ms_median",)),
-    Column("step med / p90", lambda r: _latency(r, "step_ms"), ("step_ms_median",)),
-    Column("total", lambda r: _with_delta(fmt_ms(r.get("total_ms")), r, "total_ms"), ("total_ms",)),
-    Column("scoring", lambda r: fmt_ms(r.get("scoring_ms")), ("scoring_ms",)),
+def _delta_cell(metric: str, fmt) -> Any:
+    return lambda r: _with_delta(fmt(r.get(metric)), r, metric)
+
+
+def _layers(r: Mapping[str, Any]) -> str:
+    lens = r.get("layer_cache_lens") if r.get("mode") == "kv-cache" else r.get("layer_seq_lens")
+    return run_length(lens)
+
+
+COLUMNS = (
+    Column("method", "method", lambda r: r.get("method") or DASH, (), False),
+    Column("prompt", "prompt", lambda r: DASH if r.get("prompt_len") is None else str(r["prompt_len"])),
+    Column("gen", "gen", lambda r: DASH if r.get("gen_len") is None else str(r["gen_len"]), ("gen_len",)),
+    Column("keep", "keep v/t", lambda r: keeps_label(r) + ("*" if r.get("note") == IMPOSED else ""), (), False),
+    Column("image", "image kept", lambda r: _counted(r, "image_tokens_kept", None, "vision_keep_realized"),
+           ("image_tokens_kept",)),  # of 576 (the title's preset): the count and the ratio
+    Column("text", "text kept", lambda r: _counted(r, "text_tokens_kept", "text_tokens_fed",
+                                                       "text_keep_realized"), ("text_tokens_fed",)),
+    Column("layers", "layer lens", _layers, ("layer_seq_lens",), False),
+    Column("cache", "KV lens", _layers, ("layer_cache_lens",), False),
+    Column("macs", "MACs (fvcore)", _delta_cell("tmacs", fmt_t), ("tmacs",)),
+    Column("flops", "FLOPs (paper)", _delta_cell("tflops_paper", fmt_t), ("tflops_paper",)),
+    Column("equiv", "equiv. tokens", lambda r: _with_delta(DASH if r.get("equivalent_tokens") is None
+                                                           else f"{r['equivalent_tokens']:.1f}", r,
+                                                           "equivalent_tokens"), ("equivalent_tokens",)),
+    Column("peak", "peak mem", _delta_cell("peak_mem_bytes", fmt_bytes), ("peak_mem_bytes",)),
+    Column("kv_prompt", "KV prompt", _delta_cell("kv_bytes_prompt", fmt_bytes), ("kv_bytes_prompt",)),
+    Column("kv_gen", "KV generated", _delta_cell("kv_bytes_generated", fmt_bytes), ("kv_bytes_generated",)),
+    Column("kv", "KV total", _delta_cell("kv_bytes", fmt_bytes), ("kv_bytes",)),
+    Column("ttft", "TTFT", _delta_cell("ttft_ms", fmt_ms), ("ttft_ms",)),
+    Column("tpot", "TPOT", _delta_cell("tpot_ms_median", fmt_ms), ("tpot_ms_median",)),
+    Column("tpot_p90", "TPOT med / p90", lambda r: _latency(r, "tpot_ms"), ("tpot_ms_median",)),
+    Column("step", "step", _delta_cell("step_ms_median", fmt_ms), ("step_ms_median",)),
+    Column("step_p90", "step med / p90", lambda r: _latency(r, "step_ms"), ("step_ms_median",)),
+    Column("total", "total", _delta_cell("total_ms", fmt_ms), ("total_ms",)),
+    Column("scoring", "scoring", lambda r: fmt_ms(r.get("scoring_ms")), ("scoring_ms",)),
+    Column("tokens", "tokens = llava", lambda r: DASH if r.get("token_agreement") is None
+           else f"{r['token_agreement'] * 100:.1f}%", ("token_agreement",)),
+    Column("status", "status", lambda r: _status(r), (), False),
 )  # fmt: skip
-# columns shown only when the value varies inside one mode table (otherwise in the title)
+BY_KEY = {c.key: c for c in COLUMNS}
+# the compact default: what matters per mode, fits 120 columns (`--wide`: every column with data)
+COMPACT = {
+    "prefill": ("method", "keep", "image", "layers", "macs", "flops", "peak", "ttft"),
+    "no-cache": ("method", "gen", "keep", "text", "layers", "macs", "flops", "step", "total"),
+    "kv-cache": ("method", "gen", "keep", "text", "macs", "kv_gen", "peak", "tpot"),
+}
+WIDE_EXCLUDED = {"tpot", "step"}  # --wide shows the median / p90 versions instead
+# shown in the title when constant inside one mode table, as a column when they vary
 CONTEXT = (("model", "model"), ("device", "device"), ("dtype", "dtype"), ("attn", "attn"),
-           ("batch", "batch"))  # fmt: skip
+           ("batch", "batch"), ("prompt_len", "prompt"), ("gen_len", "gen"))  # fmt: skip
 
 
 @dataclass
 class TableData:
-    """A rendered-to-strings table: the one source for rich, Markdown and the run summary."""
+    """A rendered-to-strings table: the one source for rich and Markdown."""
 
     title: str
     headers: list[str]
@@ -148,19 +183,19 @@ def _varying(rows: list[dict], key: str) -> bool:
     return len({str(r.get(key)) for r in rows}) > 1
 
 
-def _context_title(rows: list[dict], lead: str) -> tuple[str, list[tuple[str, str]]]:
+def _context_title(rows: list[dict], lead: str) -> tuple[str, list[str]]:
     """Title naming what is constant; the varying context fields become columns."""
     fixed, varying = [], []
-    for key, header in CONTEXT:
+    for key, label in CONTEXT:
         if _varying(rows, key):
-            varying.append((key, header))
+            varying.append(key)
         elif rows and rows[0].get(key) is not None:
-            fixed.append(f"batch {rows[0][key]}" if key == "batch" else str(rows[0][key]))
+            fixed.append(f"{label} {rows[0][key]}" if key in ("batch", "prompt_len", "gen_len") else str(rows[0][key]))
     return " · ".join([lead, *fixed]), varying
 
 
 def table_notes(rows: list[dict], deltas: Sequence[str] = tuple(f"{m}_delta_pct" for m in DELTA_METRICS)
-           ) -> list[str]:
+                ) -> list[str]:
     notes = []
     if any(r.get("env_mixed") for r in rows):
         envs = env_labels(r.get("env_id") for r in rows)
@@ -169,7 +204,7 @@ def table_notes(rows: list[dict], deltas: Sequence[str] = tuple(f"{m}_delta_pct"
         notes.append(f"rows from different environments (env ids: {listing}); "
                      f"{ENV_MISMATCH} = Δ% against a llava row from another environment")
     if any(r.get("note") == IMPOSED for r in rows):
-        notes.append(f"{IMPOSED}: budget policy, the keep ratio was imposed (cost of that ratio, "
+        notes.append(f"* {IMPOSED}: budget policy, the keep ratio was imposed (the cost of that ratio, "
                      "not the method's own choice)")
     if any(not r.get("is_baseline") and r.get("method") != BASELINE
            and all(r.get(d) is None for d in deltas) for r in rows):
@@ -189,12 +224,22 @@ def table_notes(rows: list[dict], deltas: Sequence[str] = tuple(f"{m}_delta_pct"
     return notes
 
 
-def _field(name: str):
-    return lambda r: DASH if r.get(name) is None else str(r[name])
+def column_keys(columns: str | Sequence[str] | None) -> list[str] | None:
+    """`--columns macs,ttft` → keys, validated (one-line error listing the valid ones)."""
+    if columns is None:
+        return None
+    keys = [c.strip() for c in (columns.split(",") if isinstance(columns, str) else columns) if c.strip()]
+    unknown = [k for k in keys if k not in BY_KEY]
+    if unknown:
+        raise DynbenchError(f"unknown column(s) {', '.join(unknown)}; choose from: {', '.join(BY_KEY)}")
+    return keys
 
 
-def mode_tables(cmp: pd.DataFrame) -> list[TableData]:
-    """One table per mode present in a `compare` result (strings, no markup)."""
+def mode_tables(cmp: pd.DataFrame, columns: Sequence[str] | None = None, wide: bool = False) -> list[TableData]:
+    """One table per mode present in a `compare` result (strings, no markup). Columns: `columns`
+    (keys of `COLUMNS`), else every column with data (`wide`), else the compact set of the mode;
+    columns without any value in that table are left out, a `status` column appears when a
+    point did not end ok."""
     all_rows = records(cmp)
     tables = []
     for mode in [*MODES, *sorted({str(r["mode"]) for r in all_rows} - set(MODES))]:
@@ -202,29 +247,27 @@ def mode_tables(cmp: pd.DataFrame) -> list[TableData]:
         if not rows:
             continue
         title, varying = _context_title(rows, mode)
-        cols = [Column(h, _field(k), (), False) for k, h in varying]
-        cols += [
-            Column("method", lambda r: r.get("method") or DASH, (), False),
-            Column("prompt", lambda r: DASH if r.get("prompt_len") is None else str(r["prompt_len"])),
-        ]
-        if mode != "prefill":
-            cols.append(Column("gen", lambda r: DASH if r.get("gen_len") is None else str(r["gen_len"])))
-        cols.append(Column("keep v/t", keeps_label, (), False))
-        cols.append(Column("image kept", lambda r: _counted(
-            r, "image_tokens_kept", "image_tokens", "vision_keep_realized")))
-        if mode != "prefill":
-            cols.append(Column("text kept/fed", lambda r: _counted(
-                r, "text_tokens_kept", "text_tokens_fed", "text_keep_realized")))
-        cols += [c for c in METRIC_COLUMNS if any(r.get(n) is not None for r in rows for n in c.needs)]
-        if any(r.get("token_agreement") is not None for r in rows):
-            cols.append(Column("tokens = llava", lambda r: DASH if r.get("token_agreement") is None
-                               else f"{r['token_agreement'] * 100:.1f}%"))  # fmt: skip
-        cols.append(Column("status", _status, (), False))
+        if columns is not None:
+            keys = list(columns)
+        elif wide:
+            keys = [c.key for c in COLUMNS if c.key not in WIDE_EXCLUDED]
+        else:
+            keys = list(COMPACT.get(mode, COMPACT["prefill"]))
+            if any(r.get("status") not in (None, "ok") for r in rows):
+                keys.append("status")
+        keys = [k for k in keys if k not in ("prompt", "gen") or ({"prompt": "prompt_len", "gen": "gen_len"}[k]
+                                                                  in varying or columns is not None)]
+        cols = [Column(k, dict(CONTEXT)[k], lambda r, k=k: DASH if r.get(k) is None else str(r[k]), (), False)
+                for k in varying if k not in ("prompt_len", "gen_len")]  # fmt: skip
+        if "prompt_len" in varying and "prompt" not in keys:
+            keys.insert(1, "prompt")
+        if "gen_len" in varying and "gen" not in keys:
+            keys.insert(2, "gen")
+        cols += [BY_KEY[k] for k in keys if not BY_KEY[k].needs
+                 or any(r.get(n) is not None for r in rows for n in BY_KEY[k].needs)]  # fmt: skip
         if any(r.get("env_mixed") for r in rows):
-            cols.append(Column("env", lambda r: r.get("env", "?") + (ENV_MISMATCH if r.get("env_mismatch")
-                                                                     else ""), (), False))  # fmt: skip
-        if any(r.get("note") for r in rows):
-            cols.append(Column("note", lambda r: r.get("note") or "", (), False))
+            cols.append(Column("env", "env", lambda r: r.get("env", "?") + (ENV_MISMATCH if r.get("env_mismatch")
+                                                                            else ""), (), False))  # fmt: skip
         tables.append(TableData(
             title=title, headers=[c.header for c in cols],
             rows=[[c.cell(r) for c in cols] for r in rows],
@@ -234,11 +277,15 @@ def mode_tables(cmp: pd.DataFrame) -> list[TableData]:
 
 
 def rich_table(t: TableData):
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=t.title, caption="\n".join(t.notes) or None, caption_justify="left")
+    # light rules, no outer edge: the compact tables fit 120 columns
+    table = Table(title=t.title, caption="\n".join(t.notes) or None, caption_justify="left", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
+                  collapse_padding=True)  # fmt: skip
     for header, numeric in zip(t.headers, t.numeric, strict=True):
-        table.add_column(header, justify="right" if numeric else "left")
+        table.add_column(header, justify="right" if numeric else "left", no_wrap=not numeric)
     for row in t.rows:
         table.add_row(*row)
     return table
@@ -251,14 +298,14 @@ def markdown_table(t: TableData, level: str = "###") -> str:
     return text
 
 
-def render_table(cmp: pd.DataFrame) -> list:
+def render_table(cmp: pd.DataFrame, columns: Sequence[str] | None = None, wide: bool = False) -> list:
     """rich Tables, one per mode, from a `compare` result."""
-    return [rich_table(t) for t in mode_tables(cmp)]
+    return [rich_table(t) for t in mode_tables(cmp, columns, wide)]
 
 
-def to_markdown(cmp: pd.DataFrame) -> str:
+def to_markdown(cmp: pd.DataFrame, columns: Sequence[str] | None = None, wide: bool = False) -> str:
     """GitHub-flavoured Markdown: a heading and a table per mode, notes as a list under it."""
-    return "\n".join(markdown_table(t) for t in mode_tables(cmp))
+    return "\n".join(markdown_table(t) for t in mode_tables(cmp, columns, wide))
 
 
 def to_csv(cmp: pd.DataFrame) -> str:
@@ -269,8 +316,10 @@ def to_csv(cmp: pd.DataFrame) -> str:
 FORMATS = ("table", "md", "csv")
 
 
-def build_report(df: pd.DataFrame, fmt: str = "table", paper: bool = False) -> list | str:
-    """`dynbench report`: rich Tables for `table`, a string for `md` / `csv`."""
+def build_report(df: pd.DataFrame, fmt: str = "table", paper: bool = False, columns: str | None = None,
+                 wide: bool = False) -> list | str:
+    """`dynbench report`: rich Tables for `table`, a string for `md` / `csv` (every column)."""
+    keys = column_keys(columns)
     if fmt not in FORMATS:
         raise DynbenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not summary_rows(df):
@@ -282,64 +331,21 @@ def build_report(df: pd.DataFrame, fmt: str = "table", paper: bool = False) -> l
     if fmt == "csv":
         return to_csv(data)
     if fmt == "md":
-        return paper_to_markdown(data) if paper else to_markdown(data)
-    return render_paper_table(data) if paper else render_table(data)
+        return paper_to_markdown(data) if paper else to_markdown(data, keys, wide)
+    return render_paper_table(data) if paper else render_table(data, keys, wide)
 
 
-RUN_COLUMNS = ("method", "mode", "prompt", "gen", "keep v/t", "img kept", "text kept",
-               "layer lens", "MACs", "peak mem", "KV prompt/gen", "latency", "status")  # fmt: skip
-_RUN_LEFT = {"method", "mode", "keep v/t", "layer lens", "latency", "status"}
-_RUN_WRAP = {"img kept", "text kept", "KV prompt/gen", "status"}  # the rest never wraps
+def run_tables(rows: list[dict], folder_rows: Sequence[Mapping[str, Any]] | None = None) -> list:
+    """What `dynbench run` prints: the compact mode tables of the points it ran. With the results
+    folder's records (`folder_rows`), Δ% also finds a `llava` row recorded there earlier (a
+    resumed sweep), its environment difference flagged as in `report`."""
+    from dynbench.records import POINT_KEY
 
-
-def summary_table(rows: list[dict]):
-    """The table `dynbench run` prints after a sweep: one line per point, Δ% vs llava.
-
-    Compact on purpose (it must fit a 160-column log): realized keeps as counts, per-layer
-    lengths run-length encoded, one headline latency per mode (prefill TTFT, no-cache step
-    median, kv-cache TPOT median); budget rows say "imposed" after their keep ratios.
-    """
-    from rich import box
-    from rich.table import Table
-
-    summaries = [r for r in rows if r.get("step") is None]
-    # one space between columns; only short-content columns may wrap: it fits 160 columns
-    table = Table(title="dynbench run", caption_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0),
-                  show_edge=False)  # fmt: skip
-    for h in RUN_COLUMNS:
-        table.add_column(h, justify="left" if h in _RUN_LEFT else "right", no_wrap=h not in _RUN_WRAP)
-    if not summaries:
-        table.caption = "no point finished"
-        return table
-    df = pd.DataFrame.from_records(summaries)
-    lists = {key_of(r, SHOWN_POINT): r for r in summary_rows(df)}
-    cmp = records(compare(df))
-    for r in cmp:
-        mode, src = r.get("mode"), lists.get(key_of(r, SHOWN_POINT), {})
-        lat = HEADLINE.get(mode)
-        label = {"ttft_ms": "TTFT", "step_ms_median": "step", "tpot_ms_median": "TPOT"}.get(lat, "")
-        latency = DASH if lat is None or r.get(lat) is None else (
-            f"{label} {_with_delta(fmt_ms(r[lat]), r, lat)}")
-        keep = keeps_label(r) + (" imposed" if r.get("note") == IMPOSED else "")
-        text = DASH if mode == "prefill" or r.get("text_tokens_fed") is None else (
-            f"{DASH if r.get('text_tokens_kept') is None else r['text_tokens_kept']}/{r['text_tokens_fed']}")
-        image = DASH if r.get("image_tokens_kept") is None else f"{r['image_tokens_kept']}"
-        table.add_row(
-            r.get("method") or DASH, mode or DASH,
-            DASH if r.get("prompt_len") is None else str(r["prompt_len"]),
-            DASH if r.get("gen_len") is None else str(r["gen_len"]), keep, image, text,
-            run_length(src.get("layer_cache_lens") if mode == "kv-cache" else src.get("layer_seq_lens")),
-            _with_delta(fmt_t(r.get("tmacs")), r, "tmacs"), fmt_bytes(r.get("peak_mem_bytes")),
-            f"{fmt_bytes(r.get('kv_bytes_prompt'))}/{fmt_bytes(r.get('kv_bytes_generated'))}", latency,
-            _status(r) + (f" (env {r['env']})" if r.get("env_mixed") else ""),
-        )  # fmt: skip
-    notes = [n.replace(f"{IMPOSED}:", f"imposed = {IMPOSED}:") for n in table_notes(cmp)]
-    table.caption = "\n".join([
-        "Δ% vs llava at the same point; MACs measured by fvcore (whole forward); layer lens = "
-        "input length of each decoder layer (prefill, no-cache: last step) or its KV length after the "
-        "last step (kv-cache), run-length encoded (e.g. 584×2 123×2: 584 tokens in layers 0–1, 123 in layers 2–3)",
-        *notes])  # fmt: skip
-    return table
+    mine = {key_of(r, POINT_KEY) for r in rows if r.get("step") is None}
+    source = list(folder_rows) if folder_rows is not None else [r for r in rows if r.get("step") is None]
+    cmp = compare(pd.DataFrame.from_records(source))
+    shown = cmp[[key_of(r, POINT_KEY) in mine for r in records(cmp)]]
+    return render_table(shown)
 
 
 def presets_table(presets: Mapping[str, Any], counts: Mapping[str, Sequence[int]]):
