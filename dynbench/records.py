@@ -34,7 +34,8 @@ WITH_PREFILL = ("prefill", "kv-cache")
 @dataclass(frozen=True)
 class Column:
     name: str
-    group: str  # README section: spec, identity, environment, weights and inputs, counts, FLOPs, memory, latency
+    group: str  # README section: spec, identity, environment, weights and inputs, counts, FLOPs, memory,
+    # latency, roofline
     type: str  # str | int | float | bool | list[int] | list[float] | list | dict
     doc: str
     unit: str = ""
@@ -48,6 +49,7 @@ def _c(name, group, type_, doc, unit="", rows=BOTH, modes=MODES) -> Column:
 
 SPEC, IDENT, ENV, SOURCE, COUNTS, FLOPS, MEMORY, LATENCY = (
     "spec", "identity", "environment", "weights and inputs", "counts", "FLOPs", "memory", "latency")  # fmt: skip
+ROOFLINE = "roofline"
 
 COLUMNS: tuple[Column, ...] = (
     # ---- spec: the RunSpec, one column per field (axes a point does not use are null)
@@ -169,6 +171,30 @@ COLUMNS: tuple[Column, ...] = (
     _c("throttled", LATENCY, "bool", "a power / thermal limit held the clocks down (NVML)", rows=SUMMARY),
     _c("sm_clock_mhz", LATENCY, "int", "SM clock (NVML)", "MHz", SUMMARY),
     _c("step_ms", LATENCY, "float", "this step's time", "ms", STEP),
+    # ---- roofline (measure/roofline.py): analytic lower bounds on roofline_gpu, null without one
+    _c("step_roofline_ms", ROOFLINE, "float", "max(2 × tmacs / peak, roofline_bytes / bandwidth) of this step",
+       "ms", STEP),
+    _c("roofline_bound", ROOFLINE, "str", "compute | memory: which roof bounds this step", rows=STEP),
+    _c("roofline_bytes", ROOFLINE, "int", "bytes the step moves: weights of the modules that ran, embedding "
+       "rows, KV read and written (activations ignored; summary: Σ steps of one run)", "bytes"),
+    _c("roofline_kv_bytes", ROOFLINE, "int", "of which KV read + written", "bytes"),
+    _c("ttft_roofline_ms", ROOFLINE, "float", "roofline of the prefill step", "ms", SUMMARY, WITH_PREFILL),
+    _c("tpot_roofline_ms", ROOFLINE, "float", "median roofline of the decode steps", "ms", SUMMARY, ("kv-cache",)),
+    _c("step_roofline_ms_median", ROOFLINE, "float", "median roofline of the forwards", "ms", SUMMARY,
+       ("no-cache",)),
+    _c("total_roofline_ms", ROOFLINE, "float", "Σ steps' rooflines of one run", "ms", SUMMARY),
+    _c("roofline_gpu", ROOFLINE, "str", "GPU spec of the bounds (dynbench gpus; custom = --gpu-spec)",
+       rows=SUMMARY),
+    _c("roofline_tflops", ROOFLINE, "float", "peak used: dense tensor-core bf16/fp16; fp32 CUDA cores "
+       "(TF32 only when allowed)", "TFLOP/s", SUMMARY),
+    _c("roofline_gbps", ROOFLINE, "float", "memory bandwidth used (decimal)", "GB/s", SUMMARY),
+    _c("roofline_projected", ROOFLINE, "bool", "true: projected onto roofline_gpu (CPU / meta run, no latency "
+       "measured there); false: a bound beside a CUDA measurement", rows=SUMMARY),
+    _c("ttft_roofline_ratio", ROOFLINE, "float", "ttft_ms / ttft_roofline_ms (CUDA only)", rows=SUMMARY,
+       modes=WITH_PREFILL),
+    _c("tpot_roofline_ratio", ROOFLINE, "float", "tpot_ms_median / tpot_roofline_ms (CUDA only)", rows=SUMMARY,
+       modes=("kv-cache",)),
+    _c("total_roofline_ratio", ROOFLINE, "float", "total_ms / total_roofline_ms (CUDA only)", rows=SUMMARY),
 )
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 assert len(BY_NAME) == len(COLUMNS), "a column is declared twice"

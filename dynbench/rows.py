@@ -5,13 +5,15 @@ MACs and its time). The summary row: the counts of the first run's last step (ru
 are deterministic on CPU; on a GPU a learned text decision could flip on a near-tie, and each
 run's step rows keep their own counts), FLOPs summed over that run's steps, the analytic FLOP
 conventions, and every latency column from `latency_columns` — a pure function of the per-run
-step samples — plus memory and clocks. Columns are the schema's (`records.py`).
+step samples — plus memory and clocks, and with a GPU spec the roofline bound of every step
+(`measure/roofline.py`) and the run's. Columns are the schema's (`records.py`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dynbench.measure import roofline
 from dynbench.measure.latency import latency_columns
 from dynbench.measure.point import PointMeasurement
 from dynbench.models.rules import (
@@ -41,6 +43,7 @@ class ModelFacts:
     preset: object  # models.presets.Preset
     params: int
     weights_bytes: int
+    module_bytes: roofline.ModuleBytes | None = None  # per-module weights, for roofline bounds
 
 
 @dataclass(frozen=True)
@@ -73,17 +76,23 @@ def attn_ledger(mode: str, steps) -> dict[str, dict[str, str]] | None:
     return ledger or None
 
 
-def point_rows(spec, model: ModelFacts, measured: PointMeasurement, cost=None) -> PointRows:
-    """Rows of one point; `cost` (a `measure.model_cost.ModelCost`) adds fvcore MACs."""
+def point_rows(spec, model: ModelFacts, measured: PointMeasurement, cost=None,
+               roof: roofline.Roof | None = None) -> PointRows:
+    """Rows of one point; `cost` (a `measure.model_cost.ModelCost`) adds fvcore MACs, and with
+    them `roof` (`measure.roofline.Roof`) the roofline bound of every step."""
     steps: list[dict] = []
     summary: dict = {}
     for repeat, run in enumerate(measured.runs):
         run_summary, rows = _run_rows(spec, model, run, cost)
+        if roof is not None and cost is not None and model.module_bytes is not None:
+            run_summary.update(_roofline(spec, model, run, rows, roof))
         if repeat == 0:
             summary = run_summary
         ms = measured.step_ms[repeat] if measured.step_ms is not None else [None] * len(rows)
         for row, sample in zip(rows, ms, strict=True):
             row.update(repeat=repeat if measured.step_ms is not None else None, step_ms=sample)
+            for name in roofline.ROOF_STEP:  # null without a GPU spec: every row carries every column
+                row.setdefault(name, None)
         steps += rows
     summary.update(dict.fromkeys(LATENCY_COLUMNS + MEMORY_COLUMNS))
     if measured.step_ms is not None:
@@ -92,7 +101,22 @@ def point_rows(spec, model: ModelFacts, measured: PointMeasurement, cost=None) -
         summary.update(throttled=measured.clock.throttled, sm_clock_mhz=measured.clock.sm_clock_mhz_end)
     if measured.memory is not None:
         summary.update({name: getattr(measured.memory, name) for name in MEMORY_COLUMNS})
+    for name in roofline.ROOF_SUMMARY:  # null = no GPU named (CPU / meta without --gpu) or no FLOPs
+        summary.setdefault(name, None)
+    if summary["roofline_gpu"] is not None and not roof.projected:
+        summary.update(roofline.ratio_columns(summary))  # measured / bound, beside a CUDA measurement
     return PointRows(summary, steps)
+
+
+def _roofline(spec, model: ModelFacts, result: ModeResult, rows: list[dict], roof: roofline.Roof) -> dict:
+    """Each step row's bound (added to `rows`) and the run's roofline summary columns."""
+    p = model.preset
+    entry = roofline.kv_entry_bytes(p.kv_heads, p.head_dim, DTYPE_BYTES[spec.dtype])
+    nbytes = [roofline.step_bytes(step, model.module_bytes, p.image_tokens, entry, spec.batch)
+              for step in result.steps]  # fmt: skip
+    for row, b in zip(rows, nbytes, strict=True):
+        row.update(roofline.step_columns(roof, row["tmacs"], b))
+    return roofline.summary_columns(spec.mode, roof, [row["step_roofline_ms"] for row in rows], nbytes)
 
 
 def _kv(spec, preset):

@@ -9,7 +9,9 @@ short has no summary and `--resume` runs it again). Policy:
   loaded once per (dtype, device, attention) and serves `llava` and the baselines as a view;
 * an out-of-memory point becomes an `oom` row (memory is released after leaving the handler,
   when the traceback no longer holds the network's tensors), any other exception an
-  `error: …` row; the sweep goes on. A `DynbenchError` (the user's input) ends it.
+  `error: …` row; the sweep goes on. A `DynbenchError` (the user's input) ends it;
+* roofline bounds on the GPU `--gpu` / `--gpu-spec` name (a projection on CPU / meta), or on CUDA
+  on the card NVML names (`measure/roofline.py`); none otherwise.
 """
 
 from __future__ import annotations
@@ -69,9 +71,11 @@ class LoadedModel:
 
 class Sweep:
     def __init__(self, out_dir: Path | None = None, flops: bool = True, source: Source | None = None,
-                 warn: Callable[[str], None] | None = None):
+                 warn: Callable[[str], None] | None = None, gpu=None):
         self.out_dir = out_dir
         self.flops = flops
+        self.gpu = gpu  # measure.gpus.GpuSpec of --gpu / --gpu-spec; None: from NVML on CUDA, else no roofline
+        self._gpu_warned = False
         self.source = source or Source()
         self.warn = warn or (lambda message: warnings.warn(message, stacklevel=3))  # the CLI prints a line
         self._loaded: tuple[tuple, LoadedModel] | None = None  # one model in memory at a time
@@ -95,6 +99,7 @@ class Sweep:
         from dynbench.measure import env as envmod
         from dynbench.measure.memory import MemoryTracker, weights_bytes
         from dynbench.measure.model_cost import ModelCost
+        from dynbench.measure.roofline import module_bytes
         from dynbench.models.build import DTYPES, count_parameters
         from dynbench.rows import ModelFacts
 
@@ -107,7 +112,7 @@ class Sweep:
         if spec.device == "cuda":
             torch.cuda.synchronize()
         snap = envmod.snapshot(spec.device, DTYPES[spec.dtype], spec.attn)
-        facts = ModelFacts(net.preset, count_parameters(net), weights_bytes(net))
+        facts = ModelFacts(net.preset, count_parameters(net), weights_bytes(net), module_bytes(net))
         loaded = LoadedModel(net, memory, ModelCost(net), snap, envmod.env_id(snap), facts)
         if self.out_dir is not None:
             snapshot = json.dumps(snap, indent=2, sort_keys=True) + "\n"
@@ -179,8 +184,9 @@ class Sweep:
         from dynbench.rows import point_rows
 
         cost = loaded.cost if self.flops else None
+        roof = self._roof(spec, loaded)
         if spec.device == "meta":
-            rows = point_rows(spec, loaded.facts, plan_point(spec, loaded.facts.preset), cost)
+            rows = point_rows(spec, loaded.facts, plan_point(spec, loaded.facts.preset), cost, roof)
             rows.summary["load_avg_1m"] = None  # nothing ran
             return rows
         load = envmod.load_average()
@@ -191,9 +197,28 @@ class Sweep:
             torch.cuda.empty_cache()
         inputs = self.source.point_inputs(spec, loaded.facts.preset).to(loaded.net.device)  # once, before warm-up
         measured = measure_point(spec, loaded.net, inputs, loaded.memory, loaded.facts.weights_bytes)
-        rows = point_rows(spec, loaded.facts, measured, cost)
+        rows = point_rows(spec, loaded.facts, measured, cost, roof)
         rows.summary["load_avg_1m"] = load
         return rows
+
+    def _roof(self, spec, loaded: LoadedModel):
+        """The point's roofline (`measure.roofline.Roof`): --gpu / --gpu-spec, else on CUDA the
+        card NVML names; None without either (a CUDA card not in the table is warned about once)."""
+        from dynbench.measure.roofline import Roof, gpu_for_device
+
+        gpu = gpu_for_device(self.gpu, spec.device, loaded.env.get("gpu_name"))
+        if gpu is None:
+            if spec.device == "cuda" and not self._gpu_warned:
+                self._gpu_warned = True
+                self.warn(f"GPU {loaded.env.get('gpu_name')!r} is not in the spec table (dynbench gpus): "
+                          "no roofline columns; name it with --gpu or --gpu-spec TFLOPS,GBPS")
+            return None
+        tf32 = False
+        if spec.dtype == "float32":
+            import torch
+
+            tf32 = bool(torch.backends.cuda.matmul.allow_tf32)
+        return Roof.of(gpu, spec.dtype, tf32, projected=spec.device != "cuda")
 
     def _warn_load(self, spec, load: float | None) -> None:
         """Warn (once per sweep) when other work competes for the CPU the timings come from."""

@@ -1,4 +1,4 @@
-"""`dynbench models` and `dynbench env`: what dynbench knows and what it would record."""
+"""`dynbench models`, `dynbench gpus` and `dynbench env`: what dynbench knows and what it would record."""
 
 from __future__ import annotations
 
@@ -24,6 +24,20 @@ def models() -> None:
     counts = {name: [count_parameters(build_model(name, m, device="meta")) for m in ("llava", "dynamic-llava")]
               for name in PRESETS}  # fmt: skip
     out_console().print(presets_table(PRESETS, counts))
+
+
+@app.command()
+def gpus(json_out: Annotated[bool, flag("--json", help="print the table as JSON")] = False) -> None:
+    """List the GPU specs roofline bounds use (--gpu NAME): dense peaks, bandwidth, sources."""
+    from dataclasses import asdict
+
+    from dynbench.measure.gpus import GPUS
+    from dynbench.report.tables import gpus_table
+
+    if json_out:
+        print(json.dumps([asdict(g) for g in GPUS.values()], indent=2))
+        return
+    out_console().print(gpus_table(GPUS))
 
 
 @app.command("env")

@@ -23,6 +23,7 @@ EXAMPLES = """[bold]Examples[/]
   dynbench run --suite suites/smoke.yaml --out results/smoke     [dim]# every mode; resumable with --resume[/]
   dynbench run --device meta --model llava-1.5-7b --mode prefill --prompt-len 40   [dim]# 7B counts, no GPU[/]
   dynbench run --method llava,dynamic-llava,fastv,h2o --mode kv-cache --gen-len 128 --device cuda --dtype bfloat16
+  dynbench run --device meta --model llava-1.5-7b --mode kv-cache --dtype float16 --gpu h100-sxm  [dim]# roofline[/]
 """
 
 
@@ -105,6 +106,10 @@ def run(
                                   "step (adds events to timed steps; recorded)", panel=MEASURE)] = False,
     flops: Annotated[bool, typer.Option("--flops/--no-flops", help="count FLOPs with fvcore",
                                         rich_help_panel=MEASURE)] = True,
+    gpu: Annotated[str | None, opt("roofline bounds on this GPU (dynbench gpus): a projection on cpu / meta; "
+                                   "on cuda the card NVML names is the default", MEASURE, "NAME")] = None,
+    gpu_spec: Annotated[str | None, opt("roofline bounds on a GPU not in the table: peak TFLOP/s and memory "
+                                        "GB/s", MEASURE, "TFLOPS,GBPS")] = None,
     suite: Annotated[str | None, opt("a suite YAML file instead of the point flags", OUTPUT, "FILE")] = None,
     out: Annotated[str | None, opt("results folder (records.jsonl is appended there)", OUTPUT, "DIR")] = None,
     resume: Annotated[bool, flag("--resume", help="skip points already recorded in --out", panel=OUTPUT)] = False,
@@ -114,11 +119,15 @@ def run(
     """Measure every point of the sweep: FLOPs, memory, latency and the tokens each method keeps."""
     from dynbench.cli.progress import SweepProgress
     from dynbench.estimate import point_tmacs
+    from dynbench.measure.roofline import resolve_gpu
     from dynbench.report.tables import run_tables
     from dynbench.sources import Source
     from dynbench.sweep import Sweep, order_points, spec_key
 
     point.update(warmup=warmup, repeats=repeats, regions=regions or None)
+    roof_gpu = resolve_gpu(gpu, gpu_spec)
+    if roof_gpu is not None and not flops:
+        raise DynbenchError("--gpu / --gpu-spec bound each step by its FLOPs; drop --no-flops")
     src = Source(**source)
     points = order_points(build_points(point, src, suite))
     if len(points) > MAX_POINTS and not yes:
@@ -127,7 +136,7 @@ def run(
     if not yes:
         refuse_expensive(points)
     warn = lambda message: err_console().print(f"[yellow]Warning:[/] {message}", highlight=False)  # noqa: E731
-    sweep = Sweep(out_dir_for(out, resume), flops=flops, source=src, warn=warn)
+    sweep = Sweep(out_dir_for(out, resume), flops=flops, source=src, warn=warn, gpu=roof_gpu)
     todo, skipped = sweep.pending(points, resume)
     rows = []
     weight = dict(zip(map(spec_key, points), costs, strict=True))

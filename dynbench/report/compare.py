@@ -41,6 +41,10 @@ DELTA_METRICS = (
     "tmacs", "tflops_paper", "equivalent_tokens", "peak_mem_bytes", "kv_bytes", "kv_bytes_prompt", "kv_bytes_generated",
     "ttft_ms", "tpot_ms_median", "tpot_ms_p90", "step_ms_median", "step_ms_p90", "total_ms",
 )  # fmt: skip
+# roofline bounds (measure/roofline.py), compared with llava's on the same roofline_gpu only
+ROOFLINE_METRICS = ("ttft_roofline_ms", "tpot_roofline_ms", "step_roofline_ms_median", "total_roofline_ms")
+ROOFLINE_CARRIED = ("roofline_gpu", "roofline_tflops", "roofline_gbps", "roofline_projected", "ttft_roofline_ratio",
+                    "tpot_roofline_ratio", "total_roofline_ratio")  # fmt: skip
 # latency metrics and the raw samples behind each: their Δ% carries the bootstrap CI of the
 # ratio of medians (the gate's rule) or is marked as noise
 LATENCY_SAMPLES = {"ttft_ms": "ttft_ms_samples", "tpot_ms_median": "latency_ms_samples",
@@ -48,7 +52,7 @@ LATENCY_SAMPLES = {"ttft_ms": "ttft_ms_samples", "tpot_ms_median": "latency_ms_s
 CARRIED = (
     "status", "image_tokens", "image_tokens_kept", "vision_keep_realized", "text_tokens_fed",
     "text_tokens_kept", "text_keep_realized", "timer", "mem_source", "throttled", "env_id",
-    "matched_ratio", "scoring_ms", "layer_seq_lens", "layer_cache_lens",
+    "matched_ratio", "scoring_ms", "layer_seq_lens", "layer_cache_lens", *ROOFLINE_CARRIED,
 )  # fmt: skip
 INT_FIELDS = {
     "batch", "prompt_len", "gen_len", "seed", "step", "repeat", "warmup", "repeats", "image_tokens",
@@ -197,6 +201,7 @@ COMPARE_COLUMNS = (
     "text_tokens_fed", "text_tokens_kept", "text_keep_realized", "token_agreement", "timer",
     "mem_source", "throttled", "matched_ratio", "scoring_ms", "layer_seq_lens", "layer_cache_lens",
     *(c for m in DELTA_METRICS for c in (m, f"{m}_delta_pct")),
+    *ROOFLINE_CARRIED, *(c for m in ROOFLINE_METRICS for c in (m, f"{m}_delta_pct")),
     *(c for m in LATENCY_SAMPLES for c in (f"{m}_delta_ci_low", f"{m}_delta_ci_high", f"{m}_delta_noise")),
 )  # fmt: skip
 _NULLABLE_INT = [c for c in COMPARE_COLUMNS if c in INT_FIELDS or c.endswith("_bytes")
@@ -242,6 +247,10 @@ def compare(df: pd.DataFrame) -> pd.DataFrame:
         for m in DELTA_METRICS:
             item[m] = r.get(m)
             item[f"{m}_delta_pct"] = None if is_base or base is None else delta_pct(r.get(m), base.get(m))
+        same_roof = base is not None and base.get("roofline_gpu") == r.get("roofline_gpu")
+        for m in ROOFLINE_METRICS:
+            item[m] = r.get(m)
+            item[f"{m}_delta_pct"] = None if is_base or not same_roof else delta_pct(r.get(m), base.get(m))
         for m, samples in LATENCY_SAMPLES.items():
             ci = None if is_base or base is None else delta_ci(r.get(samples), base.get(samples))
             item[f"{m}_delta_ci_low"], item[f"{m}_delta_ci_high"] = ci if ci is not None else (None, None)

@@ -99,6 +99,19 @@ def _latency(row: Mapping[str, Any], name: str) -> str:
     return _with_delta(text, row, f"{name}_median")
 
 
+def _roofline(row: Mapping[str, Any], name: str, ratio: str | None = None) -> str:
+    """A roofline bound: '4.05 ms proj. (-1.8%)' projected (nothing measured on that GPU), or
+    '4.05 ms ×1.31 (-1.8%)' beside a CUDA measurement (×: measured / bound)."""
+    text = fmt_ms(row.get(name))
+    if text == DASH:
+        return DASH
+    if row.get("roofline_projected"):
+        text += " proj."
+    elif ratio is not None and row.get(ratio) is not None:
+        text += f" ×{row[ratio]:.2f}"
+    return _with_delta(text, row, name)
+
+
 def _status(row: Mapping[str, Any]) -> str:
     s = row.get("status") or DASH
     return s if len(s) <= 40 else s[:39] + "…"
@@ -150,6 +163,14 @@ COLUMNS = (
     Column("step", "step", _delta_cell("step_ms_median", fmt_ms), ("step_ms_median",)),
     Column("step_p90", "step med / p90", lambda r: _latency(r, "step_ms"), ("step_ms_median",)),
     Column("total", "total", _delta_cell("total_ms", fmt_ms), ("total_ms",)),
+    Column("ttft_roof", "TTFT roofline", lambda r: _roofline(r, "ttft_roofline_ms", "ttft_roofline_ratio"),
+           ("ttft_roofline_ms",)),
+    Column("tpot_roof", "TPOT roofline", lambda r: _roofline(r, "tpot_roofline_ms", "tpot_roofline_ratio"),
+           ("tpot_roofline_ms",)),
+    Column("step_roof", "step roofline", lambda r: _roofline(r, "step_roofline_ms_median"),
+           ("step_roofline_ms_median",)),
+    Column("total_roof", "total roofline", lambda r: _roofline(r, "total_roofline_ms", "total_roofline_ratio"),
+           ("total_roofline_ms",)),
     Column("scoring", "scoring", lambda r: fmt_ms(r.get("scoring_ms")), ("scoring_ms",)),
     Column("tokens", "tokens = llava", lambda r: DASH if r.get("token_agreement") is None
            else f"{r['token_agreement'] * 100:.1f}%", ("token_agreement",)),
@@ -157,10 +178,10 @@ COLUMNS = (
 )  # fmt: skip
 BY_KEY = {c.key: c for c in COLUMNS}
 # the compact default: what matters per mode, fits 120 columns (`--wide`: every column with data)
-COMPACT = {
-    "prefill": ("method", "keep", "image", "layers", "macs", "flops", "peak", "ttft"),
-    "no-cache": ("method", "gen", "keep", "text", "layers", "macs", "flops", "step", "total"),
-    "kv-cache": ("method", "gen", "keep", "text", "macs", "kv_gen", "peak", "tpot"),
+COMPACT = {  # the roofline bound only where `--gpu` gave one (a column without data is left out)
+    "prefill": ("method", "keep", "image", "layers", "macs", "flops", "peak", "ttft", "ttft_roof"),
+    "no-cache": ("method", "gen", "keep", "text", "layers", "macs", "flops", "step", "total", "step_roof"),
+    "kv-cache": ("method", "gen", "keep", "text", "macs", "kv_gen", "peak", "tpot", "tpot_roof"),
 }
 WIDE_EXCLUDED = {"tpot", "step"}  # --wide shows the median / p90 versions instead
 # shown in the title when constant inside one mode table, as a column when they vary
@@ -216,6 +237,13 @@ def table_notes(rows: list[dict], deltas: Sequence[str] = tuple(f"{m}_delta_pct"
         notes.append("CPU timings (perf_counter): not comparable with GPU latency")
     if any(r.get("device") == "meta" for r in rows):
         notes.append("meta device: shape-only counts, no latency or memory")
+    roofs = {(r["roofline_gpu"], r.get("roofline_tflops"), r.get("roofline_gbps")): None for r in rows
+             if r.get("roofline_gpu") is not None}  # fmt: skip
+    if roofs:
+        named = ", ".join(f"{g} ({t:g} TFLOP/s, {b:g} GB/s)" for g, t, b in roofs)
+        notes.append(f"roofline: the fastest {named} allows, max(2×MACs / peak, bytes / bandwidth), bytes = weights "
+                     "of the modules that ran + KV read and written (activations ignored) — a lower bound; proj. = "
+                     "projected (not measured on that GPU), ×r = measured / bound")
     if any(r.get("mem_source") == "cpu_tensors" for r in rows):
         notes.append("peak memory on CPU: weights and inputs + the peak of tensors allocated in one "
                      "run (torch.profiler memory events), per point")
@@ -369,4 +397,22 @@ def env_table(snap: Mapping[str, Any]):
     table = Table(title="dynbench env", show_header=False)
     for key, value in snap.items():
         table.add_row(key, DASH if value is None else str(value))
+    return table
+
+
+def gpus_table(gpus: Mapping[str, Any]):
+    """`dynbench gpus`: the spec table roofline bounds use (`measure.gpus.GPUS`)."""
+    from rich.table import Table
+
+    table = Table(title="dynbench GPU specs (dense peaks, boost clock)",
+                  caption="--gpu NAME selects one; --gpu-spec TFLOPS,GBPS any other. float32 bounds use the FP32 "
+                  "column (PyTorch's default: TF32 off for matmuls), TF32 only when allowed. ridge = FLOP per "
+                  "byte where 16-bit compute meets memory bandwidth.", caption_justify="left")  # fmt: skip
+    for col in ("name", "GPU", "bf16/fp16 TFLOP/s", "TF32", "FP32", "GB/s", "memory", "ridge FLOP/B", "source"):
+        table.add_column(col, justify="left" if col in ("name", "GPU", "source") else "right",
+                         overflow="fold", no_wrap=col in ("name", "GPU"))  # fmt: skip
+    for name, g in gpus.items():
+        table.add_row(name, g.label, f"{g.tflops_fp16:g}", f"{g.tflops_tf32:g}", f"{g.tflops_fp32_nontensor:g}",
+                      f"{g.mem_gbps:g}", DASH if g.mem_gib is None else f"{g.mem_gib:g} GB",
+                      f"{g.tflops_fp16 * 1e3 / g.mem_gbps:.0f}", g.source)  # fmt: skip
     return table
