@@ -62,7 +62,8 @@ class Step:
     image_tokens_kept: int  # per row, from the layer that drops image tokens on
     text_tokens_fed: int  # generated tokens fed so far
     text_tokens_kept: int | None  # of those, kept from the sparse layer on (cached, or not dropped)
-    # KV bytes; h2o's split is data-dependent: a 0-d device tensor until `to_host`, None in a plan
+    # KV bytes; h2o's split is data-dependent: deferred (`baselines.DeferredSplit`) until `to_host`,
+    # None in a plan
     kv_bytes_prompt: int | None
     kv_bytes_generated: int | None
     # what ran, for cost accounting (FLOPs): per decoder layer (queries, keys attended), whether
@@ -82,8 +83,8 @@ class Step:
         self.tokens = None
         for name in ("kv_bytes_prompt", "kv_bytes_generated"):
             value = getattr(self, name)
-            if isinstance(value, torch.Tensor):
-                setattr(self, name, int(value.item()))
+            if hasattr(value, "resolve"):  # h2o's per-head split, read after the run
+                setattr(self, name, value.resolve())
 
 
 @dataclass

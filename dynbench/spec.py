@@ -94,6 +94,9 @@ class RunSpec:
                 raise DynbenchError(f"--{name.replace('_', '-')} must be in (0, 1], got {value}")
         if self.text_policy == "learned" and self.text_keep is not None:
             raise DynbenchError(TEXT_KEEP_WITH_LEARNED)
+        if self.attn == "flash_attention_2" and self.dtype == "float32":
+            raise DynbenchError("--attn flash_attention_2 runs float16 or bfloat16 only (flash-attn rejects "
+                                "float32); add --dtype bfloat16 or use --attn sdpa")
         if self.device == "meta" and self.method == "dynamic-llava" and self.text_policy == "learned" \
                 and self.mode != "prefill":
             raise DynbenchError("learned text decisions depend on the weights and cannot be counted without running "
@@ -243,7 +246,7 @@ FIELDS: dict[str, tuple[type, bool, object]] = {
     "model": (str, False, "tiny"),
     "text_policy": (str, False, "budget"),
     "reuse_vision": (bool, False, False),
-    "batch": (int, False, 1),
+    "batch": (int, True, [1]),  # an axis: suites sweep batch 1 and 8 (the paper's Table 4)
     "seed": (int, False, 0),
     "device": (str, False, "auto"),
     "dtype": (str, False, "float32"),

@@ -152,7 +152,8 @@ def test_bad_run_input(tmp_path, capsys, extra, message):
     assert len(err) == 1 and err[0].startswith("Error: ") and message in err[0], err
 
 
-def test_suite_points(tmp_path):
+def test_suite_points(tmp_path, monkeypatch):
+    from dynbench import spec as spec_mod
     from dynbench.spec import load_suite
 
     points = load_suite("suites/smoke.yaml")
@@ -160,9 +161,14 @@ def test_suite_points(tmp_path):
         (m, k) for m in ("prefill", "no-cache", "kv-cache") for k in ("llava", "dynamic-llava")
     }
     assert len(points) == 1 + 2 + 2 + 2  # llava prefill once; dynamic prefill at two keeps
-    for name, n_points in (("suites/ci-gpu.yaml", 1 + 2 + 2 * 2 + 2), ("suites/paper.yaml", 2 + 2 + 12)):
-        if torch.cuda.is_available():
-            assert len(load_suite(name)) == n_points
-        else:  # the GPU suites name --device cuda: refused, in one line, on a CPU machine
-            with pytest.raises(DynbenchError, match="no CUDA device"):
-                load_suite(name)
+    if not torch.cuda.is_available():  # the GPU suites name --device cuda: refused, in one line, on a CPU machine
+        with pytest.raises(DynbenchError, match="no CUDA device"):
+            load_suite("suites/ci-gpu.yaml")
+    # with the device check stubbed (as on a GPU runner), every GPU suite loads
+    monkeypatch.setattr(spec_mod, "resolve_device", lambda device: device)
+    ci = load_suite("suites/ci-gpu.yaml")
+    # prefill: llava + 2 keeps; kv-cache at batch 1 and 8 for both methods; no-cache for both
+    assert len(ci) == (1 + 2) + 2 * 2 + 2 and {p.batch for p in ci if p.mode == "kv-cache"} == {1, 8}
+    assert all(p.device == "cuda" and p.dtype == "bfloat16" for p in ci)
+    assert len(load_suite("suites/paper.yaml")) == 2 + 2 + 12
+    assert load_suite("suites/baselines-gpu.yaml")

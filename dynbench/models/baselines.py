@@ -155,17 +155,50 @@ class EvictingKVCache(PrunableKVCache):
         self.n_prompt[layer_idx] = (index < bound).sum(-1)  # entries stay in order: prompt first
 
     def kv_bytes(self):
-        """(prompt, generated) logical KV bytes; tensors (0-d, on the device) once heads differ."""
-        prompt, total = 0, 0
+        """(prompt, generated) logical KV bytes: ints while every head holds the same tokens; once
+        h2o's heads differ, a `DeferredSplit` — summing the per-head counts would launch a few
+        kernels per layer inside the timed step, so `Step.to_host` resolves it after the run."""
+        total, prompt, per_head = 0, 0, []
         for k, n_prompt in zip(self.keys, self.n_prompt, strict=True):
             if k is None:
                 continue
             batch, kv_heads, length, head_dim = k.shape
             per_entry = 2 * head_dim * k.element_size()
             total += batch * kv_heads * length * per_entry
-            entries = n_prompt * batch * kv_heads if isinstance(n_prompt, int) else n_prompt.sum()
-            prompt = prompt + entries * per_entry
-        return prompt, total - prompt
+            if isinstance(n_prompt, int):
+                prompt += n_prompt * batch * kv_heads * per_entry
+            else:
+                per_head.append((n_prompt, per_entry))  # the tensor is replaced, never changed in place
+        if not per_head:
+            return prompt, total - prompt
+        split = DeferredSplit(total, prompt, per_head)
+        return split.prompt, split.generated
+
+
+class DeferredSplit:
+    """A prompt / generated KV split whose per-head counts are still on the device."""
+
+    def __init__(self, total: int, prompt_known: int, per_head: list[tuple[torch.Tensor, int]]):
+        self.total, self.prompt_known, self.per_head = total, prompt_known, per_head
+        self._prompt: int | None = None
+        self.prompt, self.generated = _Part(self, "prompt"), _Part(self, "generated")
+
+    def resolve(self) -> int:
+        """Prompt bytes (reads the device once)."""
+        if self._prompt is None:
+            self._prompt = self.prompt_known + sum(int(n.sum()) * per_entry for n, per_entry in self.per_head)
+        return self._prompt
+
+
+class _Part:
+    """One side of a `DeferredSplit`; `Step.to_host` calls `resolve()`."""
+
+    def __init__(self, split: DeferredSplit, side: str):
+        self.split, self.side = split, side
+
+    def resolve(self) -> int:
+        prompt = self.split.resolve()
+        return prompt if self.side == "prompt" else self.split.total - prompt
 
 
 # ---- the models -------------------------------------------------------------------------------

@@ -191,6 +191,9 @@ class LlavaForBench(nn.Module):
         cos_sin = lm.rotary_emb(hidden, position_ids)
         hook_layer = self.sparse_layer if hook_layer is None else hook_layer
         seq_lens = []
+        # each layer's cache grows only when that layer runs: its length before it runs is the one
+        # at the start of the forward (read once, not once per layer)
+        cached = cache.lengths() if cache is not None else [0] * len(self.layers)
         for i, layer in enumerate(self.layers):
             if i == hook_layer and sparse_hook is not None:
                 new_hidden, new_pos = sparse_hook(hidden, position_ids)
@@ -198,17 +201,19 @@ class LlavaForBench(nn.Module):
                     cos_sin = _select_positions(cos_sin, position_ids, new_pos)
                 hidden, position_ids = new_hidden, new_pos
             q_len = hidden.shape[1]
-            kv_len = q_len + (cache.lengths()[i] if cache is not None else 0)
+            kv_len = q_len + cached[i]
             seq_lens.append(q_len)
             # cache goes positionally: its keyword is `past_key_values` in transformers 5.17 and
-            # `cache` in 5.24.
+            # `cache` in 5.24. RoPE arrives through `position_embeddings`, so `position_ids` is None:
+            # given gapped ids (after a drop), HF's flash path would test them for packed sequences
+            # (a host sync per layer) and route to the varlen kernel.
             if scorer is not None and i in scorer.layers:
                 mask = self.attention_mask(q_len, kv_len, "eager")
                 with scorer.capture(layer):
-                    hidden = layer(hidden, mask, position_ids, cache, position_embeddings=cos_sin)
+                    hidden = layer(hidden, mask, None, cache, position_embeddings=cos_sin)
             else:
                 mask = self.attention_mask(q_len, kv_len)
-                hidden = layer(hidden, mask, position_ids, cache, position_embeddings=cos_sin)
+                hidden = layer(hidden, mask, None, cache, position_embeddings=cos_sin)
         return lm.norm(hidden), position_ids, seq_lens
 
     # ---- the two kinds of forward the modes use -------------------------------------------------
