@@ -290,7 +290,7 @@ def test_roofline_series_numbers():
     s = roofline_series([pre, kv, dyn], pre_steps + kv_steps + dyn_steps)
     assert (s.gpu, s.tflops, s.gbps, s.ridge) == ("g", 100.0, 1000.0, 100.0)
     assert s.roof(10.0) == pytest.approx(10.0) and s.roof(1000.0) == 100.0
-    llava, dl = ("llava", ""), ("dynamic-llava", "0.2")
+    llava, dl = ("llava", "llava"), ("dynamic-llava", "dynamic-llava v0.2")  # (method, plot_data.series_label)
     prefill = s.points[(llava, "prefill")]  # the prefill point and the kv-cache run's prefill step
     assert [p[0] for p in prefill] == [1000.0, 1000.0]
     assert prefill[0][1] == pytest.approx(1e13 / 0.1 / 1e12) and prefill[0][2] is None
@@ -311,8 +311,8 @@ def test_roofline_series_from_summaries_only():
         _, summary = _synthetic("llava", "kv-cache", f"p{n}", [(1.0, 1e9, 5.0)] * n)
         rows.append({**summary, "tpot_roofline_ms": tpot, "total_roofline_ms": total})
     s = roofline_series(rows, [])
-    assert s.per_token[(("llava", ""), "kv-cache")] == ([4, 8], [0.9, 1.0], [None, None])
-    assert s.cumulative[(("llava", ""), "kv-cache")][1] == [10.0, 20.0]
+    assert s.per_token[(("llava", "llava"), "kv-cache")] == ([4, 8], [0.9, 1.0], [None, None])
+    assert s.cumulative[(("llava", "llava"), "kv-cache")][1] == [10.0, 20.0]
     assert s.points == {}
 
 

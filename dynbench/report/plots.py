@@ -36,6 +36,7 @@ from dynbench.records import key_of
 from dynbench.report import compare as C
 from dynbench.report import plot_data as D
 from dynbench.report.plot_data import Panel, Series
+from dynbench.report.roofline_chart import chart_roofline
 
 log = logging.getLogger(__name__)
 
@@ -384,6 +385,7 @@ CHARTS: dict[str, Callable[[list[dict], list[dict]], Figure]] = {
     "summary": chart_summary,
     "pareto": chart_pareto,
     "savings": chart_savings,
+    "roofline": chart_roofline,  # report/roofline_chart.py: bounds on a GPU spec (--gpu)
 }
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from dynbench.records import is_summary
 from dynbench.report.format import engineering_scale, fmt_ms
-from dynbench.report.tables import keeps_label
+from dynbench.report.plot_data import series_label
 
 PHASES = ("prefill", "forward", "decode")  # a step: the prefill, a no-cache forward, a kv-cache decode step
 PHASE_MARKERS = {"prefill": "s", "forward": "^", "decode": "o"}
@@ -67,13 +67,12 @@ _VARIANT_FIELDS = ("prompt_len", "batch")
 
 
 def _key(row: dict, varying: set[str]) -> tuple:
-    parts = [] if row.get("method") == "llava" else [keeps_label(row).removesuffix("/—")]  # prefill: no text keep
-    parts += [f"{'P' if f == 'prompt_len' else 'b'}={row.get(f)}" for f in _VARIANT_FIELDS if f in varying]
-    return (row.get("method"), " ".join(p for p in parts if p and p != "—"))
+    """(method, the series' one name — `plot_data.series_label`, as in every chart)."""
+    return row.get("method"), series_label(row, context=[f for f in _VARIANT_FIELDS if f in varying])
 
 
 def label(key: tuple) -> str:
-    return " ".join(str(k) for k in key if k)
+    return key[1]
 
 
 def _phase(row: dict) -> str:
