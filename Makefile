@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install test test-fast smoke lint figures docs
+.PHONY: install test test-fast smoke lint figures docs gpu-wheels
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -29,3 +29,8 @@ figures:
 # The README's column list, generated from the record schema (dynbench/records.py); a test checks it.
 docs:
 	$(PYTHON) -m dynbench.report.columns
+
+# Wheels the GPU machine lacks (no package index there), for scripts/gpu-check.sh: carry `.whl`.
+gpu-wheels:
+	mkdir -p .whl
+	$(PYTHON) -m pip wheel -q --no-deps -w .whl fvcore==0.1.5.post20221221 iopath==0.1.10 yacs==0.1.8 termcolor==3.2.0

@@ -28,6 +28,7 @@ prefill and every decode step, and have no no-cache mode (refused). Their steps 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -243,12 +244,14 @@ def run_mode(
     gen_len: int = 1,
     reuse_vision: bool = False,
     step_timer=None,
+    decode_delay_s: float = 0.0,
 ) -> ModeResult:
     """Run one mode to the end and collect its steps (no gradients).
 
     `step_timer.track("step")` (e.g. a `LatencyTracker`) wraps the work of each step. The call
     that finds the generator exhausted is not a step: its sample is discarded, so a run has
-    exactly as many samples as steps.
+    exactly as many samples as steps. `decode_delay_s` (a debugging aid, `--debug-decode-delay-ms`:
+    proves the regression gate fires) sleeps inside every timed step after the first.
     """
     if mode not in DRIVERS:
         raise DynbenchError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
@@ -260,6 +263,8 @@ def run_mode(
                 step = next(steps, None)
                 if step is None and region is not None:
                     region.discard()
+                elif step is not None and decode_delay_s and step.step > 0:
+                    time.sleep(decode_delay_s)
             if step is None:
                 break
             result.steps.append(step)

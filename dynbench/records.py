@@ -74,6 +74,8 @@ COLUMNS: tuple[Column, ...] = (
     _c("warmup", SPEC, "int", "warm-up runs (not recorded)"),
     _c("repeats", SPEC, "int", "measured runs"),
     _c("regions", SPEC, "bool", "fine regions (predictors, token drop, scoring) were timed inside the steps"),
+    _c("debug_decode_delay_ms", SPEC, "float", "debugging: a sleep added to every decode step (--debug-decode-"
+       "delay-ms; proves the gate fires). Not part of the point key", "ms"),
     _c("checkpoint", SPEC, "str", "--checkpoint folder; null = random weights"),
     _c("inputs", SPEC, "str", "--inputs .npz or --image file; null = a synthetic prompt"),
     _c("teacher_force", SPEC, "str", "--teacher-force .npz of answer tokens", modes=DECODE),
@@ -151,6 +153,9 @@ COLUMNS: tuple[Column, ...] = (
     _c("peak_mem_bytes", MEMORY, "int", "the headline peak: peak_alloc_bytes (CUDA) or peak_tensor_bytes (CPU)",
        "bytes", SUMMARY),
     _c("mem_source", MEMORY, "str", "torch_allocator | cpu_tensors", rows=SUMMARY),
+    _c("energy_j", MEMORY, "float", "GPU board energy of one measured run (NVML counter over the runs ÷ runs)",
+       "J", SUMMARY),
+    _c("energy_j_per_token", MEMORY, "float", "energy_j / gen_len (decode modes)", "J", SUMMARY, DECODE),
     # ---- latency
     _c("timer", LATENCY, "str", "cuda_event | cpu", rows=SUMMARY),
     _c("ttft_ms", LATENCY, "float", "median over runs of the prefill step", "ms", SUMMARY, WITH_PREFILL),
@@ -168,8 +173,10 @@ COLUMNS: tuple[Column, ...] = (
     _c("total_ms_samples", LATENCY, "list[float]", "Σ steps of each run", "ms", SUMMARY),
     _c("latency_cv", LATENCY, "float", "std / mean of latency_ms_samples", rows=SUMMARY),
     _c("scoring_ms", LATENCY, "float", "baselines' attention scoring, Σ per run (with --regions)", "ms", SUMMARY),
-    _c("throttled", LATENCY, "bool", "a power / thermal limit held the clocks down (NVML)", rows=SUMMARY),
-    _c("sm_clock_mhz", LATENCY, "int", "SM clock (NVML)", "MHz", SUMMARY),
+    _c("throttled", LATENCY, "bool", "a power / thermal / board limit held the clocks down during the measured "
+       "runs (NVML violation counters and sampled clocks-event reasons)", rows=SUMMARY),
+    _c("sm_clock_mhz", LATENCY, "int", "median SM clock while the measured runs ran (NVML, sampled every 10 ms)",
+       "MHz", SUMMARY),
     _c("step_ms", LATENCY, "float", "this step's time", "ms", STEP),
     # ---- roofline (measure/roofline.py): analytic lower bounds on roofline_gpu, null without one
     _c("step_roofline_ms", ROOFLINE, "float", "max(2 × tmacs / peak, roofline_bytes / bandwidth) of this step",

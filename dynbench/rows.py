@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dynbench.measure import roofline
+from dynbench.measure.energy import energy_columns
 from dynbench.measure.latency import latency_columns
 from dynbench.measure.point import PointMeasurement
 from dynbench.models.rules import (
@@ -98,9 +99,11 @@ def point_rows(spec, model: ModelFacts, measured: PointMeasurement, cost=None,
     if measured.step_ms is not None:
         summary.update(latency_columns(spec.mode, measured.step_ms, measured.regions or ()), timer=measured.timer)
     if measured.clock is not None:
-        summary.update(throttled=measured.clock.throttled, sm_clock_mhz=measured.clock.sm_clock_mhz_end)
+        summary.update(throttled=measured.clock.throttled, sm_clock_mhz=measured.clock.sm_clock_mhz_median)
     if measured.memory is not None:
         summary.update({name: getattr(measured.memory, name) for name in MEMORY_COLUMNS})
+    summary.update(energy_columns(measured.energy_j, len(measured.runs) if measured.step_ms else 0, spec.mode,
+                                  spec.gen_len))
     for name in roofline.ROOF_SUMMARY:  # null = no GPU named (CPU / meta without --gpu) or no FLOPs
         summary.setdefault(name, None)
     if summary["roofline_gpu"] is not None and not roof.projected:

@@ -66,6 +66,7 @@ class RunSpec:
     warmup: int | None = None  # None: the mode's default (see `collapse`)
     repeats: int | None = None
     regions: bool = False  # time every named region (predictors, token drop, scoring) too: perturbs steps
+    debug_decode_delay_ms: float | None = None  # debugging: a sleep in every decode step (proves the gate fires)
     # where weights and inputs come from (flags of a whole run, not sweep axes; None = random
     # weights / synthetic prompt)
     checkpoint: str | None = None
@@ -107,6 +108,8 @@ class RunSpec:
             raise DynbenchError(f"--gen-len must be ≥ 1, got {self.gen_len}")
         if self.batch < 1:
             raise DynbenchError(f"--batch must be ≥ 1, got {self.batch}")
+        if self.debug_decode_delay_ms is not None and self.debug_decode_delay_ms < 0:
+            raise DynbenchError(f"--debug-decode-delay-ms must be ≥ 0, got {self.debug_decode_delay_ms}")
         if self.warmup is not None and self.warmup < 0:
             raise DynbenchError(f"--warmup must be ≥ 0, got {self.warmup}")
         if self.repeats is not None and self.repeats < 1 and self.device != "meta":
@@ -254,6 +257,7 @@ FIELDS: dict[str, tuple[type, bool, object]] = {
     "warmup": (int, False, None),
     "repeats": (int, False, None),
     "regions": (bool, False, False),
+    "debug_decode_delay_ms": (float, False, None),
 }
 MAX_POINTS = 10_000
 

@@ -1,6 +1,7 @@
 import statistics
 import time
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pynvml
@@ -88,44 +89,72 @@ def test_cuda_tracker_records_events_and_syncs_once(monkeypatch):
     assert tracker.result() == result and log.count("synchronize") == 1  # read once
 
 
-def _fake_nvml(monkeypatch, clocks, reasons, *, new_api=True):
-    monkeypatch.setattr(latency, "nvml_handle", lambda device: "handle")
-    clocks, reasons = iter(clocks), iter(reasons)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetClockInfo", lambda h, kind: next(clocks))
-    if new_api:
-        monkeypatch.setattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons",
-                            lambda h: next(reasons))
-    else:
-        monkeypatch.delattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons")
-        monkeypatch.setattr(pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons",
-                            lambda h: next(reasons))
+class FakeGpu:
+    """NVML as the clock monitor sees it: the SM clock and clocks-event reasons at each query,
+    and accumulated violation counters (ns) that grow while a limit holds the clocks down.
+    `during` is what every query inside the region returns; `idle` what queries at its ends
+    (after a synchronize) return."""
+
+    def __init__(self, monkeypatch, during=(1980, 0x0), idle=(1980, 0x1), violation_ns=0, new_api=True,
+                 old_driver=False, violations=True):
+        self.during, self.idle, self.inside = during, idle, False
+        self.counters = {0: 0, 1: 0, 3: 0, 5: 0}
+        self.violation_ns = violation_ns
+        monkeypatch.setattr(latency, "nvml_handle", lambda device: "handle")
+        monkeypatch.setattr(pynvml, "nvmlDeviceGetClockInfo", lambda h, kind: self.now()[0])
+        if new_api:
+            def events(h):
+                if old_driver:
+                    raise pynvml.NVMLError_FunctionNotFound(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+                return self.now()[1]
+            monkeypatch.setattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", events, raising=False)
+        else:
+            monkeypatch.delattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons")
+        monkeypatch.setattr(pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons", lambda h: self.now()[1])
+
+        def violation(h, policy):
+            if not violations:
+                raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            return SimpleNamespace(violationTime=self.counters[policy], referenceTime=0)
+        monkeypatch.setattr(pynvml, "nvmlDeviceGetViolationStatus", violation)
+
+    def now(self):
+        return self.during if self.inside else self.idle
+
+    def run(self, mon, seconds=0.05):
+        with mon.track():
+            self.inside = True
+            time.sleep(seconds)  # several 10 ms samples
+            self.counters[0] += self.violation_ns  # power-capped for a while during the region
+            self.inside = False
 
 
-def test_clock_monitor_flags_throttling(monkeypatch):
-    _fake_nvml(monkeypatch, [1980, 1755], [0x0, 0x4 | 0x1])
+def test_clock_monitor_samples_while_the_region_runs(monkeypatch):
+    gpu = FakeGpu(monkeypatch, during=(1755, 0x4 | 0x1), idle=(1980, 0x1))  # power-capped only mid-region
     mon = ClockMonitor("cuda")
-    with mon.track():
-        pass
+    gpu.run(mon)
     r = mon.result()
-    assert (r.sm_clock_mhz_start, r.sm_clock_mhz_end) == (1980, 1755)
-    assert r.clock_event_reasons == 0x5
-    assert r.throttled and r.throttle_reasons == ("sw_power_cap",)
+    assert r.throttled and "sw_power_cap" in r.throttle_reasons
+    assert r.sm_clock_mhz_median == 1755  # the clock while the work ran, not the idle reading at the ends
+    assert r.clock_event_reasons & 0x4
 
 
-def test_clock_monitor_flags_a_limit_seen_only_at_the_start(monkeypatch):
-    _fake_nvml(monkeypatch, [1600, 1980], [0x40, 0x0])  # hw thermal slowdown, cleared by the end
+def test_clock_monitor_counts_violations_between_samples(monkeypatch):
+    gpu = FakeGpu(monkeypatch, during=(1980, 0x0), violation_ns=3_000_000)  # 3 ms capped, missed by sampling
     mon = ClockMonitor("cuda")
-    with mon.track():
-        pass
-    assert mon.result().throttled and mon.result().throttle_reasons == ("hw_thermal_slowdown",)
+    gpu.run(mon)
+    r = mon.result()
+    assert r.throttled and r.throttle_reasons == ("power_violation",) and r.violation_ms["power"] == 3.0
 
 
-def test_clock_monitor_idle_is_not_throttling_old_binding(monkeypatch):
-    _fake_nvml(monkeypatch, [1980, 1980], [0x1, 0x2 | 0x10], new_api=False)
-    mon = ClockMonitor("cuda")
-    with mon.track():
-        pass
-    assert mon.result().throttled is False and mon.result().throttle_reasons == ()
+def test_clock_monitor_idle_is_not_throttling_and_old_drivers_fall_back(monkeypatch):
+    for kwargs in ({"new_api": False}, {"old_driver": True}, {"violations": False}):
+        gpu = FakeGpu(monkeypatch, during=(1980, 0x1 | 0x2 | 0x10), **kwargs)  # idle, app clocks, sync boost
+        mon = ClockMonitor("cuda")
+        gpu.run(mon, seconds=0.02)
+        r = mon.result()
+        assert r is not None and r.throttled is False and r.throttle_reasons == (), kwargs
+        assert (r.violation_ms is None) == (kwargs == {"violations": False})
 
 
 def test_clock_monitor_none_without_nvml(monkeypatch):

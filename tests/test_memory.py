@@ -66,25 +66,69 @@ def test_meta_measures_nothing_and_result_needs_track():
     assert mem.result().peak_mem_bytes is None and mem.result().mem_source is None
 
 
-def fake_cuda(monkeypatch, log):
+class FakeAllocator:
+    """The CUDA caching allocator's peak semantics: `reset_peak_memory_stats` sets the peak to the
+    memory allocated right now (not to 0), `max_memory_*` read the peak since the last reset."""
+
+    def __init__(self, log):
+        self.log, self.current, self.peak, self.reserved = log, 0, 0, 0
+
+    def alloc(self, n):
+        self.current += n
+        self.peak = max(self.peak, self.current)
+        self.reserved = max(self.reserved, self.current + 1024)
+
+    def free(self, n):
+        self.current -= n
+
+    def reset(self, device=None):
+        self.log.append("reset")
+        self.peak = self.current
+
+    def max_allocated(self, device=None):
+        self.log.append("read")
+        return self.peak
+
+
+def fake_cuda(monkeypatch, log, allocator=None):
+    allocator = allocator or FakeAllocator(log)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append("sync"))
-    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats",
-                        lambda device=None: log.append("reset"))
-    monkeypatch.setattr(torch.cuda, "max_memory_allocated",
-                        lambda device=None: log.append("read") or 1000)
-    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 2048)
+    monkeypatch.setattr(torch.cuda, "init", lambda: log.append("init"))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", allocator.reset)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", allocator.max_allocated)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: allocator.reserved)
+    monkeypatch.setattr(memory, "_BASELINES", {})
+    return allocator
+
+
+def test_cuda_peak_is_the_regions_own(monkeypatch):
+    """A big temporary freed before the region does not show; weights live throughout do; a
+    known allocation inside does, to the byte."""
+    log = []
+    alloc = fake_cuda(monkeypatch, log)
+    monkeypatch.setattr(memory, "nvml_handle", lambda device: None)
+    alloc.alloc(100)  # weights
+    alloc.alloc(10_000)  # an earlier point's temporary …
+    alloc.free(10_000)  # … freed before this point's region
+    mem = MemoryTracker("cuda")
+    with mem.track():
+        alloc.alloc(500)
+        alloc.free(500)
+        alloc.alloc(30)
+    assert mem.result().peak_alloc_bytes == 100 + 500  # not 10_100: the reset came first
 
 
 def test_cuda_order_reset_region_sync_read(monkeypatch):
     log = []
-    fake_cuda(monkeypatch, log)
+    alloc = fake_cuda(monkeypatch, log)
     monkeypatch.setattr(memory, "nvml_handle", lambda device: None)
     mem = MemoryTracker("cuda")
     with mem.track():
         log.append("region")
+        alloc.alloc(1000)
     assert log == ["sync", "reset", "region", "sync", "read"]
     r = mem.result()
-    assert (r.peak_alloc_bytes, r.peak_reserved_bytes, r.peak_mem_bytes) == (1000, 2048, 1000)
+    assert (r.peak_alloc_bytes, r.peak_reserved_bytes, r.peak_mem_bytes) == (1000, 2024, 1000)
     assert r.mem_source == "torch_allocator"
     assert r.nvml_process_bytes is None and r.nvml_source is None and r.peak_rss_bytes is None
 
@@ -117,14 +161,22 @@ def test_cuda_nvml_per_process(monkeypatch):
 
 
 def test_cuda_nvml_hidden_pid_falls_back_to_global_minus_baseline(monkeypatch):
-    fake_cuda(monkeypatch, [])
-    fake_nvml(monkeypatch, [2**30, 5 * 2**30, 7 * 2**30, 6 * 2**30],
+    log = []
+    fake_cuda(monkeypatch, log)
+    fake_nvml(monkeypatch, [2**30, 5 * 2**30, 7 * 2**30, 2 * 2**30, 3 * 2**30],
               [SimpleNamespace(pid=123456789, usedGpuMemory=None)])
-    mem = MemoryTracker("cuda")  # baseline: 1 GiB
+    mem = MemoryTracker("cuda")  # baseline: 1 GiB, read after CUDA initialised
+    assert log[0] == "init"
     with mem.track():
         pass
     r = mem.result()
     assert (r.nvml_source, r.nvml_process_bytes) == ("global-minus-baseline", 6 * 2**30)
+    # the next model's tracker reuses the process baseline (not a new one that would include
+    # whatever this point left behind, nor exclude the CUDA context for the first model only)
+    again = MemoryTracker("cuda")
+    with again.track():
+        pass
+    assert again.result().nvml_process_bytes == 2 * 2**30 and log.count("init") == 1
 
 
 def test_cuda_nvml_failure_mid_region_only_warns(monkeypatch):
@@ -140,7 +192,9 @@ def test_cuda_nvml_failure_mid_region_only_warns(monkeypatch):
     with pytest.warns(RuntimeWarning, match="polling failed"):
         with mem.track():
             pass
-    assert mem.result().peak_alloc_bytes == 1000 and mem.result().nvml_process_bytes is None
+    # a peak over part of the region is not its peak: NVML figures null, the allocator's still read
+    r = mem.result()
+    assert r.peak_alloc_bytes == 0 and r.nvml_process_bytes is None and r.nvml_global_bytes is None
 
 
 @pytest.mark.gpu

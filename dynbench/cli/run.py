@@ -106,6 +106,9 @@ def run(
                                   "step (adds events to timed steps; recorded)", panel=MEASURE)] = False,
     flops: Annotated[bool, typer.Option("--flops/--no-flops", help="count FLOPs with fvcore",
                                         rich_help_panel=MEASURE)] = True,
+    debug_decode_delay_ms: Annotated[float | None, opt("debugging: sleep this long inside every decode step "
+                                                       "(recorded; proves `check` catches a slowdown)",
+                                                       MEASURE, "MS")] = None,
     gpu: Annotated[str | None, opt("roofline bounds on this GPU (dynbench gpus): a projection on cpu / meta; "
                                    "on cuda the card NVML names is the default", MEASURE, "NAME")] = None,
     gpu_spec: Annotated[str | None, opt("roofline bounds on a GPU not in the table: peak TFLOP/s and memory "
@@ -124,7 +127,7 @@ def run(
     from dynbench.sources import Source
     from dynbench.sweep import Sweep, order_points, spec_key
 
-    point.update(warmup=warmup, repeats=repeats, regions=regions or None)
+    point.update(warmup=warmup, repeats=repeats, regions=regions or None, debug_decode_delay_ms=debug_decode_delay_ms)
     roof_gpu = resolve_gpu(gpu, gpu_spec)
     if roof_gpu is not None and not flops:
         raise DynbenchError("--gpu / --gpu-spec bound each step by its FLOPs; drop --no-flops")

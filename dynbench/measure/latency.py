@@ -14,15 +14,16 @@
   (`COARSE_REGIONS`: vision tower, projector, LLM prefill — a few event pairs per run, none inside a
   decode step); `--regions` / `dynbench profile` let every region through (predictors, token drop,
   per-layer scoring, LM head), which adds event pairs inside every step.
-- `ClockMonitor` reads the SM clock and NVML clocks-event ("throttle") reasons before and after a
-  region; `throttled` flags numbers taken while a power or thermal limit held the clocks down.
-  It does not lock clocks and samples only at the two ends of the region.
+- `ClockMonitor` watches the SM clock and throttling *while* a region runs (NVML's accumulated
+  violation counters before/after, and clocks-event reasons sampled in a thread); `throttled`
+  flags numbers taken while a power or thermal limit held the clocks down. It does not lock clocks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from dynbench.measure.env import nvml_handle, warn_once
+from dynbench.measure.poll import Poller
 
 
 @dataclass(frozen=True)
@@ -254,57 +256,97 @@ THROTTLE_REASONS = {
     0x40: "hw_thermal_slowdown",
     0x80: "hw_power_brake_slowdown",
 }
+# NVML performance policies whose accumulated violation time (ns since the driver loaded) grows
+# while that limit holds the clocks down (`nvmlDeviceGetViolationStatus`)
+VIOLATION_POLICIES = {0: "power", 1: "thermal", 3: "board_limit", 5: "reliability"}
 
 
 @dataclass(frozen=True)
 class ClockResult:
     sm_clock_mhz_start: int
     sm_clock_mhz_end: int
-    clock_event_reasons: int  # raw NVML bitmask, OR of the two readings
-    throttle_reasons: tuple[str, ...]  # names of the THROTTLE_REASONS bits set
+    sm_clock_mhz_median: int  # over the samples taken while the region ran
+    clock_event_reasons: int  # raw NVML bitmask, OR of every sample
+    throttle_reasons: tuple[str, ...]  # names of the THROTTLE_REASONS bits set, and of violations
     throttled: bool
+    violation_ms: dict[str, float] | None = None  # per policy, accrued during the region (None: unsupported)
 
 
 class ClockMonitor:
-    """SM clock and clocks-event reasons around a region; `result()` is None without NVML.
+    """SM clock and throttling while a region runs; `result()` is None without NVML.
 
-    The end reading is taken when the host leaves the region, typically while the GPU is still
-    busy with queued work, which is what we want (after a sync the GPU idles and may clock down).
+    Two sources, both taken while the work runs (never only at the region's ends, where a
+    synchronize leaves the GPU idle and its clocks say nothing about the work):
+    * NVML's accumulated violation counters (`nvmlDeviceGetViolationStatus`: nanoseconds a power,
+      thermal, board or reliability limit held the clocks down) read before and after: any growth
+      means the region was throttled, however briefly;
+    * the clocks-event reasons and the SM clock sampled every 10 ms in a thread (`Poller`): the OR
+      of every sample's reasons, and the median clock (`sm_clock_mhz`).
+    Drivers before R535 lack the clocks-event call though nvidia-ml-py 12+ exposes it (NVML answers
+    FunctionNotFound): the throttle-reasons call is used instead. Clocks are not locked.
     """
 
     def __init__(self, device: torch.device | str):
         self.device = torch.device(device)
         self._handle = nvml_handle(self.device)  # None on CPU/meta, or when NVML is unavailable
-        self._start: tuple[int, int] | None = None
         self._result: ClockResult | None = None
+        self._reasons_call = None
 
-    def _read(self) -> tuple[int, int] | None:
-        if self._handle is None:
-            return None
+    def _reasons(self, handle) -> int:
+        import pynvml
+
+        if self._reasons_call is None:  # first query: the clocks-event call where the binding has it
+            self._reasons_call = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+                pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
         try:
-            import pynvml
+            return int(self._reasons_call(handle))
+        except pynvml.NVMLError_FunctionNotFound:  # a pre-R535 driver: the throttle-reasons call
+            self._reasons_call = pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
+            return int(self._reasons_call(handle))
 
-            clock = pynvml.nvmlDeviceGetClockInfo(self._handle, pynvml.NVML_CLOCK_SM)
-            get_reasons = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
-            if get_reasons is None:  # nvidia-ml-py < 12.535: the "throttle" name only
-                get_reasons = pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
-            return int(clock), int(get_reasons(self._handle))
-        except Exception as exc:  # NVMLError, or an old binding without either function
-            warn_once(f"NVML clock query failed ({type(exc).__name__}: {exc}); "
-                      "`throttled` will be null.")
-            self._handle = None
+    def _sample(self) -> tuple[int, int]:
+        import pynvml
+
+        clock = int(pynvml.nvmlDeviceGetClockInfo(self._handle, pynvml.NVML_CLOCK_SM))
+        return clock, self._reasons(self._handle)
+
+    def _violations(self) -> dict[str, int] | None:
+        import pynvml
+
+        try:
+            return {name: int(pynvml.nvmlDeviceGetViolationStatus(self._handle, policy).violationTime)
+                    for policy, name in VIOLATION_POLICIES.items()}  # fmt: skip
+        except (pynvml.NVMLError, AttributeError):  # not supported on this GPU / driver / binding
             return None
 
     @contextmanager
     def track(self) -> Iterator[None]:
         self._result = None
-        start = self._read()
-        yield
-        end = self._read()
-        if start is not None and end is not None:
-            reasons = start[1] | end[1]
-            names = tuple(name for bit, name in THROTTLE_REASONS.items() if reasons & bit)
-            self._result = ClockResult(start[0], end[0], reasons, names, bool(names))
+        if self._handle is None:
+            yield
+            return
+        samples: list[tuple[int, int]] = []
+        before = self._violations()
+        poller = Poller(lambda: samples.append(self._sample()))
+        with poller:
+            yield
+        after = self._violations() if before is not None else None
+        if poller.error is not None or not samples:
+            warn_once(f"NVML clock query failed ({type(poller.error).__name__}: {poller.error}); "
+                      "`throttled` will be null.")
+            self._handle = None
+            return
+        reasons = 0
+        for _, bits in samples:
+            reasons |= bits
+        names = [name for bit, name in THROTTLE_REASONS.items() if reasons & bit]
+        violation_ms = None
+        if before is not None and after is not None:
+            violation_ms = {k: (after[k] - before[k]) / 1e6 for k in before}
+            names += [f"{k}_violation" for k, ms in violation_ms.items() if ms > 0]
+        clocks = [c for c, _ in samples]
+        self._result = ClockResult(clocks[0], clocks[-1], int(statistics.median(clocks)), reasons, tuple(names),
+                                   bool(names), violation_ms)  # fmt: skip
 
     def result(self) -> ClockResult | None:
         return self._result

@@ -5,8 +5,9 @@ synchronizes after it, then reads `max_memory_allocated` / `max_memory_reserved`
 headline `peak_mem_bytes` is the allocated peak, `mem_source = "torch_allocator"`). NVML memory
 (includes the CUDA context, cuBLAS workspaces and allocator slack) is polled every ~10 ms in a
 thread, so short peaks can be missed; it is per-process when this PID is visible to the driver,
-otherwise device-global used memory minus a baseline taken when the tracker was built (build it
-before loading the model; other processes on the GPU then leak into the figure).
+otherwise device-global used memory minus a baseline taken once per process right after CUDA
+initialised (`process_baseline`: the CUDA context is in it for every model alike; other
+processes on the GPU leak into the figure). A polling failure makes the NVML figures null.
 
 On CPU there is no allocator with peak statistics, so `track()` records the allocator's
 memory events with `torch.profiler` (`profile_memory=True`): `peak_tensor_bytes` = the tensor
@@ -25,8 +26,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -34,8 +34,7 @@ import torch
 
 from dynbench.measure.env import nvml_handle, warn_once
 from dynbench.measure.native_stderr import profiler_stderr_filtered
-
-POLL_INTERVAL_S = 0.01
+from dynbench.measure.poll import Poller
 
 
 @dataclass(frozen=True)
@@ -63,37 +62,6 @@ def rss_bytes() -> int:
         return maxrss if sys.platform == "darwin" else maxrss * 1024  # bytes on macOS, KiB else
 
 
-class _Poller:
-    """Calls `sample()` now, every POLL_INTERVAL_S in a daemon thread, and once more on stop."""
-
-    def __init__(self, sample: Callable[[], None]):
-        self._sample = sample
-        self._stop = threading.Event()
-        self.error: Exception | None = None
-        self._thread = threading.Thread(target=self._loop, name="dynbench-mem-poll", daemon=True)
-
-    def _safe_sample(self) -> None:
-        if self.error is None:
-            try:
-                self._sample()
-            except Exception as exc:  # NVML can fail in many ways; never kill the benchmark
-                self.error = exc
-
-    def _loop(self) -> None:
-        while not self._stop.wait(POLL_INTERVAL_S):
-            self._safe_sample()
-
-    def __enter__(self) -> _Poller:
-        self._safe_sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._safe_sample()
-
-
 class MemoryTracker:
     """`with mem.track(): …` then `mem.result()`; one region per result."""
 
@@ -103,12 +71,8 @@ class MemoryTracker:
         self._nvml = nvml_handle(self.device)  # None off CUDA or without NVML
         self._baseline: int | None = None
         if self._nvml is not None:
-            import pynvml
-
-            try:
-                self._baseline = int(pynvml.nvmlDeviceGetMemoryInfo(self._nvml).used)
-            except pynvml.NVMLError as exc:
-                warn_once(f"NVML memory query failed ({exc}); NVML memory figures will be null.")
+            self._baseline = process_baseline(self.device, self._nvml)
+            if self._baseline is None:
                 self._nvml = None
 
     @property
@@ -140,7 +104,7 @@ class MemoryTracker:
         def sample() -> None:
             peak[0] = max(peak[0], rss_bytes())
 
-        with profiler_stderr_filtered(), _Poller(sample), \
+        with profiler_stderr_filtered(), Poller(sample), \
                 profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             yield
         allocated = profiled_peak_bytes(prof)
@@ -157,15 +121,16 @@ class MemoryTracker:
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         nvml = _NvmlPeaks(self._nvml) if self._nvml is not None else None
-        with _Poller(nvml.sample) if nvml is not None else nullcontext() as poller:
+        with Poller(nvml.sample) if nvml is not None else nullcontext() as poller:
             yield
             torch.cuda.synchronize(self.device)  # the region's kernels are done before reading
-        if poller is not None and poller.error is not None:
-            warn_once(f"NVML memory polling failed ({poller.error}); NVML figures may be partial.")
+        failed = poller is not None and poller.error is not None
+        if failed:  # a peak over part of the region is not the region's peak: null, never partial
+            warn_once(f"NVML memory polling failed ({poller.error}); NVML figures are null.")
         alloc = int(torch.cuda.max_memory_allocated(self.device))
         reserved = int(torch.cuda.max_memory_reserved(self.device))
         process = source = global_peak = None
-        if nvml is not None:
+        if nvml is not None and not failed:
             global_peak = nvml.global_peak
             if nvml.process_peak is not None:
                 process, source = nvml.process_peak, "process"
@@ -181,6 +146,27 @@ class MemoryTracker:
         if self._result is None:
             raise RuntimeError("MemoryTracker.result() called before a completed track() region")
         return self._result
+
+
+_BASELINES: dict[str, int] = {}  # device → NVML used memory after CUDA init, before any model
+
+
+def process_baseline(device: torch.device, handle) -> int | None:
+    """Device-global used memory once per process, right after CUDA initialised (so the CUDA
+    context is inside it for every model, not only the first): what the container fallback
+    (`global-minus-baseline`, when NVML hides this PID) subtracts. None when NVML fails."""
+    import pynvml
+
+    key = str(device)
+    if key not in _BASELINES:
+        try:
+            torch.cuda.init()  # initialise CUDA (and its context) first
+            torch.cuda.synchronize(device)
+            _BASELINES[key] = int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+        except (pynvml.NVMLError, RuntimeError) as exc:
+            warn_once(f"NVML memory query failed ({exc}); NVML memory figures will be null.")
+            return None
+    return _BASELINES[key]
 
 
 def profiled_peak_bytes(prof) -> int | None:

@@ -3,7 +3,8 @@
 `measure_point` runs the point's mode `warmup` times unrecorded, then `repeats` times with one
 `LatencyTracker` per run timing every step (CUDA events, no host sync inside the loop; CPU
 `perf_counter`) and the model's regions (`Regions`: coarse ones only unless `spec.regions`),
-inside the clock monitor and — where it costs nothing (CUDA) — the memory tracker. On CPU memory
+inside the clock monitor, the energy counter and — where it costs nothing (CUDA) — the memory
+tracker. On CPU memory
 is measured in one more, untimed run (the profiler would slow the timed ones). The samples are
 read once at the end (one synchronize on CUDA). `plan_point` is the `meta` analogue: the steps
 the counting rules give, nothing timed.
@@ -16,6 +17,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+from dynbench.measure.energy import EnergyMeter
 from dynbench.measure.latency import COARSE_REGIONS, ClockMonitor, ClockResult, LatencyTracker, Regions
 from dynbench.measure.memory import MemoryResult, MemoryTracker, tensor_bytes
 from dynbench.modes import ModeResult, plan_mode, run_mode
@@ -32,6 +34,7 @@ class PointMeasurement:
     timer: str | None = None  # "cuda_event" | "cpu"
     memory: MemoryResult | None = None
     clock: ClockResult | None = None
+    energy_j: float | None = None  # NVML, over all measured runs (CUDA)
 
 
 def plan_point(spec, preset) -> PointMeasurement:
@@ -46,16 +49,17 @@ def measure_point(spec, net, inputs, memory: MemoryTracker, weights_bytes: int) 
     args = (spec.mode, net, inputs, spec.drop, spec.gen_len or 1, bool(spec.reuse_vision))
     for _ in range(spec.warmup):
         run_mode(*args)
-    clock = ClockMonitor(spec.device)
+    clock, energy = ClockMonitor(spec.device), EnergyMeter(spec.device)
     names = None if spec.regions else COARSE_REGIONS
     runs: list[ModeResult] = []
     trackers: list[LatencyTracker] = []
-    with clock.track(), (nullcontext() if memory.needs_own_run else memory.track()):
+    delay = (spec.debug_decode_delay_ms or 0.0) / 1000.0
+    with clock.track(), energy.track(), (nullcontext() if memory.needs_own_run else memory.track()):
         for _ in range(spec.repeats):
             tracker = LatencyTracker(spec.device)  # one per run: samples stay per run
             net.regions = Regions(tracker, names)
             try:
-                runs.append(run_mode(*args, step_timer=tracker))
+                runs.append(run_mode(*args, step_timer=tracker, decode_delay_s=delay))
             finally:
                 net.regions = None
             trackers.append(tracker)
@@ -65,4 +69,5 @@ def measure_point(spec, net, inputs, memory: MemoryTracker, weights_bytes: int) 
             run_mode(*args)
     timings = [t.result() for t in trackers]  # CUDA: one synchronize, then every event is read
     step_ms = [t.pop("step") for t in timings]
-    return PointMeasurement(runs, step_ms, timings, trackers[0].timer, memory.result(), clock.result())
+    return PointMeasurement(runs, step_ms, timings, trackers[0].timer, memory.result(), clock.result(),
+                            energy.joules)

@@ -40,6 +40,7 @@ SPEC = tuple(f for f in POINT_KEY if f not in KEY)  # method, VARIANT, reuse_vis
 DELTA_METRICS = (
     "tmacs", "tflops_paper", "equivalent_tokens", "peak_mem_bytes", "kv_bytes", "kv_bytes_prompt", "kv_bytes_generated",
     "ttft_ms", "tpot_ms_median", "tpot_ms_p90", "step_ms_median", "step_ms_p90", "total_ms",
+    "energy_j", "energy_j_per_token",
 )  # fmt: skip
 # roofline bounds (measure/roofline.py), compared with llava's on the same roofline_gpu only
 ROOFLINE_METRICS = ("ttft_roofline_ms", "tpot_roofline_ms", "step_roofline_ms_median", "total_roofline_ms")

@@ -132,6 +132,10 @@ def _delta_cell(metric: str, fmt) -> Any:
     return lambda r: _with_delta(fmt(r.get(metric)), r, metric)
 
 
+def _fmt_joules(j: float | None) -> str:
+    return DASH if j is None else f"{j:.3g} J"
+
+
 def _layers(r: Mapping[str, Any]) -> str:
     lens = r.get("layer_cache_lens") if r.get("mode") == "kv-cache" else r.get("layer_seq_lens")
     return run_length(lens)
@@ -172,6 +176,8 @@ COLUMNS = (
     Column("total_roof", "total roofline", lambda r: _roofline(r, "total_roofline_ms", "total_roofline_ratio"),
            ("total_roofline_ms",)),
     Column("scoring", "scoring", lambda r: fmt_ms(r.get("scoring_ms")), ("scoring_ms",)),
+    Column("energy", "energy / run", _delta_cell("energy_j", _fmt_joules), ("energy_j",)),
+    Column("energy_tok", "energy / token", _delta_cell("energy_j_per_token", _fmt_joules), ("energy_j_per_token",)),
     Column("tokens", "tokens = llava", lambda r: DASH if r.get("token_agreement") is None
            else f"{r['token_agreement'] * 100:.1f}%", ("token_agreement",)),
     Column("status", "status", lambda r: _status(r), (), False),

@@ -1,0 +1,462 @@
+"""`dynbench doctor`: prove every measurement path on this machine, in one short command.
+
+Each check measures something whose answer is known independently (a host-synchronized clock, a
+tensor of known size, a counter that must grow, the gate's verdict on an injected slowdown) and
+returns `pass`, `fail` or `skip` with the reason. A CUDA check never passes without a GPU: it is
+`skip`. Data only — `report/doctor.py` renders it; `cli/doctor.py` writes `doctor.json` and
+`doctor.md`.
+
+CPU checks: the perf_counter timer, the tensor-memory tracker, fvcore counts against one whole
+trace, the latency columns against their own step rows, and the gate end to end (A/A passes, an
+injected slowdown fails). CUDA checks: the event timer, allocator peaks, hidden host syncs, NVML
+memory / clocks, NVML energy, out-of-memory rows, attention backends, and the GPU CI suite.
+`--quick` uses the tiny preset where a check would otherwise build a 7B-shaped model.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+PASS, FAIL, SKIP = "pass", "fail", "skip"
+
+
+@dataclass(frozen=True)
+class DoctorCheck:
+    name: str
+    status: str  # pass | fail | skip
+    detail: str
+    seconds: float
+
+
+@dataclass
+class DoctorReport:
+    checks: list[DoctorCheck]
+    env: dict = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(c.status == FAIL for c in self.checks) else 0
+
+    def as_dict(self) -> dict:
+        return {"checks": [asdict(c) for c in self.checks], "env": self.env}
+
+
+class Skip(Exception):
+    """The check cannot run here; the message says why."""
+
+
+@dataclass(frozen=True)
+class Context:
+    device: str  # cpu | cuda
+    quick: bool
+    work: Path  # scratch folder for results the checks write
+
+    @property
+    def cuda(self) -> bool:
+        return self.device == "cuda"
+
+    @property
+    def model(self) -> str:
+        return "tiny" if self.quick else "llava-1.5-7b"
+
+
+def _need_cuda(ctx: Context) -> None:
+    if not ctx.cuda:
+        raise Skip("no CUDA device here (a CUDA check never passes on a CPU machine)")
+
+
+def _sweep_rows(ctx: Context, name: str, point: dict, flops: bool = False) -> list[dict]:
+    """Run the points of `point` (flag values, as `dynbench run` takes them) into a fresh folder
+    under the scratch dir, quietly; the records written."""
+    from dynbench.results import RECORDS_FILE, iter_records
+    from dynbench.spec import points_from
+    from dynbench.sweep import Sweep, order_points
+
+    out = ctx.work / name
+    sweep = Sweep(out, flops=flops, warn=lambda message: None)
+    rows = list(sweep.run(order_points(points_from(point))))
+    failed = [r["status"] for r in rows if r["status"] not in ("ok", "oom")]
+    if failed:
+        raise AssertionError(f"{name}: {failed[0]}")
+    return list(iter_records(out / RECORDS_FILE))
+
+
+# ---- CPU checks ----------------------------------------------------------------------------------
+def cpu_timer(ctx: Context) -> str:
+    """perf_counter regions: a 50 ms sleep reads 50 ms (± 20 %), and nested regions add up."""
+    from dynbench.measure.latency import LatencyTracker
+
+    tracker = LatencyTracker("cpu")
+    for _ in range(3):
+        with tracker.track("outer"):
+            with tracker.track("inner"):
+                time.sleep(0.05)
+    got = tracker.result()
+    inner, outer = statistics.median(got["inner"]), statistics.median(got["outer"])
+    assert 40 <= inner <= 70, f"a 50 ms sleep timed at {inner:.1f} ms"
+    assert inner <= outer, f"inner {inner:.2f} ms > outer {outer:.2f} ms"
+    return f"50 ms sleep → {inner:.2f} ms (median of 3); outer ≥ inner"
+
+
+def cpu_memory(ctx: Context) -> str:
+    """The CPU tensor tracker: a 64 MiB tensor inside the region counts to the byte; one freed
+    before it does not."""
+    import torch
+
+    from dynbench.measure.memory import MemoryTracker
+
+    before = torch.ones(128 * 2**20, dtype=torch.uint8)
+    del before  # freed before the region: must not count
+    mem = MemoryTracker("cpu")
+    with mem.track(live_bytes=0):
+        x = torch.ones(64 * 2**20, dtype=torch.uint8)
+        del x
+    peak = mem.result().peak_tensor_bytes
+    assert peak == 64 * 2**20, f"peak {peak} B, expected {64 * 2**20} B"
+    return f"peak tensor bytes {peak:,} = 64 MiB exactly; the 128 MiB freed before is not counted"
+
+
+def cpu_flops(ctx: Context) -> str:
+    """fvcore: the per-part count of a tiny prefill equals one trace of the whole forward."""
+    import torch
+
+    from dynbench.inputs import synthetic_inputs
+    from dynbench.measure.flops import count_macs
+    from dynbench.measure.model_cost import ModelCost
+    from dynbench.models.build import build_model
+    from dynbench.models.rules import DropConfig
+    from dynbench.modes import run_mode
+
+    net = build_model("tiny", "dynamic-llava")
+    inputs = synthetic_inputs(net.preset, prompt_len=16)
+    drop = DropConfig(vision_keep=0.2)
+    step = run_mode("prefill", net, inputs, drop).last
+    assembled = ModelCost(net).step(step, 1).total
+
+    class Whole(torch.nn.Module):  # the prefill as one traceable forward; every CLIP layer kept live
+        def forward(self, ids, px):
+            tower = net.model.vision_tower(px, output_hidden_states=True)
+            feats = net.model.multi_modal_projector(tower.hidden_states[net.preset.vision_feature_layer][:, 1:])
+            out = net.forward_sequence(net.embed_prompt(ids, feats, inputs.layout), inputs.layout, drop)
+            return net.logits(out.hidden[:, -1]), tower.last_hidden_state
+
+    with torch.inference_mode():
+        whole = count_macs(Whole(), (inputs.input_ids, inputs.pixel_values), by_module=False).total
+    assert assembled == whole, f"assembled per part {assembled:,} ≠ one whole trace {whole:,}"
+    return f"tiny dynamic-llava prefill: {whole:,} MACs, per part = one trace of the whole forward"
+
+
+def cpu_latency_columns(ctx: Context) -> str:
+    """A real tiny sweep: every latency column follows from its own step rows."""
+    rows = _sweep_rows(ctx, "latency", {"mode": ["prefill", "kv-cache"], "method": ["llava", "dynamic-llava"],
+                                        "prompt_len": 8, "gen_len": 4, "warmup": 0, "repeats": 3, "device": "cpu"})
+    checked = 0
+    for s in (r for r in rows if r["step"] is None):
+        steps = [r for r in rows if r["point_id"] == s["point_id"] and r["step"] is not None]
+        per_run = {}
+        for r in steps:
+            per_run.setdefault(r["repeat"], []).append((r["step"], r["step_ms"]))
+        runs = [[ms for _, ms in sorted(v)] for _, v in sorted(per_run.items())]
+        assert len(runs) == 3, f"{len(runs)} runs recorded"
+        assert abs(s["ttft_ms"] - statistics.median(r[0] for r in runs)) < 1e-9
+        assert abs(s["total_ms"] - statistics.median(sum(r) for r in runs)) < 1e-9
+        if s["mode"] == "kv-cache":
+            decode = [x for r in runs for x in r[1:]]
+            assert abs(s["tpot_ms_median"] - statistics.median(decode)) < 1e-9
+            assert sorted(s["latency_ms_samples"]) == sorted(decode)
+        else:
+            assert sorted(s["latency_ms_samples"]) == sorted(r[0] for r in runs)
+        checked += 1
+    return f"{checked} points: TTFT, TPOT, total and the raw samples equal their step rows"
+
+
+def _gate(ctx: Context, name: str, point: dict, delay_ms: float, gate_cpu: bool, tol: float) -> str:
+    """Run twice (A/A must pass), then with a delay in every decode step (must regress). The
+    delay is at least `delay_ms` and at least 4 × the measured TPOT, so a loaded machine's own
+    slowness cannot hide it."""
+    from dynbench.regress import check_results, write_baseline
+
+    rows = _sweep_rows(ctx, f"{name}-a", point, flops=True)
+    _sweep_rows(ctx, f"{name}-b", point, flops=True)
+    baseline = ctx.work / f"{name}.jsonl"
+    write_baseline(ctx.work / f"{name}-a", baseline)
+    # A/A: on CPU latency is reported, not gated (shared CPUs are noisy); on CUDA it is gated
+    aa = check_results(ctx.work / f"{name}-b", baseline, gate_cpu_latency=False, latency_tol=tol)
+    assert aa.exit_code == 0, f"A/A check exited {aa.exit_code}: {[(r.metric, r.note) for r in aa.regressions]}"
+    tpot = max(r["tpot_ms_median"] for r in rows if r["step"] is None)
+    delay_ms = max(delay_ms, 4 * tpot)
+    _sweep_rows(ctx, f"{name}-slow", {**point, "debug_decode_delay_ms": delay_ms}, flops=True)
+    slow = check_results(ctx.work / f"{name}-slow", baseline, gate_cpu_latency=gate_cpu, latency_tol=tol)
+    caught = [r for r in slow.regressions if r.metric == "latency_ms_samples"]
+    assert slow.exit_code == 1 and caught, f"a decode delay of {delay_ms:.1f} ms was not flagged"
+    assert not [r for r in slow.regressions if r.metric != "latency_ms_samples"], "exact metrics changed"
+    ratio = max(r.ratio for r in caught)
+    return (f"A/A: exit 0; +{delay_ms:.1f} ms per decode step (TPOT was {tpot:.2f} ms) → exit 1, TPOT ratio "
+            f"{ratio:.2f} (tolerance {tol:.0%})")
+
+
+def cpu_gate(ctx: Context) -> str:
+    """The regression gate end to end on CPU: A/A passes, a decode delay fails. CPU timings of a
+    shared machine are noisy, so the delay is gated explicitly at a 50 % tolerance."""
+    point = {"mode": "kv-cache", "method": "dynamic-llava", "prompt_len": 8, "gen_len": 12, "warmup": 1,
+             "repeats": 1, "device": "cpu"}  # fmt: skip
+    return _gate(ctx, "cpu-gate", point, delay_ms=20.0, gate_cpu=True, tol=0.5)
+
+
+# ---- CUDA checks ---------------------------------------------------------------------------------
+def cuda_event_timer(ctx: Context) -> str:
+    """CUDA events of a matmul loop agree with a host-synchronized perf_counter window within
+    5 %, and per-iteration events recorded with no sync in the loop add up to the same."""
+    _need_cuda(ctx)
+    import torch
+
+    from dynbench.measure.latency import LatencyTracker
+
+    x = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    for _ in range(5):
+        x @ x  # warm-up: cuBLAS handles, clocks
+    tracker = LatencyTracker("cuda")
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    torch.cuda.set_sync_debug_mode("error")  # any host sync inside the loop raises
+    try:
+        with tracker.track("loop"):
+            for _ in range(50):
+                with tracker.track("iter"):
+                    x @ x
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    wall = (time.perf_counter() - t0) * 1e3
+    got = tracker.result()
+    loop, iters = got["loop"][0], sum(got["iter"])
+    assert abs(loop - wall) / wall < 0.05, f"events {loop:.2f} ms vs host window {wall:.2f} ms"
+    assert abs(iters - loop) / loop < 0.05, f"Σ per-iteration {iters:.2f} ms vs loop {loop:.2f} ms"
+    return f"50 bf16 4096² matmuls: events {loop:.2f} ms, host window {wall:.2f} ms, Σ iterations {iters:.2f} ms"
+
+
+def allocator_peak(ctx: Context) -> str:
+    """A big temporary freed before the region is not in the peak; a known one inside is, to the
+    byte; a real point's peak covers its weights and KV."""
+    _need_cuda(ctx)
+    import torch
+
+    from dynbench.measure.memory import MemoryTracker
+
+    temp = torch.empty(2 * 2**30, dtype=torch.uint8, device="cuda")
+    del temp
+    base = torch.cuda.memory_allocated()
+    mem = MemoryTracker("cuda")
+    with mem.track():
+        x = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
+        del x
+    extra = mem.result().peak_alloc_bytes - base
+    assert extra == 256 * 2**20, f"peak − live = {extra:,} B, expected {256 * 2**20:,} B"
+    rows = _sweep_rows(ctx, "peak", {"model": ctx.model, "mode": "kv-cache", "method": "llava", "gen_len": 8,
+                                     "dtype": "bfloat16", "device": "cuda"})
+    s = next(r for r in rows if r["step"] is None)
+    assert s["peak_alloc_bytes"] >= s["weights_bytes"] + s["kv_bytes"], "peak below weights + KV"
+    return (f"256 MiB inside → +{extra:,} B; 2 GiB freed before: not counted; {ctx.model} kv-cache peak "
+            f"{s['peak_alloc_bytes'] / 2**30:.2f} GiB ≥ weights {s['weights_bytes'] / 2**30:.2f} + KV "
+            f"{s['kv_bytes'] / 2**20:.1f} MiB")
+
+
+def no_hidden_sync(ctx: Context) -> str:
+    """The timed steps of every mode and method run under torch's sync debug mode: no host sync
+    with the budget policy; the learned policy's one `.item()` per decode step, as documented."""
+    _need_cuda(ctx)
+    import torch
+
+    from dynbench.inputs import synthetic_inputs
+    from dynbench.measure.latency import LatencyTracker
+    from dynbench.models.build import build_model
+    from dynbench.models.rules import DropConfig
+    from dynbench.modes import run_mode
+    from dynbench.names import KV_METHODS, METHODS
+
+    counts = {}
+    for method in METHODS:
+        net = build_model("tiny", method, device="cuda", dtype=torch.bfloat16)
+        inputs = synthetic_inputs(net.preset, 16).to("cuda")
+        for mode in ("prefill", "no-cache", "kv-cache"):
+            if method in KV_METHODS and mode == "no-cache":
+                continue
+            for policy in (("budget", "learned") if method == "dynamic-llava" and mode != "prefill" else ("budget",)):
+                drop = DropConfig(text_keep=0.5 if policy == "budget" else None, text_policy=policy)
+                run_mode(mode, net, inputs, drop, gen_len=6)  # warm-up: first draws, cuBLAS
+                tracker = LatencyTracker("cuda")
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    torch.cuda.set_sync_debug_mode("warn")
+                    try:
+                        run_mode(mode, net, inputs, drop, gen_len=6, step_timer=tracker)
+                    finally:
+                        torch.cuda.set_sync_debug_mode("default")
+                syncs = sum("synchroniz" in str(w.message) for w in caught)
+                counts[(method, mode, policy)] = syncs
+    # run_mode copies token ids to the host once after the run (outside the steps): one sync
+    allowed = {k: 1 for k in counts}
+    for (method, mode, policy) in counts:
+        if policy == "learned":
+            allowed[(method, mode, policy)] = 1 + 5  # one decision read per decode step (kv-cache) / count (no-cache)
+    bad = {k: v for k, v in counts.items() if v > allowed[k]}
+    assert not bad, f"unexpected host syncs: {bad}"
+    return f"{len(counts)} (method, mode, policy) runs; syncs within the documented ones: {counts}"
+
+
+def nvml_memory(ctx: Context) -> str:
+    """NVML memory for this process (or the container fallback, named) ≥ the allocator's
+    reserved; clocks and throttle reasons read while the region ran."""
+    _need_cuda(ctx)
+    rows = _sweep_rows(ctx, "nvml", {"model": "tiny", "mode": "kv-cache", "method": "llava", "gen_len": 32,
+                                     "device": "cuda"})
+    s = next(r for r in rows if r["step"] is None)
+    assert s["nvml_source"] in ("process", "global-minus-baseline"), f"nvml_source {s['nvml_source']}"
+    assert s["nvml_process_bytes"] >= s["peak_reserved_bytes"], (s["nvml_process_bytes"], s["peak_reserved_bytes"])
+    assert s["sm_clock_mhz"] and s["throttled"] is not None, "no clock reading"
+    return (f"NVML {s['nvml_source']} {s['nvml_process_bytes'] / 2**20:.0f} MiB ≥ reserved "
+            f"{s['peak_reserved_bytes'] / 2**20:.0f} MiB; SM clock {s['sm_clock_mhz']} MHz, throttled {s['throttled']}")
+
+
+def nvml_energy(ctx: Context) -> str:
+    """NVML's energy counter grows over a point: energy_j > 0, and per token in decode modes."""
+    _need_cuda(ctx)
+    rows = _sweep_rows(ctx, "energy", {"model": ctx.model, "mode": "kv-cache", "method": "llava", "gen_len": 32,
+                                       "dtype": "bfloat16", "device": "cuda"})
+    s = next(r for r in rows if r["step"] is None)
+    assert s["energy_j"] and s["energy_j"] > 0, f"energy_j {s['energy_j']}"
+    assert s["energy_j_per_token"] and s["energy_j_per_token"] > 0
+    return f"{s['energy_j']:.2f} J per generation, {s['energy_j_per_token'] * 1e3:.1f} mJ per token"
+
+
+def cuda_oom(ctx: Context) -> str:
+    """A point that cannot fit becomes an `oom` row, the sweep goes on, and memory comes back."""
+    _need_cuda(ctx)
+    import torch
+
+    from dynbench.spec import RunSpec
+    from dynbench.sweep import Sweep
+
+    free, _ = torch.cuda.mem_get_info()
+    filler = torch.empty(max(free - 768 * 2**20, 0), dtype=torch.uint8, device="cuda")  # leave 768 MiB
+    sweep = Sweep(ctx.work / "oom", flops=False)
+    big = RunSpec(method="llava", mode="prefill", batch=512, device="cuda", dtype="bfloat16", warmup=0, repeats=1)
+    try:
+        row = sweep.run_point(big)
+    finally:
+        del filler
+        torch.cuda.empty_cache()
+    assert row["status"] == "oom", f"status {row['status']}"
+    after = torch.cuda.memory_allocated()
+    small = sweep.run_point(RunSpec(method="llava", mode="prefill", device="cuda", dtype="bfloat16", warmup=0,
+                                    repeats=1))  # fmt: skip
+    assert small["status"] == "ok" and small["peak_alloc_bytes"] < 2 * 2**30, small["peak_alloc_bytes"]
+    return (f"batch 512 with 768 MiB free → oom row; {after / 2**20:.0f} MiB still allocated after it; "
+            f"the next point ok, peak {small['peak_alloc_bytes'] / 2**20:.0f} MiB")
+
+
+def attention_backends(ctx: Context) -> str:
+    """sdpa, eager and flash_attention_2 (if installed), bf16, teacher-forced: identical per-layer
+    lengths and kept counts; generated tokens and kept image tokens agree ≥ 90 % (random weights
+    make near-ties, and kernels round bf16 differently)."""
+    _need_cuda(ctx)
+    import importlib.util
+
+    import torch
+
+    from dynbench.inputs import synthetic_inputs, with_answer_ids
+    from dynbench.models.build import build_model
+    from dynbench.models.rules import DropConfig
+    from dynbench.modes import run_mode
+
+    backends = ["sdpa", "eager"] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") else [])
+    details = []
+    for model in (["tiny"] if ctx.quick else ["tiny", "llava-1.5-7b"]):
+        results = {}
+        for attn in backends:
+            net = build_model(model, "dynamic-llava", attn=attn, device="cuda", dtype=torch.bfloat16, seed=0)
+            inputs = synthetic_inputs(net.preset, 32)
+            answers = torch.arange(3, 3 + 16)[None]
+            inputs = with_answer_ids(inputs, answers, vocab=net.preset.vocab).to("cuda")
+            results[attn] = run_mode("kv-cache", net, inputs, DropConfig(0.2, 0.5, "budget"), gen_len=16)
+            del net
+            torch.cuda.empty_cache()
+        ref = results["sdpa"]
+        for attn, res in results.items():
+            assert [s.layer_cache_lens for s in res.steps] == [s.layer_cache_lens for s in ref.steps], attn
+            assert res.last.image_tokens_kept == ref.last.image_tokens_kept, attn
+            same = sum(a == b for a, b in zip(res.generated_ids[0], ref.generated_ids[0], strict=True)) / 16
+            assert same >= 0.9, f"{model} {attn}: {same:.0%} of tokens as sdpa"
+            details.append(f"{model} {attn} {same:.0%}")
+    skipped = "" if "flash_attention_2" in backends else "; flash_attention_2 not installed"
+    return "tokens = sdpa: " + ", ".join(details) + skipped
+
+
+def ci_gpu_suite(ctx: Context) -> str:
+    """A cut of suites/ci-gpu.yaml end to end: baseline, A/A check exit 0, an injected decode
+    slowdown exit 1 (the GPU gate fires)."""
+    _need_cuda(ctx)
+    point = {"model": ctx.model, "mode": "kv-cache", "method": ["llava", "dynamic-llava"], "prompt_len": 64,
+             "gen_len": 48, "dtype": "bfloat16", "device": "cuda", "text_keep": 0.5}  # fmt: skip
+    return _gate(ctx, "ci-gpu", point, delay_ms=5.0, gate_cpu=False, tol=0.05)
+
+
+CHECKS: dict[str, Callable[[Context], str]] = {
+    "cpu-timer": cpu_timer,
+    "cpu-memory": cpu_memory,
+    "cpu-flops": cpu_flops,
+    "cpu-latency-columns": cpu_latency_columns,
+    "cpu-gate": cpu_gate,
+    "cuda-event-timer": cuda_event_timer,
+    "allocator-peak": allocator_peak,
+    "no-hidden-sync": no_hidden_sync,
+    "nvml-memory": nvml_memory,
+    "nvml-energy": nvml_energy,
+    "cuda-oom": cuda_oom,
+    "attention-backends": attention_backends,
+    "ci-gpu-suite": ci_gpu_suite,
+}
+
+
+def run_doctor(device: str = "auto", quick: bool = False, only: list[str] | None = None,
+               on_check: Callable[[DoctorCheck], None] | None = None) -> DoctorReport:
+    """Every check (or `only` those), in order; `on_check` is told each result as it lands."""
+    from dynbench.measure import env as envmod
+    from dynbench.spec import resolve_device
+
+    device = resolve_device(device)
+    if device not in ("cpu", "cuda"):
+        from dynbench.errors import DynbenchError
+
+        raise DynbenchError(f"doctor runs on cpu or cuda, not {device}")
+    import torch
+
+    snap = envmod.snapshot(device, torch.bfloat16 if device == "cuda" else torch.float32, "sdpa")
+    snap["env_id"] = envmod.env_id(snap)
+    checks = []
+    with tempfile.TemporaryDirectory(prefix="dynbench-doctor-") as tmp:
+        ctx = Context(device, quick, Path(tmp))
+        for name, fn in CHECKS.items():
+            if only and name not in only:
+                continue
+            t0 = time.perf_counter()
+            try:
+                status, detail = PASS, fn(ctx)
+            except Skip as exc:
+                status, detail = SKIP, str(exc)
+            except Exception as exc:  # noqa: BLE001 — a failing check is a result, not a crash
+                status = FAIL
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                detail = f"{type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"
+            result = DoctorCheck(name, status, detail, round(time.perf_counter() - t0, 2))
+            checks.append(result)
+            if on_check is not None:
+                on_check(result)
+    return DoctorReport(checks, snap)
