@@ -1,4 +1,5 @@
-"""`python -m dynbench …` = `dynbench …` (for machines where the package is on PYTHONPATH, not installed)."""
+"""`python -m dynbench …` = the `dynbench` command: for shard jobs (cluster.py) and machines where
+the package is on PYTHONPATH but not installed (scripts/gpu-check.sh)."""
 
 import sys
 

@@ -34,8 +34,8 @@ WITH_PREFILL = ("prefill", "kv-cache")
 @dataclass(frozen=True)
 class Column:
     name: str
-    group: str  # README section: spec, identity, environment, weights and inputs, counts, FLOPs, memory,
-    # latency, roofline
+    group: str  # README section: spec, identity, environment, where it ran, weights and inputs, counts, FLOPs,
+    # memory, latency, roofline
     type: str  # str | int | float | bool | list[int] | list[float] | list | dict
     doc: str
     unit: str = ""
@@ -50,6 +50,7 @@ def _c(name, group, type_, doc, unit="", rows=BOTH, modes=MODES) -> Column:
 SPEC, IDENT, ENV, SOURCE, COUNTS, FLOPS, MEMORY, LATENCY = (
     "spec", "identity", "environment", "weights and inputs", "counts", "FLOPs", "memory", "latency")  # fmt: skip
 ROOFLINE = "roofline"
+WHERE = "where it ran"
 
 COLUMNS: tuple[Column, ...] = (
     # ---- spec: the RunSpec, one column per field (axes a point does not use are null)
@@ -97,6 +98,12 @@ COLUMNS: tuple[Column, ...] = (
     _c("fvcore_version", ENV, "str", "fvcore version"),
     _c("cpu_threads", ENV, "int", "torch intra-op threads (CPU timings scale with it)"),
     _c("load_avg_1m", ENV, "float", "1-minute load average when the point started", rows=SUMMARY),
+    # ---- where it ran (per row, not in the env snapshot or the env_id: several machines share an environment)
+    _c("hostname", WHERE, "str", "the machine's hostname (socket.gethostname())"),
+    _c("job_id", WHERE, "str", "scheduler job: the Slurm job id (`<array job>_<task>` in an array) or submitit's "
+       "local job id; null outside a job"),
+    _c("array_index", WHERE, "int", "index of the task in its job array (0 … N − 1: shard K of N is K − 1)"),
+    _c("gpu_uuid", WHERE, "str", "UUID of the CUDA device (NVML, else torch; CUDA only)"),
     # ---- weights and inputs
     _c("checkpoint_layout", SOURCE, "str", "hf | official (with --checkpoint)"),
     _c("vision_tower", SOURCE, "str", "--vision-tower folder"),

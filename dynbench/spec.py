@@ -262,6 +262,10 @@ FIELDS: dict[str, tuple[type, bool, object]] = {
 MAX_POINTS = 10_000
 
 
+class NoDevice(DynbenchError):
+    """The sweep names a device this machine lacks (a Slurm login node submitting GPU shards)."""
+
+
 def resolve_device(device: str) -> str:
     """`auto` → cuda when visible, else cpu; `cuda` without a GPU is an error."""
     import torch
@@ -269,7 +273,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise DynbenchError("--device cuda: no CUDA device is visible; use --device cpu")
+        raise NoDevice("--device cuda: no CUDA device is visible; use --device cpu")
     return device
 
 

@@ -67,6 +67,7 @@ class LoadedModel:
     env: dict
     env_id: str
     facts: object  # rows.ModelFacts
+    gpu_uuid: str | None = None  # where it ran (CUDA): a row column, not in the env snapshot
 
 
 class Sweep:
@@ -81,6 +82,7 @@ class Sweep:
         self._loaded: tuple[tuple, LoadedModel] | None = None  # one model in memory at a time
         self._checkpoint: tuple[tuple, object] | None = None
         self._load_warned = False
+        self._where: dict | None = None  # hostname, job_id, array_index: once per sweep
 
     def pending(self, points: list, resume: bool) -> tuple[list, int]:
         """(points still to run, how many `--resume` skips)."""
@@ -113,7 +115,8 @@ class Sweep:
             torch.cuda.synchronize()
         snap = envmod.snapshot(spec.device, DTYPES[spec.dtype], spec.attn)
         facts = ModelFacts(net.preset, count_parameters(net), weights_bytes(net), module_bytes(net))
-        loaded = LoadedModel(net, memory, ModelCost(net), snap, envmod.env_id(snap), facts)
+        loaded = LoadedModel(net, memory, ModelCost(net), snap, envmod.env_id(snap), facts,
+                             envmod.gpu_uuid(spec.device))
         if self.out_dir is not None:
             snapshot = json.dumps(snap, indent=2, sort_keys=True) + "\n"
             write_atomic(self.out_dir / "env" / f"{loaded.env_id}.json", snapshot)
@@ -156,11 +159,11 @@ class Sweep:
         """Measure one point, append its rows, return the summary row (status ok / oom / error)."""
         base = {**spec.as_dict(), "point_id": uuid.uuid4().hex[:12], "time_utc": _now(),
                 "text_keep_imposed": spec.method == "dynamic-llava" and spec.text_policy == "budget",
-                **self.source.columns()}  # fmt: skip
+                **self.source.columns(), **self.where()}  # fmt: skip
         failure = None
         try:
             loaded = self.model(spec)
-            base.update(env_id=loaded.env_id, git_sha=loaded.env.get("git_sha"),
+            base.update(env_id=loaded.env_id, git_sha=loaded.env.get("git_sha"), gpu_uuid=loaded.gpu_uuid,
                         **{k: loaded.env.get(k) for k in ENV_COLUMNS})  # fmt: skip
             rows = self._measure(spec, loaded)
         except DynbenchError:
@@ -177,6 +180,14 @@ class Sweep:
         row = {**base, **rows.summary, "step": None, "status": "ok"}
         self._write(row)
         return row
+
+    def where(self) -> dict:
+        """Where the rows run (`measure.env.where_it_ran`); the GPU's UUID comes with the model."""
+        if self._where is None:
+            from dynbench.measure.env import where_it_ran
+
+            self._where = where_it_ran()
+        return self._where
 
     def _measure(self, spec, loaded: LoadedModel):
         from dynbench.measure import env as envmod

@@ -460,28 +460,74 @@ def test_latency_check_needs_enough_samples():
 def test_workflow_is_valid_and_runs_the_gate():
     wf = yaml.safe_load((Path(__file__).parents[1] / ".github/workflows/dynbench-gpu.yml").read_text())
     assert wf.get("on", wf.get(True))  # YAML 1.1 reads the bare key `on` as True
-    gpu, cpu = wf["jobs"]["gpu"], wf["jobs"]["cpu"]
-    assert gpu["runs-on"] == ["self-hosted", "gpu"] and cpu["runs-on"] == "ubuntu-latest"
+    shard, gpu, cpu = wf["jobs"]["shard"], wf["jobs"]["gpu"], wf["jobs"]["cpu"]
+    assert shard["runs-on"] == gpu["runs-on"] == ["self-hosted", "gpu"] and cpu["runs-on"] == "ubuntu-latest"
+    # one group for the GPU runners whatever the branch; nothing in progress (a manual refresh) is cancelled
+    assert "${{" not in wf["concurrency"]["group"] and wf["concurrency"]["cancel-in-progress"] is False
 
     def commands(job):
         return [" ".join(str(s.get("run", "")).split()) for s in job["steps"]]
 
-    g, c = commands(gpu), commands(cpu)
-    assert gpu["steps"][0]["uses"].startswith("actions/checkout@")
-    assert any('pip install -e ".[dev]"' in cmd for cmd in g)
+    s, g, c = commands(shard), commands(gpu), commands(cpu)
+    for job in (shard, gpu):
+        assert job["steps"][0]["uses"].startswith("actions/checkout@")
+        cache = next(st for st in job["steps"] if str(st.get("uses", "")).startswith("actions/cache@"))
+        assert cache["with"]["path"] == ".venv" and "hashFiles('pyproject.toml')" in cache["with"]["key"]
+        assert any('pip install -e ".[dev]"' in cmd for cmd in commands(job))
+    # the matrix: every shard of the suite once, each uploaded; the merge job waits for all of them
+    matrix = shard["strategy"]["matrix"]["shard"]
+    assert shard["strategy"]["fail-fast"] is False and matrix == list(range(1, len(matrix) + 1))
+    n = len(matrix)
+    assert (f"dynbench run --suite suites/ci-gpu.yaml --shard ${{{{ matrix.shard }}}}/{n} "
+            "--out results/ci-gpu/shards/${{ matrix.shard }}") in s
+    assert any("nvidia-smi" in cmd and "torch.version.cuda" in cmd for cmd in s)
+    up = next(st for st in shard["steps"] if str(st.get("uses", "")).startswith("actions/upload-artifact@"))
+    assert up["if"] == "always()" and "results/ci-gpu/shards/${{ matrix.shard }}" in up["with"]["path"]
+    assert "${{ matrix.shard }}" in up["with"]["name"]
+    assert gpu["needs"] == "shard" and "!cancelled()" in gpu["if"]
+    down = next(st for st in gpu["steps"] if str(st.get("uses", "")).startswith("actions/download-artifact@"))
+    assert down["with"]["path"] == "results/ci-gpu/shards" and up["with"]["name"].startswith(
+        down["with"]["pattern"].split("*")[0])
     order = [next(i for i, cmd in enumerate(g) if prefix in cmd) for prefix in (
-        "dynbench run --suite suites/ci-gpu.yaml --out results/ci-gpu",
+        "dynbench merge results/ci-gpu/shards/* --out results/ci-gpu",
         "dynbench check results/ci-gpu --baseline results/baselines/ci-gpu.jsonl \\ "
         '--summary-md "$GITHUB_STEP_SUMMARY"',
         "dynbench plot results/ci-gpu --out results/ci-gpu/figures",
     )]  # fmt: skip
     assert order == sorted(order)
-    uploads = [s for s in gpu["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
+    gate = next(cmd for cmd in g if "dynbench check" in cmd)
+    assert "::error::" in gate and "refs/heads/main" in gate and "::warning::" in gate  # no baseline: visible
+    uploads = [st for st in gpu["steps"] if str(st.get("uses", "")).startswith("actions/upload-artifact@")]
     assert uploads and uploads[0]["if"] == "always()" and "results/ci-gpu" in uploads[0]["with"]["path"]
-    assert "!cancelled()" in next(s for s in gpu["steps"] if "dynbench plot" in str(s.get("run")))["if"]
+    assert "!cancelled()" in next(st for st in gpu["steps"] if "dynbench plot" in str(st.get("run")))["if"]
     assert "dynbench run --suite suites/smoke.yaml --out results/smoke" in c
     assert ("dynbench check results/smoke --baseline results/baselines/smoke-cpu.jsonl "
             '--summary-md "$GITHUB_STEP_SUMMARY"') in c
+
+
+@pytest.mark.filterwarnings("ignore:.*max_position_embeddings")
+def test_gpu_suites_expand_and_build_each_model_once(tmp_path):
+    """The GPU suites expand (on meta here: no GPU needed), and `order_points` builds each model once
+    although ci-gpu.yaml alternates methods."""
+    from dynbench.records import key_of
+    from dynbench.spec import load_suite
+    from dynbench.sweep import MODEL_KEY, order_points
+
+    def builds(points):
+        keys = [key_of(p.as_dict(), MODEL_KEY) for p in points]
+        return sum(1 for i, k in enumerate(keys) if i == 0 or k != keys[i - 1])
+
+    for name in ("ci-gpu", "paper", "baselines-gpu"):
+        suite = yaml.safe_load((Path(__file__).parents[1] / "suites" / f"{name}.yaml").read_text())
+        for part in (suite.get("defaults") or {}, *suite["sweeps"]):
+            if part.get("device") == "cuda":
+                part["device"] = "meta"
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(suite))
+        points = load_suite(path)
+        assert builds(order_points(points)) == len({key_of(p.as_dict(), MODEL_KEY) for p in points})
+        if name == "ci-gpu":
+            assert len(points) == 9 and builds(points) > builds(order_points(points)) == 2
 
 
 def test_write_markdown_to_a_bad_path_is_an_input_error(tmp_path):

@@ -12,6 +12,8 @@ from dynbench.cli.app import app
 from dynbench.cli.options import err_console, flag
 
 ResultsArg = Annotated[Path, typer.Argument(help="results folder or its records.jsonl", metavar="RESULTS")]
+ManyResultsArg = Annotated[list[Path], typer.Argument(help="results folders or records.jsonl files (several: "
+                                                      "merged as `dynbench merge` would)", metavar="RESULTS...")]
 
 BASELINE_EXAMPLES = """[bold]Examples[/]
 
@@ -22,6 +24,7 @@ CHECK_EXAMPLES = """[bold]Examples[/]
   dynbench check results/smoke --baseline results/baselines/smoke-cpu.jsonl
   dynbench check results/ci-gpu --baseline results/baselines/ci-gpu.jsonl --summary-md "$GITHUB_STEP_SUMMARY"
   dynbench check results/partial --baseline results/baselines/ci-gpu.jsonl --allow-missing --json
+  dynbench check results/ci-gpu/shards/* --baseline results/baselines/ci-gpu.jsonl   [dim]# shards, merged[/]
 """
 
 
@@ -39,7 +42,7 @@ def baseline(
 
 @app.command(epilog=CHECK_EXAMPLES)
 def check(
-    results: ResultsArg,
+    results: ManyResultsArg,
     baseline: Annotated[Path, typer.Option(help="file written by `dynbench baseline`", metavar="FILE")],
     latency_tol: Annotated[float, typer.Option(help="latency tolerance on the ratio of medians")] = 0.05,
     summary_md: Annotated[str | None, typer.Option(help="append a Markdown summary to FILE", metavar="FILE")] = None,
@@ -54,8 +57,9 @@ def check(
     from dynbench.regress import check_results
     from dynbench.report.check import append_markdown, missing_line, render
 
-    report = check_results(results, baseline, latency_tol=latency_tol, fail_on_improvement=fail_on_improvement,
-                           gate_cpu_latency=gate_cpu_latency, allow_missing=allow_missing)  # fmt: skip
+    report = check_results(results[0] if len(results) == 1 else results, baseline, latency_tol=latency_tol,
+                           fail_on_improvement=fail_on_improvement, gate_cpu_latency=gate_cpu_latency,
+                           allow_missing=allow_missing)  # fmt: skip
     console = err_console()
     console.print(render(report))
     missing = missing_line(report)

@@ -23,6 +23,7 @@ INPUTS = "Inputs"
 MEASURE = "Measurement"
 OUTPUT = "Output"
 BASELINES = "Baselines' parameters"
+CLUSTER = "Shards and jobs (README: Run on a cluster)"
 
 
 def default(help_text: str, value) -> str:

@@ -12,7 +12,18 @@ from typing import Annotated
 import typer
 
 from dynbench.cli.app import app
-from dynbench.cli.options import MEASURE, OUTPUT, JsonOpt, err_console, flag, opt, out_console, point_options
+from dynbench.cli.options import (
+    CLUSTER,
+    MEASURE,
+    OUTPUT,
+    JsonOpt,
+    default,
+    err_console,
+    flag,
+    opt,
+    out_console,
+    point_options,
+)  # fmt: skip
 from dynbench.errors import DynbenchError
 from dynbench.results import RECORDS_FILE, iter_records, writable_dir
 from dynbench.spec import MAX_POINTS
@@ -24,6 +35,8 @@ EXAMPLES = """[bold]Examples[/]
   dynbench run --device meta --model llava-1.5-7b --mode prefill --prompt-len 40   [dim]# 7B counts, no GPU[/]
   dynbench run --method llava,dynamic-llava,fastv,h2o --mode kv-cache --gen-len 128 --device cuda --dtype bfloat16
   dynbench run --device meta --model llava-1.5-7b --mode kv-cache --dtype float16 --gpu h100-sxm  [dim]# roofline[/]
+  dynbench run --suite suites/paper.yaml --shard 2/4 --out results/paper/shards/2 --resume   [dim]# one shard[/]
+  dynbench run --suite suites/paper.yaml --executor slurm --jobs 8 --slurm-partition gpu --out results/paper
 """
 
 
@@ -97,6 +110,7 @@ def refuse_expensive(points: list) -> None:
 @app.command(epilog=EXAMPLES)
 @point_options
 def run(
+    ctx: typer.Context,
     point: dict,
     source: dict,
     warmup: Annotated[int | None, opt("warm-up runs \\[default: prefill 3, decode 1]", MEASURE)] = None,
@@ -118,28 +132,65 @@ def run(
     resume: Annotated[bool, flag("--resume", help="skip points already recorded in --out", panel=OUTPUT)] = False,
     yes: Annotated[bool, flag("--yes", help=f"allow more than {MAX_POINTS:,} points", panel=OUTPUT)] = False,
     json_out: JsonOpt = False,
+    shard: Annotated[str | None, opt("measure only shard K of N of the sweep (deterministic, balanced by estimated "
+                                     "cost, a model's points together)", CLUSTER, "K/N")] = None,
+    executor: Annotated[str | None, opt("local | slurm: run the sweep as --jobs shard jobs (submitit) into "
+                                        "--out DIR/shards/K, then merge them into --out DIR", CLUSTER)] = None,
+    jobs: Annotated[int | None, opt("number of shard jobs (--executor)", CLUSTER, "N")] = None,
+    parallel: Annotated[int | None, opt("jobs at once \\[default: slurm all; local one per GPU, or per CPU core]",
+                                        CLUSTER, "N")] = None,
+    slurm_partition: Annotated[str | None, opt("Slurm partition (--executor slurm)", CLUSTER, "NAME")] = None,
+    gpus_per_job: Annotated[int, opt("GPUs per job", CLUSTER)] = 1,
+    timeout_min: Annotated[int | None, opt(default("wall-clock limit of each job, minutes", "720"), CLUSTER,
+                                           "M")] = None,
 ) -> None:
     """Measure every point of the sweep: FLOPs, memory, latency and the tokens each method keeps."""
     from dynbench.cli.progress import SweepProgress
+    from dynbench.cluster import check_options
     from dynbench.estimate import point_tmacs
     from dynbench.measure.roofline import resolve_gpu
     from dynbench.report.tables import run_tables
+    from dynbench.shards import manifest, parse_shard, shard_points, write_manifest
     from dynbench.sources import Source
+    from dynbench.spec import NoDevice
     from dynbench.sweep import Sweep, order_points, spec_key
 
+    check_options(executor, jobs, shard, parallel, slurm_partition, gpus_per_job, timeout_min)
+    this_shard = parse_shard(shard) if shard is not None else None
     point.update(warmup=warmup, repeats=repeats, regions=regions or None, debug_decode_delay_ms=debug_decode_delay_ms)
     roof_gpu = resolve_gpu(gpu, gpu_spec)
     if roof_gpu is not None and not flops:
         raise DynbenchError("--gpu / --gpu-spec bound each step by its FLOPs; drop --no-flops")
     src = Source(**source)
-    points = order_points(build_points(point, src, suite))
-    if len(points) > MAX_POINTS and not yes:
+    try:
+        points = order_points(build_points(point, src, suite))
+    except NoDevice:
+        if executor != "slurm":  # a login node submitting GPU jobs cannot expand them: the shards will
+            raise
+        points = None
+    if points is not None and len(points) > MAX_POINTS and not yes:
         raise DynbenchError(f"the sweep has {len(points):,} points (over {MAX_POINTS:,}); add --yes to run it")
-    costs = [point_tmacs(p) for p in points]  # estimated from the counting rules
-    if not yes:
+    if points is not None and not yes and executor != "slurm":  # Slurm: the nodes' speed is not this machine's
         refuse_expensive(points)
+    if executor is not None:  # the jobs get --yes: checked here, or bounded by --timeout-min
+        from dynbench.cli.cluster import run_on_executor
+
+        return run_on_executor(ctx, points, executor=executor, jobs=jobs, parallel=parallel,
+                               partition=slurm_partition, gpus_per_job=gpus_per_job, timeout_min=timeout_min,
+                               out=out, resume=resume, json_out=json_out)  # fmt: skip
+    sweep_points = points
+    if this_shard is not None:
+        points = shard_points(points, this_shard)
+    costs = [point_tmacs(p) for p in points]  # estimated from the counting rules
     warn = lambda message: err_console().print(f"[yellow]Warning:[/] {message}", highlight=False)  # noqa: E731
     sweep = Sweep(out_dir_for(out, resume), flops=flops, source=src, warn=warn, gpu=roof_gpu)
+    if this_shard is not None:
+        if sweep.out_dir is not None:
+            write_manifest(sweep.out_dir, manifest(sweep_points, this_shard, points), resume)
+        err_console().print(f"shard {this_shard}: {len(points)} of the sweep's {len(sweep_points)} point(s)",
+                            highlight=False, markup=False)
+        if not points:
+            return
     todo, skipped = sweep.pending(points, resume)
     rows = []
     weight = dict(zip(map(spec_key, points), costs, strict=True))

@@ -2,9 +2,11 @@
 
 `snapshot()` records GPU, driver, CUDA, library versions, Python, platform, CPU model, attention
 implementation, dtype, device and the git SHA of the dynbench checkout. The hostname is not
-recorded (privacy). `env_id()` hashes only the fields that change the numbers, so a regression
-check can refuse to compare across environments; the git SHA and time are deliberately left out
-(the code under test is what a check compares).
+in the snapshot (privacy: snapshots are copied into baselines); rows carry it instead, with the
+scheduler job and the GPU's UUID (`where_it_ran`, `gpu_uuid`), so a report can tell machines
+apart. `env_id()` hashes only the fields that change the numbers, so a regression check can refuse
+to compare across environments; the git SHA and time are deliberately left out (the code under
+test is what a check compares).
 
 It also holds the NVML helpers shared by the latency and memory trackers. NVML is optional: with
 no GPU, no driver or no `nvidia-ml-py`, they return None and warn once, never raise.
@@ -150,6 +152,43 @@ def snapshot(device: torch.device | str, dtype: torch.dtype | str, attn: str) ->
         "device_type": device.type,
         "git_sha": _git_sha(),
     }
+
+
+# DYNBENCH_* are set by dynbench's own job function (`cluster.run_task`) for the `dynbench run` it
+# starts; a plain `sbatch` array falls back to Slurm's variables.
+ARRAY_INDEX_VARS = ("DYNBENCH_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID")
+
+
+def where_it_ran() -> dict:
+    """`hostname`, `job_id`, `array_index` of this process (None outside a job): row columns."""
+    import socket
+
+    env = os.environ
+    job_id = env.get("DYNBENCH_JOB_ID")
+    if not job_id and env.get("SLURM_ARRAY_JOB_ID"):
+        job_id = f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
+    job_id = job_id or env.get("SLURM_JOB_ID") or None
+    index = next((env[v] for v in ARRAY_INDEX_VARS if env.get(v, "").isdigit()), None)
+    return {"hostname": socket.gethostname() or None, "job_id": job_id,
+            "array_index": None if index is None else int(index)}
+
+
+def gpu_uuid(device: torch.device | str) -> str | None:
+    """UUID of the CUDA device (`GPU-…` / `MIG-…` as NVML and nvidia-smi print it); None off CUDA.
+    Call it after the model is built: it initializes CUDA."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    handle = nvml_handle(device)
+    if handle is not None:
+        import pynvml
+
+        try:
+            return _as_str(pynvml.nvmlDeviceGetUUID(handle))
+        except pynvml.NVMLError:
+            pass
+    index = torch.cuda.current_device() if device.index is None else device.index
+    return f"GPU-{torch.cuda.get_device_properties(index).uuid}"
 
 
 def load_average() -> float | None:

@@ -182,9 +182,16 @@ def check(current_rows: Iterable[Mapping[str, Any]] | Any, baseline: Baseline, *
     return CheckReport(tuple(results), fail_on_improvement, name, settings, allow_missing)
 
 
-def check_results(results_path: str | os.PathLike, baseline_path: str | os.PathLike,
+def check_results(results_path: str | os.PathLike | Sequence[str | os.PathLike], baseline_path: str | os.PathLike,
                   **options: Any) -> CheckReport:
-    """`dynbench check RESULTS --baseline FILE`: read both, then `check(**options)`."""
+    """`dynbench check RESULTS... --baseline FILE`: read both, then `check(**options)`. Several
+    results folders are merged in memory first, as `dynbench merge` would (`merge.merge_folders`)."""
     baseline = read_baseline(baseline_path)
-    options.setdefault("current_environments", env_snapshots(results_path))
-    return check(list(iter_records(results_path, strict=True)), baseline, **options)
+    if isinstance(results_path, str | os.PathLike):
+        options.setdefault("current_environments", env_snapshots(results_path))
+        return check(list(iter_records(results_path, strict=True)), baseline, **options)
+    from dynbench.merge import merge_folders  # merge uses the gate's exact checks: imported late
+
+    merged = merge_folders(results_path, strict=True)
+    options.setdefault("current_environments", merged.environments)
+    return check(merged.rows, baseline, **options)
