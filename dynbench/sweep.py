@@ -32,7 +32,10 @@ from dynbench.results import RECORDS_FILE, append_record, recorded_keys, write_a
 from dynbench.sources import Source
 
 MODEL_KEY = ("model", "method", "dtype", "device", "attn", "seed", "checkpoint")
-OOM_MARKERS = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FAILED")
+# the allocator's message, cuBLAS failing to allocate its workspace, and older gVisor sandboxes,
+# where PyTorch's OOM report trips an NVML assertion inside the caching allocator
+OOM_MARKERS = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FAILED",
+               "NVML_SUCCESS == r INTERNAL ASSERT FAILED")  # fmt: skip
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -228,7 +231,7 @@ class Sweep:
         if spec.dtype == "float32":
             import torch
 
-            tf32 = bool(torch.backends.cuda.matmul.allow_tf32)
+            tf32 = _tf32_matmuls(torch)
         return Roof.of(gpu, spec.dtype, tf32, projected=spec.device != "cuda")
 
     def _warn_load(self, spec, load: float | None) -> None:
@@ -242,6 +245,17 @@ class Sweep:
     def _write(self, row: dict) -> None:
         if self.out_dir is not None:
             append_record(self.out_dir / RECORDS_FILE, row)
+
+
+def _tf32_matmuls(torch) -> bool:
+    """Whether float32 matmuls run on TF32 tensor cores: torch ≥ 2.9's `fp32_precision` ("tf32"),
+    else the older `allow_tf32` (reading it can raise when a user mixed the two APIs)."""
+    matmul = torch.backends.cuda.matmul
+    try:
+        precision = getattr(matmul, "fp32_precision", None)
+        return precision == "tf32" if precision is not None else bool(matmul.allow_tf32)
+    except RuntimeError:
+        return False
 
 
 def _now() -> str:

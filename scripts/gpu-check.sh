@@ -10,8 +10,9 @@
 #   nvidia-smi.txt                         the card, driver and memory
 # Usage (device tool): run(command="bash scripts/gpu-check.sh", carry=[".whl"], timeout_s=590)
 #   QUICK=1 for tiny shapes in the doctor (seconds); SKIP_SUITE=1 to run the doctor alone.
-# Expected on one H100/H200: doctor ~4-6 min with 7B shapes, the suite ~3-5 min — run them as two
-# calls (SKIP_SUITE=1, then DOCTOR=0) if one call would pass the 10-minute command limit.
+# Expected on one H100/H200 (not measured yet): the doctor ~4-6 min with 7B shapes, ~1 min with
+# QUICK=1; the suite ~3-5 min. One 10-minute call fits QUICK=1 + the suite, or the full doctor
+# alone (SKIP_SUITE=1); a second call can run the other (DOCTOR=0 for the suite alone).
 set -uo pipefail
 OUT=${OUT:-results/gpu-check}
 mkdir -p "$OUT"

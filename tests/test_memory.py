@@ -97,6 +97,7 @@ def fake_cuda(monkeypatch, log, allocator=None):
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", allocator.reset)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", allocator.max_allocated)
     monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: allocator.reserved)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
     monkeypatch.setattr(memory, "_BASELINES", {})
     return allocator
 

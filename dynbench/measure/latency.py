@@ -311,13 +311,16 @@ class ClockMonitor:
         return clock, self._reasons(self._handle)
 
     def _violations(self) -> dict[str, int] | None:
+        """Each policy's counter that this GPU / driver / binding supports; None if none is."""
         import pynvml
 
-        try:
-            return {name: int(pynvml.nvmlDeviceGetViolationStatus(self._handle, policy).violationTime)
-                    for policy, name in VIOLATION_POLICIES.items()}  # fmt: skip
-        except (pynvml.NVMLError, AttributeError):  # not supported on this GPU / driver / binding
-            return None
+        counters = {}
+        for policy, name in VIOLATION_POLICIES.items():
+            try:
+                counters[name] = int(pynvml.nvmlDeviceGetViolationStatus(self._handle, policy).violationTime)
+            except Exception:  # noqa: BLE001 — NVMLError (not supported), a missing or mismatched binding
+                continue
+        return counters or None
 
     @contextmanager
     def track(self) -> Iterator[None]:
@@ -342,7 +345,7 @@ class ClockMonitor:
         names = [name for bit, name in THROTTLE_REASONS.items() if reasons & bit]
         violation_ms = None
         if before is not None and after is not None:
-            violation_ms = {k: (after[k] - before[k]) / 1e6 for k in before}
+            violation_ms = {k: (after[k] - before[k]) / 1e6 for k in before if k in after}
             names += [f"{k}_violation" for k, ms in violation_ms.items() if ms > 0]
         clocks = [c for c, _ in samples]
         self._result = ClockResult(clocks[0], clocks[-1], int(statistics.median(clocks)), reasons, tuple(names),

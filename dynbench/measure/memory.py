@@ -136,6 +136,10 @@ class MemoryTracker:
                 process, source = nvml.process_peak, "process"
             elif global_peak is not None and self._baseline is not None:
                 process, source = global_peak - self._baseline, "global-minus-baseline"
+                if process < reserved:  # another process freed memory meanwhile: the figure means nothing
+                    warn_once("NVML global-minus-baseline fell below the allocator's reserved bytes (another "
+                              "process on the GPU?); nvml_process_bytes is null.")
+                    process = source = None
         self._result = MemoryResult(
             peak_alloc_bytes=alloc, peak_reserved_bytes=reserved, nvml_process_bytes=process,
             nvml_source=source, nvml_global_bytes=global_peak, peak_rss_bytes=None,
@@ -162,7 +166,9 @@ def process_baseline(device: torch.device, handle) -> int | None:
         try:
             torch.cuda.init()  # initialise CUDA (and its context) first
             torch.cuda.synchronize(device)
-            _BASELINES[key] = int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+            # what the allocator already holds is this process's and counted by every point:
+            # the baseline is the rest (context, other processes)
+            _BASELINES[key] = int(pynvml.nvmlDeviceGetMemoryInfo(handle).used) - int(torch.cuda.memory_reserved(device))
         except (pynvml.NVMLError, RuntimeError) as exc:
             warn_once(f"NVML memory query failed ({exc}); NVML memory figures will be null.")
             return None
@@ -202,13 +208,21 @@ class _NvmlPeaks:
         self.pid = os.getpid()
         self.process_peak: int | None = None
         self.global_peak: int | None = None
+        self.processes_unsupported = False
 
     def sample(self) -> None:
         import pynvml
 
-        used = int(pynvml.nvmlDeviceGetMemoryInfo(self.handle).used)
+        used = int(pynvml.nvmlDeviceGetMemoryInfo(self.handle).used)  # a failure here ends sampling
         self.global_peak = used if self.global_peak is None else max(self.global_peak, used)
-        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(self.handle):
+        if self.processes_unsupported:
+            return
+        try:  # per-process attribution may be unsupported (sandboxes, containers): global goes on
+            processes = pynvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
+        except Exception:  # noqa: BLE001 — NVMLError, or a binding / driver mismatch
+            self.processes_unsupported = True
+            return
+        for proc in processes:
             # usedGpuMemory is None where the driver cannot attribute memory (e.g. WDDM)
             if proc.pid == self.pid and proc.usedGpuMemory is not None:
                 mem = int(proc.usedGpuMemory)

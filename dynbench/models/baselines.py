@@ -184,9 +184,11 @@ class DeferredSplit:
         self.prompt, self.generated = _Part(self, "prompt"), _Part(self, "generated")
 
     def resolve(self) -> int:
-        """Prompt bytes (reads the device once)."""
+        """Prompt bytes (reads the device once: the per-layer sums stacked, then one copy)."""
         if self._prompt is None:
-            self._prompt = self.prompt_known + sum(int(n.sum()) * per_entry for n, per_entry in self.per_head)
+            sums = torch.stack([n.sum() for n, _ in self.per_head]).tolist()
+            self._prompt = self.prompt_known + sum(int(n) * per_entry for n, (_, per_entry)
+                                                   in zip(sums, self.per_head, strict=True))
         return self._prompt
 
 

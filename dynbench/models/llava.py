@@ -171,7 +171,10 @@ class LlavaForBench(nn.Module):
         mask at all (stack_facts.md), so it always gets an explicit one. A single query attends to
         everything. Kept tokens stay in their original order, so causal order survives a drop.
         """
-        if q_len == 1 or (q_len == kv_len and (attn or self.attn) != "eager"):
+        impl = attn or self.attn
+        # flash-attention takes no 4D mask (it would read one as a 2D padding mask): it applies the
+        # causal mask itself, aligned to the end of the keys, also after a cached prefix
+        if q_len == 1 or impl == "flash_attention_2" or (q_len == kv_len and impl != "eager"):
             return None
         q = torch.arange(q_len, device=self.device)[:, None]
         k = torch.arange(kv_len, device=self.device)[None, :]
