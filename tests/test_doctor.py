@@ -9,6 +9,7 @@ import pytest
 from dynbench import doctor
 from dynbench.cli import main
 from dynbench.measure import energy as energy_mod
+from dynbench.measure import env
 from dynbench.measure.energy import EnergyMeter, energy_columns
 
 CUDA_CHECKS = ("cuda-event-timer", "allocator-peak", "no-hidden-sync", "nvml-memory", "nvml-energy", "cuda-oom",
@@ -63,6 +64,7 @@ def test_energy_unsupported_is_null(monkeypatch):
 
     monkeypatch.setattr(energy_mod, "nvml_handle", lambda device: "handle")
     monkeypatch.setattr(pynvml, "nvmlDeviceGetTotalEnergyConsumption", unsupported)
+    monkeypatch.setattr(env, "_warned", set())  # warn_once: an earlier test may have warned already
     meter = EnergyMeter("cuda")
     with pytest.warns(RuntimeWarning, match="energy counter unavailable"):
         with meter.track():
