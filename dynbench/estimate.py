@@ -40,7 +40,8 @@ def point_tmacs(spec) -> float:
     drop = spec.drop
     if drop.text_policy == "learned":  # decisions need the weights: cost as if every token is kept
         drop = DropConfig(drop.vision_keep, 1.0, "budget", drop.fastv_k, drop.fastv_r, drop.kv_budget, drop.seed)
-    planned = plan_mode(p, spec.method, spec.mode, spec.prompt_len, spec.gen_len or 1, drop,
+    # a dataset point (prompt_len None): one sample with no text, an estimate per sample
+    planned = plan_mode(p, spec.method, spec.mode, spec.prompt_len or 0, spec.gen_len or 1, drop,
                         bool(spec.reuse_vision), spec.batch)  # fmt: skip
     layer = functools.partial(analytic_layer_macs, hidden=p.hidden, intermediate=p.intermediate, heads=p.heads,
                               kv_heads=p.kv_heads, head_dim=p.head_dim)  # fmt: skip

@@ -15,6 +15,12 @@ Real inputs follow the official LLaVA-1.5 code (`llava/mm_utils.py`, `llava/conv
     (llava-hf's processor): resize the short side and center-crop, cutting the long side.
     `ModelInputs.preprocessing` records which one ran.
   * `.npz` — exact `input_ids` / `pixel_values`, for bit-exact comparisons with other code.
+  * a dataset sample (`datasets.py`, `dataset_inputs`) — round 0 as above; each later round as
+    the official multi-round evaluation feeds it (notes/official_multiround.md §1.1-1.2): the text
+    `USER:{q}ASSISTANT:` (no spaces, no `</s>`), tokenized alone with its BOS dropped, appended to
+    the running cache. Answers are tokenized as the official PPL script does (`tokenizer(a)`, BOS
+    dropped); teacher-forced, a round feeds every answer token and produces one more (the
+    official `</s>`, never fed): `min(gen_len, answer tokens + 1)` tokens.
 Padding (ragged batches) is not supported: every row has the same length and image position.
 """
 
@@ -48,6 +54,15 @@ DEFAULT_TEMPLATE = "vicuna_v1"
 PREPROCESSING = {"official": "pad", "hf": "crop"}  # checkpoint layout → image preprocessing
 
 
+@dataclass(frozen=True)
+class Round:
+    """One round of a conversation: what it feeds and how many tokens it produces."""
+
+    prompt_ids: torch.Tensor | None  # (B, m) the turn's tokens appended to the cache; None for round 0
+    answer_ids: torch.Tensor | None  # (B, n ≥ gen_len − 1) teacher-forced answer, or None (the model's own)
+    gen_len: int  # tokens the round produces (its last is never fed)
+
+
 @dataclass
 class ModelInputs:
     input_ids: torch.Tensor  # (B, P) with `image_token_index` placeholders at the image span
@@ -56,6 +71,9 @@ class ModelInputs:
     answer_ids: torch.Tensor | None = None  # (B, n ≥ gen_len − 1) teacher-forced tokens, if any
     source: str = "synthetic"  # "synthetic" | "image-prompt" | "npz"
     preprocessing: str | None = None  # image-prompt only: "pad" | "crop"
+    # a dataset sample: every round, round 0 first (its prompt is `input_ids`, its answer
+    # `answer_ids`); empty: one round of the point's gen_len (the drivers' default)
+    rounds: tuple[Round, ...] = ()
 
     @property
     def batch(self) -> int:
@@ -64,14 +82,21 @@ class ModelInputs:
     def to(self, device: torch.device | str) -> ModelInputs:
         """The tensors on `device`, moved once per point before warm-up: a copy from pageable
         host memory synchronizes, so it must not happen inside a timed step."""
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return self.map(lambda t: t.to(device))
+
+    def map(self, fn) -> ModelInputs:
+        """The same inputs with `fn` applied to every tensor (rounds' too)."""
+        move = lambda t: None if t is None else fn(t)  # noqa: E731
+        rounds = tuple(replace(r, prompt_ids=move(r.prompt_ids), answer_ids=move(r.answer_ids)) for r in self.rounds)
         return replace(self, input_ids=move(self.input_ids), pixel_values=move(self.pixel_values),
-                       answer_ids=move(self.answer_ids))  # fmt: skip
+                       answer_ids=move(self.answer_ids), rounds=rounds)  # fmt: skip
 
     def rows_identical(self) -> bool:
         """True when every row repeats row 0 (one prompt replicated)."""
         same = lambda t: t is None or bool((t == t[:1]).all())
-        return same(self.input_ids) and same(self.pixel_values) and same(self.answer_ids)
+        tensors = [self.input_ids, self.pixel_values, self.answer_ids,
+                   *(t for r in self.rounds for t in (r.prompt_ids, r.answer_ids))]  # fmt: skip
+        return all(same(t) for t in tensors)
 
 
 def synthetic_inputs(preset: Preset, prompt_len: int, batch: int = 1, seed: int = 0) -> ModelInputs:
@@ -214,6 +239,76 @@ def _open_rgb(path: str | Path):
             return image.convert("RGB")
     except (OSError, UnidentifiedImageError) as exc:
         raise DynbenchError(f"cannot read image {path} ({_one_line(exc)})") from None
+
+
+# ---- a dataset sample ---------------------------------------------------------------------------
+TURN_TEXT = "USER:{q}ASSISTANT:"  # official multi-round eval, rounds ≥ 1 (not the training template)
+
+
+def dataset_inputs(sample, preset: Preset, gen_len: int | None, *, free_run: bool, tokenizer=None,
+                   processor=None, preprocessing: str | None = None,
+                   template: str = DEFAULT_TEMPLATE) -> ModelInputs:
+    """The `ModelInputs` of one `datasets.Sample` (batch 1), with every round (module doc).
+
+    `gen_len` caps the tokens each round produces (None: prefill, one); teacher-forced rounds
+    (answers in the dataset, not `free_run`) end with their answer. Image samples need the
+    checkpoint's `tokenizer` and image `processor`.
+    """
+    cap = gen_len or 1
+    if sample.inputs is not None:
+        inputs = npz_inputs(sample.inputs, preset, batch=1)
+        answer = None if free_run or sample.teacher_force is None else load_answer_ids(sample.teacher_force)
+        inputs = replace(inputs, rounds=(_round(None, answer, cap, preset),))
+        return replace(inputs, answer_ids=inputs.rounds[0].answer_ids)
+    if tokenizer is None or processor is None:
+        raise DynbenchError(f"{sample.where}: an image sample needs --checkpoint (its tokenizer and image processor)")
+    first = sample.turns[0]
+    before, after = tokenize_around_image(conversation_prompt(first.question, template), tokenizer)
+    pixels = preprocess_image(sample.image, processor, preset, preprocessing or "pad")
+    ids = torch.tensor(before + [preset.image_token_index] * preset.image_tokens + after, dtype=torch.long)
+    rounds = []
+    for k, turn in enumerate(sample.turns):
+        prompt = None if k == 0 else _tokens(tokenizer, TURN_TEXT.format(q=turn.question), preset, sample.where)
+        answer = None if free_run or turn.answer is None else _tokens(tokenizer, turn.answer, preset, sample.where)
+        rounds.append(_round(prompt, answer, cap, preset))
+    layout = PromptLayout(len(before), preset.image_tokens, ids.shape[0])
+    return ModelInputs(ids[None], pixels[None], layout, answer_ids=rounds[0].answer_ids, source="dataset",
+                       preprocessing=preprocessing or "pad", rounds=tuple(rounds))  # fmt: skip
+
+
+def _tokens(tokenizer, text: str, preset: Preset, where: str) -> torch.Tensor:
+    """(1, n) ids of `text` alone, its BOS dropped (the official `tokenizer(text).input_ids[1:]`)."""
+    ids = list(tokenizer(text).input_ids)
+    if ids and tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id:
+        ids = ids[1:]
+    if ids and max(ids) >= preset.vocab:
+        raise DynbenchError(f"{where}: the tokenizer gives id {max(ids)}, beyond the model's vocabulary "
+                            f"({preset.vocab}); use the checkpoint's own tokenizer")  # fmt: skip
+    return torch.tensor(ids, dtype=torch.long)[None]
+
+
+def _round(prompt: torch.Tensor | None, answer: torch.Tensor | None, cap: int, preset: Preset) -> Round:
+    """A round producing `cap` tokens, or — teacher-forced — its answer's tokens + 1 (at most `cap`)."""
+    if prompt is not None and prompt.shape[1] == 0:
+        raise DynbenchError("a later round's turn gives no tokens")
+    if answer is None:
+        return Round(prompt, None, cap)
+    answer = answer if answer.ndim == 2 else answer[None]
+    if answer.shape[0] != 1:
+        raise DynbenchError(f"a dataset sample's teacher_force holds {answer.shape[0]} rows; give one answer")
+    if answer.numel() and (int(answer.min()) < 0 or int(answer.max()) >= preset.vocab):
+        raise DynbenchError(f"answer ids must be in [0, {preset.vocab})")
+    n = min(cap, answer.shape[1] + 1)
+    return Round(prompt, answer[:, : n - 1], n)
+
+
+def replicate(inputs: ModelInputs, batch: int) -> ModelInputs:
+    """One-row `inputs` replicated to `batch` rows (every tensor, rounds' too)."""
+    if inputs.batch == batch:
+        return inputs
+    if inputs.batch != 1:
+        raise DynbenchError(f"the inputs hold {inputs.batch} rows but --batch is {batch}")
+    return inputs.map(lambda t: t.expand(batch, *t.shape[1:]).clone())
 
 
 # ---- exact tensors from .npz -------------------------------------------------------------------

@@ -11,6 +11,15 @@ feeds `gen_len − 1` text tokens. With `answer_ids` (teacher forcing) the given
 instead of the model's own, so contexts are identical across methods; `token_ids` stay the
 model's greedy predictions.
 
+Conversations (`ModelInputs.rounds`, a dataset sample with several human turns) run in kv-cache
+mode as the official multi-round evaluation does (notes/official_multiround.md): round 0 is the
+prefill with the image; each later round appends its turn's tokens to the running cache in one
+multi-token forward (`forward_chunk`: every token cached in every layer, the output-text
+predictor does not run on them) that produces the round's first token, then decodes. A round's
+last produced token is never fed (the official `</s>`); earlier answers stay in the cache as they
+were decided when fed; the image is pruned once, in round 0. Prefill and no-cache run round 0.
+Steps carry their `round`; `text_tokens_fed` / `_kept` count over the whole conversation.
+
 Each step yields a `Step`. Drivers never synchronize the device themselves (token ids stay on
 it until the run ends), so a caller can time each step with CUDA events (`run_mode(step_timer=…)`)
 or set `model.regions` for finer regions (vision_tower, projector, llm_prefill, llm_forward,
@@ -36,7 +45,7 @@ from dataclasses import dataclass, field
 import torch
 
 from dynbench.errors import DynbenchError
-from dynbench.inputs import ModelInputs
+from dynbench.inputs import ModelInputs, Round
 from dynbench.models.dynamic_llava import TextDecider
 from dynbench.models.llava import DropConfig, LlavaForBench, PromptLayout, SequenceOut
 from dynbench.models.presets import Preset
@@ -77,6 +86,11 @@ class Step:
     layer_image_tokens: list[int] | None = None
     layer_attn: list[str] | None = None  # attention implementation of each decoder layer
     token_ids: list[int] | None = None  # `tokens` on the host, filled in when the run ends
+    round: int = 0  # conversations: the round the step belongs to
+    # full-sequence forwards: index of each token reaching the top layer in the input sequence (B, n),
+    # on the device — a reference the forward made anyway (`SequenceOut.kept_index`), read by `show`.
+    # A plain attribute, not a field: no copy, and equality / asdict of steps stay about counts.
+    kept_index = None
 
     def to_host(self) -> None:
         if self.tokens is not None and self.tokens.device.type != "meta":
@@ -118,14 +132,20 @@ class ModeResult:
         return [list(row) for row in zip(*(s.token_ids for s in self.steps), strict=True)]
 
 
+def _rounds(inputs: ModelInputs, gen_len: int) -> tuple[Round, ...]:
+    """The rounds a decode mode runs: the sample's, or one round of `gen_len` tokens."""
+    return inputs.rounds or (Round(None, inputs.answer_ids, gen_len),)
+
+
 def _check(model: LlavaForBench, inputs: ModelInputs, drop: DropConfig, gen_len: int, decoding: bool):
     if decoding and gen_len < 1:
         raise DynbenchError(f"gen_len must be at least 1 for decoding, got {gen_len}")
-    if inputs.answer_ids is not None and inputs.answer_ids.shape[1] < gen_len - 1:
-        raise DynbenchError(
-            f"teacher forcing needs {gen_len - 1} answer tokens for gen_len {gen_len}, "
-            f"got {inputs.answer_ids.shape[1]}"
-        )
+    for rnd in _rounds(inputs, gen_len) if decoding else ():
+        if rnd.answer_ids is not None and rnd.answer_ids.shape[1] < rnd.gen_len - 1:
+            raise DynbenchError(
+                f"teacher forcing needs {rnd.gen_len - 1} answer tokens for gen_len {rnd.gen_len}, "
+                f"got {rnd.answer_ids.shape[1]}"
+            )
     learned = model.method == "dynamic-llava" and drop.text_policy == "learned"
     if learned and decoding and model.device.type == "meta":
         raise DynbenchError(
@@ -141,10 +161,10 @@ def _check(model: LlavaForBench, inputs: ModelInputs, drop: DropConfig, gen_len:
         )
 
 
-def _feed(inputs: ModelInputs, produced: torch.Tensor, i: int) -> torch.Tensor:
-    """Token fed at decode position i (0-based): the forced answer token or the model's own.
-    The answers are on the device already (`ModelInputs.to`, once per point)."""
-    return inputs.answer_ids[:, i] if inputs.answer_ids is not None else produced
+def _feed(answer_ids: torch.Tensor | None, produced: torch.Tensor, i: int) -> torch.Tensor:
+    """Token fed at decode position i (0-based) of a round: the forced answer token or the model's
+    own. The answers are on the device already (`ModelInputs.to`, once per point)."""
+    return answer_ids[:, i] if answer_ids is not None else produced
 
 
 def _layer_image_tokens(model: LlavaForBench, out: SequenceOut, layout: PromptLayout) -> list[int]:
@@ -177,6 +197,7 @@ def _prefill(model, inputs: ModelInputs, drop: DropConfig):
         image_scored=out.image_scored, layer_image_tokens=_layer_image_tokens(model, out, layout),
         layer_attn=_layer_attn(model, drop, "prefill"),
     )  # fmt: skip
+    step.kept_index = out.kept_index
     return step, cache, token
 
 
@@ -186,12 +207,14 @@ def run_prefill(model, inputs: ModelInputs, drop: DropConfig, gen_len=None, reus
 
 def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reuse_vision=False):
     check_mode(model.method, "no-cache")
+    first = _rounds(inputs, gen_len)[0]  # a conversation's first round (module doc)
+    gen_len, answers = first.gen_len, first.answer_ids
     ids, px, layout = inputs.input_ids.to(model.device), inputs.pixel_values.to(model.device), inputs.layout
     fed = ids.new_empty((ids.shape[0], 0))  # (B, i) generated tokens fed so far
     feats = token = None
     for i in range(gen_len):
         if token is not None:  # the previous step's token is fed: this step's work, not the last one's
-            fed = torch.cat([fed, _feed(inputs, token, i - 1)[:, None]], dim=1)
+            fed = torch.cat([fed, _feed(answers, token, i - 1)[:, None]], dim=1)
         ran_vision = feats is None or not reuse_vision
         if ran_vision:
             feats = model.encode_image(px)
@@ -200,7 +223,7 @@ def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
             out = model.forward_sequence(hidden, layout, drop)
         token = model.logits(out.hidden[:, -1]).argmax(-1)
         n_fed = fed.shape[1]
-        yield Step(
+        step = Step(
             i, token, out.layer_seq_lens, None,
             out.image_kept if out.image_kept is not None else layout.image_tokens,
             n_fed, out.text_kept if out.text_kept is not None else n_fed, None, None,
@@ -208,25 +231,47 @@ def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
             image_scored=out.image_scored, text_scored=out.text_scored,
             layer_image_tokens=_layer_image_tokens(model, out, layout), layer_attn=_layer_attn(model, drop, "forward"),
         )  # fmt: skip
+        step.kept_index = out.kept_index
+        yield step
 
 
 def run_kv_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reuse_vision=False):
+    rounds = _rounds(inputs, gen_len)
+    if len(rounds) > 1 and model.method in KV_METHODS:
+        raise DynbenchError(f"{model.method} evicts KV entries by attention over one prompt; conversations of "
+                            "several rounds run with llava, dynamic-llava, random or fastv")
     step, cache, token = _prefill(model, inputs, drop)
     yield step
     decider = TextDecider(drop.text_policy, drop.text_keep) if model.method == "dynamic-llava" else None
-    image_kept, P = step.image_tokens_kept, inputs.layout.seq_len
+    image_kept = step.image_tokens_kept
+    position, j, fed_total = inputs.layout.seq_len, 0, 0  # next absolute position, step, tokens fed
     attn = _layer_attn(model, drop, "decode")
-    for j in range(1, gen_len):
-        fed = _feed(inputs, token, j - 1)  # (B,)
-        before = cache.lengths()
-        with model.region("decode_step"):
-            hidden, _ = model.forward_token(model.embed_tokens(fed[:, None]), P + j - 1, cache, decider)
-            token = model.logits(hidden[:, -1]).argmax(-1)
-        yield Step(
-            j, token, None, cache.lengths(), image_kept, j, _text_kept(model.method, decider, j),
-            *cache.kv_bytes(), layer_shapes=[(1, n + 1) for n in before],  # the token attends to itself too
-            text_scored=1 if decider is not None else 0, layer_attn=attn,
-        )  # fmt: skip
+    for r, rnd in enumerate(rounds):
+        if r > 0:  # the next turn after the cache: one multi-token forward, every token cached
+            turn = rnd.prompt_ids
+            before = cache.lengths()
+            with model.region("decode_step"):
+                hidden = model.forward_chunk(model.embed_tokens(turn), position, cache)
+                token = model.logits(hidden[:, -1]).argmax(-1)
+            cache.add_prompt(turn.shape[1])
+            position, j = position + turn.shape[1], j + 1
+            yield Step(
+                j, token, None, cache.lengths(), image_kept, fed_total, _text_kept(model.method, decider, fed_total),
+                *cache.kv_bytes(), layer_shapes=[(turn.shape[1], n + turn.shape[1]) for n in before],
+                layer_attn=attn, round=r,
+            )  # fmt: skip
+        for i in range(rnd.gen_len - 1):
+            fed = _feed(rnd.answer_ids, token, i)  # (B,)
+            before = cache.lengths()
+            with model.region("decode_step"):
+                hidden, _ = model.forward_token(model.embed_tokens(fed[:, None]), position, cache, decider)
+                token = model.logits(hidden[:, -1]).argmax(-1)
+            position, j, fed_total = position + 1, j + 1, fed_total + 1
+            yield Step(
+                j, token, None, cache.lengths(), image_kept, fed_total, _text_kept(model.method, decider, fed_total),
+                *cache.kv_bytes(), layer_shapes=[(1, n + 1) for n in before],  # the token attends to itself too
+                text_scored=1 if decider is not None else 0, layer_attn=attn, round=r,
+            )  # fmt: skip
 
 
 def _text_kept(method: str, decider: TextDecider | None, fed: int) -> int | None:

@@ -16,6 +16,10 @@ Keys:
   changes what it computes or how it is timed (keeps, policies, baseline parameters, seed,
   weights and inputs, fine regions). Readers take a point's last summary row
   (`latest_summaries`): a point run again after an error is appended again.
+
+Dataset points (`--dataset`) write, per sample, its step rows, its round rows (conversations of
+several turns) and its sample row, then the point's aggregate row (`row_kind`); only the aggregate
+is the point's summary (`is_point_summary`), so readers never mix a sample into a comparison.
 """
 
 from __future__ import annotations
@@ -51,8 +55,14 @@ SPEC, IDENT, ENV, SOURCE, COUNTS, FLOPS, MEMORY, LATENCY = (
     "spec", "identity", "environment", "weights and inputs", "counts", "FLOPs", "memory", "latency")  # fmt: skip
 ROOFLINE = "roofline"
 WHERE = "where it ran"
+DATASET = "datasets"
+# the aggregate row of a dataset point: the mean over samples in the column itself, and these
+# percentiles over samples (linear interpolation, numpy's default) in `<column>_p10` / `_p50` / `_p90`
+SPREAD_METRICS = ("vision_keep_realized", "text_keep_realized", "text_tokens_kept", "text_tokens_fed", "tmacs",
+                  "kv_bytes", "kv_bytes_generated", "ttft_ms", "tpot_ms_median", "step_ms_median", "total_ms")
+QUANTILES = {"p10": 10, "p50": 50, "p90": 90}
 
-COLUMNS: tuple[Column, ...] = (
+_DECLARED: tuple[Column, ...] = (
     # ---- spec: the RunSpec, one column per field (axes a point does not use are null)
     _c("model", SPEC, "str", "model preset (or a checkpoint's shape name)"),
     _c("method", SPEC, "str", "llava | dynamic-llava | random | fastv | h2o | streaming-llm"),
@@ -80,6 +90,12 @@ COLUMNS: tuple[Column, ...] = (
     _c("checkpoint", SPEC, "str", "--checkpoint folder; null = random weights"),
     _c("inputs", SPEC, "str", "--inputs .npz or --image file; null = a synthetic prompt"),
     _c("teacher_force", SPEC, "str", "--teacher-force .npz of answer tokens", modes=DECODE),
+    _c("dataset", SPEC, "str", "--dataset file: the samples the point ran over (JSON Lines or LLaVA JSON)"),
+    _c("image_folder", SPEC, "str", "--image-folder the dataset's images are relative to"),
+    _c("limit", SPEC, "int", "--limit: at most this many samples of the dataset"),
+    _c("sample_seed", SPEC, "int", "--sample-seed: the samples were drawn at random with this seed"),
+    _c("free_run", SPEC, "bool", "dataset: every method generates its own tokens (false: the dataset's answers "
+       "are teacher-forced where it has them)", modes=DECODE),
     # ---- identity
     _c("step", IDENT, "int", "step index within a run; null on the summary row"),
     _c("repeat", IDENT, "int", "measured run the step row belongs to (0 … repeats − 1)", rows=STEP),
@@ -89,6 +105,11 @@ COLUMNS: tuple[Column, ...] = (
     _c("git_sha", IDENT, "str", "dynbench checkout that measured it"),
     _c("text_keep_imposed", IDENT, "bool", "budget policy: the text keep was imposed, not the method's own"),
     _c("env_id", IDENT, "str", "hash of the comparability fields of the environment (DIR/env/<env_id>.json)"),
+    _c("sample", IDENT, "int", "dataset points: index of the sample (0-based, after --limit / --sample-seed); "
+       "null on the point's aggregate row"),
+    _c("sample_id", IDENT, "str", "dataset points: the sample's `id` (else `line N` / `item N`)"),
+    _c("round", IDENT, "int", "conversations: the round (0 = the first human turn, with the image) of a step "
+       "row, or of a round row (step null)"),
     # ---- environment (the full snapshot is DIR/env/<env_id>.json)
     _c("gpu_name", ENV, "str", "NVML / torch device name (CUDA)"),
     _c("driver_version", ENV, "str", "NVIDIA driver (CUDA)"),
@@ -108,7 +129,7 @@ COLUMNS: tuple[Column, ...] = (
     _c("checkpoint_layout", SOURCE, "str", "hf | official (with --checkpoint)"),
     _c("vision_tower", SOURCE, "str", "--vision-tower folder"),
     _c("sparse_config", SOURCE, "dict", "the checkpoint's Dynamic-LLaVA sparse_config"),
-    _c("inputs_source", SOURCE, "str", "synthetic | npz | image-prompt"),
+    _c("inputs_source", SOURCE, "str", "synthetic | npz | image-prompt | dataset"),
     _c("preprocessing", SOURCE, "str", "image-prompt: pad | crop"),
     # ---- counts
     _c("image_tokens", COUNTS, "int", "image tokens in the prompt (576)", "tokens", SUMMARY),
@@ -209,6 +230,21 @@ COLUMNS: tuple[Column, ...] = (
     _c("tpot_roofline_ratio", ROOFLINE, "float", "tpot_ms_median / tpot_roofline_ms (CUDA only)", rows=SUMMARY,
        modes=("kv-cache",)),
     _c("total_roofline_ratio", ROOFLINE, "float", "total_ms / total_roofline_ms (CUDA only)", rows=SUMMARY),
+    # ---- datasets (dynbench/samples.py): per-sample, per-round and aggregate rows of a dataset point
+    _c("rounds", DATASET, "int", "rounds of the sample's conversation (human turns run)", rows=SUMMARY),
+    _c("round_prompt_tokens", DATASET, "int", "round rows: prompt tokens the round added (round 0: P with the "
+       "image; later rounds: `USER:{q}ASSISTANT:`)", "tokens", SUMMARY),
+    _c("samples", DATASET, "int", "aggregate row: samples aggregated (status ok)", rows=SUMMARY),
+    _c("samples_skipped", DATASET, "int", "aggregate row: dataset records skipped as bad (--skip-bad)",
+       rows=SUMMARY),
+    _c("text_keep_pooled", DATASET, "float", "aggregate row: Σ text_tokens_kept / Σ text_tokens_fed over samples "
+       "(token-weighted, the official scripts' mean cache length / mean output length)", rows=SUMMARY,
+       modes=DECODE),
+)
+_BASE = {c.name: c for c in _DECLARED}
+COLUMNS: tuple[Column, ...] = _DECLARED + tuple(
+    _c(f"{m}_{q}", DATASET, "float", f"aggregate row: {q} over samples of {m}", _BASE[m].unit, SUMMARY,
+       _BASE[m].modes) for m in SPREAD_METRICS for q in QUANTILES
 )
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 assert len(BY_NAME) == len(COLUMNS), "a column is declared twice"
@@ -216,10 +252,13 @@ assert len(BY_NAME) == len(COLUMNS), "a column is declared twice"
 SPEC_COLUMNS = tuple(c.name for c in COLUMNS if c.group == SPEC)
 ENV_COLUMNS = ("gpu_name", "driver_version", "cuda_version", "torch_version", "transformers_version",
                "fvcore_version", "cpu_threads")  # fmt: skip
-COMPARISON_KEY = ("model", "mode", "batch", "prompt_len", "gen_len", "dtype", "device", "attn")
+# a dataset point's samples (which file, how many, drawn how, forced or free) are part of "the same
+# point": a method is only compared with llava over the very same samples
+DATASET_KEY = ("dataset", "limit", "sample_seed", "free_run")
+COMPARISON_KEY = ("model", "mode", "batch", "prompt_len", "gen_len", "dtype", "device", "attn", *DATASET_KEY)
 POINT_KEY = COMPARISON_KEY + ("method", "vision_keep", "text_keep", "text_policy", "fastv_k", "fastv_r",
                               "kv_budget", "match_budget", "reuse_vision", "seed", "checkpoint", "inputs",
-                              "teacher_force", "regions")  # fmt: skip
+                              "teacher_force", "regions", "image_folder")  # fmt: skip
 assert set(POINT_KEY) <= set(SPEC_COLUMNS)
 
 _PY_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict,
@@ -242,17 +281,37 @@ def key_of(row: Mapping[str, Any], fields: Iterable[str] = POINT_KEY) -> tuple:
     return tuple(hashable(row.get(name)) for name in fields)
 
 
+def _null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
 def is_summary(row: Mapping[str, Any]) -> bool:
-    step = row.get("step")
-    return step is None or (isinstance(step, float) and step != step)
+    """A summary-shaped row (`step` null): a point's summary, or a dataset point's sample or round row."""
+    return _null(row.get("step"))
+
+
+def row_kind(row: Mapping[str, Any]) -> str:
+    """"step" (a step of a measured run), "round" (one round of a sample's conversation), "sample" (one
+    sample of a dataset point) or "point" (the point's summary: for a dataset point, the aggregate)."""
+    if not is_summary(row):
+        return "step"
+    if not _null(row.get("round")):
+        return "round"
+    return "point" if _null(row.get("sample")) else "sample"
+
+
+def is_point_summary(row: Mapping[str, Any]) -> bool:
+    """The one row that stands for a whole point (what reports, the gate and --resume read)."""
+    return row_kind(row) == "point"
 
 
 def latest_summaries(rows: Iterable[Mapping[str, Any]], fields: Iterable[str] = POINT_KEY) -> dict[tuple, dict]:
-    """The last summary row of each point, in the order of their last write."""
+    """The last summary row of each point (dataset points: the aggregate, never a sample or round
+    row), in the order of their last write."""
     fields = tuple(fields)
     latest: dict[tuple, dict] = {}
     for row in rows:
-        if is_summary(row):
+        if is_point_summary(row):
             key = key_of(row, fields)
             latest.pop(key, None)  # re-insert: order follows the last write
             latest[key] = dict(row)

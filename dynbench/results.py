@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dynbench.errors import DynbenchError
-from dynbench.records import is_summary, key_of
+from dynbench.records import is_point_summary, key_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -154,14 +154,15 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
 def recorded_keys(path: str | os.PathLike, fields: Iterable[str]) -> set[tuple]:
     """Keys of points whose summary row (step null) has status ok/oom; empty if no results yet.
 
-    Step rows alone do not count: a point interrupted before its summary row runs again.
+    Step rows alone do not count: a point interrupted before its summary row runs again. Nor do a
+    dataset point's sample rows: a point cut short before its aggregate runs again, every sample.
     """
     file = Path(path) / RECORDS_FILE if Path(path).is_dir() else Path(path)
     if not file.exists():
         return set()
     fields = tuple(fields)
     return {key_of(r, fields) for r in iter_records(file)
-            if is_summary(r) and r.get("status") in RESUMABLE_STATUSES}
+            if is_point_summary(r) and r.get("status") in RESUMABLE_STATUSES}
 
 
 def load_many(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:

@@ -1,14 +1,16 @@
 """What a point runs on: the weights (a preset's random weights or a local checkpoint) and the inputs
-(a synthetic prompt, an .npz of exact tensors, or an image + prompt), plus teacher-forced answers.
+(a synthetic prompt, an .npz of exact tensors, an image + prompt, or a dataset's samples), plus
+teacher-forced answers.
 
 One `Source` holds the run's flags; it reads a checkpoint's config once (names and shapes, no
-data) to fill defaults (`cli` uses `defaults_for`), and builds each point's `ModelInputs`.
+data) to fill defaults (`cli` uses `defaults_for`), and builds each point's `ModelInputs` — for a
+dataset point (`RunSpec.dataset`), one per sample (`dataset`, `sample_inputs`).
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from dynbench.errors import DynbenchError
 from dynbench.models.presets import Preset, get_preset, register_preset
@@ -31,8 +33,12 @@ class Source:
     image: str | None = None
     prompt: str | None = None
     teacher_force: str | None = None
+    skip_bad: bool | None = False  # datasets: skip (and count) bad records instead of stopping
     _meta: object | None = field(default=None, repr=False)  # models.checkpoints.LoadedModel, no data
     _inputs: object | None = field(default=None, repr=False)  # inputs.ModelInputs
+    _datasets: dict = field(default_factory=dict, repr=False)  # (file, folder, limit, seed) → datasets.Dataset
+    _tokenizer: object | None = field(default=None, repr=False)  # the checkpoint's, loaded once
+    _processor: object | None = field(default=None, repr=False)  # the checkpoint's image processor
 
     def __post_init__(self):
         if (self.image is None) != (self.prompt is None):
@@ -93,6 +99,9 @@ class Source:
         real one replicated, with the teacher-forced answers."""
         from dynbench.inputs import load_answer_ids, synthetic_inputs, with_answer_ids
 
+        if spec.dataset is not None:
+            raise DynbenchError("a --dataset point runs one input per sample: pick one with --sample I (dynbench "
+                                "show) or run the whole dataset with dynbench run")
         real = self.real_inputs(preset)
         if real is None:
             inputs = synthetic_inputs(preset, spec.prompt_len, spec.batch, spec.seed)
@@ -103,8 +112,90 @@ class Source:
         return inputs
 
 
+    # ---- datasets ---------------------------------------------------------------------------------
+    def dataset(self, spec):
+        """The `datasets.Dataset` of a dataset point, read and checked once per (file, image
+        folder, limit, sample seed)."""
+        from dynbench.datasets import load_dataset
+
+        key = (spec.dataset, spec.image_folder, spec.limit, spec.sample_seed)
+        if key not in self._datasets:
+            self._refuse_other_inputs()
+            data = load_dataset(spec.dataset, image_folder=spec.image_folder, limit=spec.limit,
+                                sample_seed=spec.sample_seed, skip_bad=self.skip_bad)  # fmt: skip
+            if data.needs_tokenizer and self.checkpoint is None:
+                raise DynbenchError(f"--dataset {spec.dataset} has image samples: they need --checkpoint (its "
+                                    "tokenizer and image processor); npz samples run on random weights")
+            self._datasets[key] = data
+        return self._datasets[key]
+
+    def check_datasets(self, points) -> None:
+        """Read every dataset the points name, so a bad record stops the run before it measures."""
+        from dynbench.names import KV_METHODS
+
+        for spec in points:
+            if spec.dataset is None:
+                continue
+            if spec.device == "meta":
+                raise DynbenchError("--dataset runs every sample on a real device (its prompts are tokenized and "
+                                    "run); use --device cpu or cuda, or plan one prompt with --prompt-len on meta")
+            data = self.dataset(spec)
+            if spec.method in KV_METHODS and spec.mode == "kv-cache" and any(s.rounds > 1 for s in data.samples):
+                raise DynbenchError(f"{spec.method} evicts KV entries by attention over one prompt: {spec.dataset} "
+                                    "holds conversations of several rounds; run it with llava, dynamic-llava, "
+                                    "random or fastv")
+
+    def sample_inputs(self, spec, sample, preset: Preset):
+        """The `ModelInputs` of one sample of a dataset point, replicated to the point's batch."""
+        from dynbench.inputs import dataset_inputs, replicate
+
+        tokenizer = processor = preprocessing = None
+        if sample.image is not None:
+            tokenizer, processor = self._load_tokenizer(), self._load_processor()
+            preprocessing = self.checkpoint_info().preprocessing
+        inputs = dataset_inputs(sample, preset, spec.gen_len, free_run=bool(spec.free_run), tokenizer=tokenizer,
+                                processor=processor, preprocessing=preprocessing)  # fmt: skip
+        return replicate(inputs, spec.batch)
+
+    def tokenizer(self):
+        """The checkpoint's tokenizer, or None (no checkpoint, or one without tokenizer files)."""
+        info = self.checkpoint_info()
+        if info is None or not any((info.tokenizer_dir / f).is_file() for f in TOKENIZER_FILES):
+            return None
+        return self._load_tokenizer()
+
+    def image_norm(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """(mean, std) of the checkpoint's image processor; None without one (then CLIP's)."""
+        info = self.checkpoint_info()
+        if info is None or not (info.image_processor_dir / "preprocessor_config.json").is_file():
+            return None
+        proc = self._load_processor()
+        return tuple(proc.image_mean), tuple(proc.image_std)
+
+    def _load_tokenizer(self):
+        if self._tokenizer is None:
+            from dynbench.inputs import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.checkpoint_info().tokenizer_dir)
+        return self._tokenizer
+
+    def _load_processor(self):
+        if self._processor is None:
+            from dynbench.inputs import load_image_processor
+
+            self._processor = load_image_processor(self.checkpoint_info().image_processor_dir)
+        return self._processor
+
+    def _refuse_other_inputs(self) -> None:
+        given = [flag for flag, value in (("--inputs", self.inputs), ("--image/--prompt", self.image),
+                                          ("--teacher-force", self.teacher_force)) if value is not None]
+        if given:
+            raise DynbenchError(f"--dataset gives the inputs and answers of every sample; drop {', '.join(given)}")
+
     def defaults_for(self, values: dict) -> dict:
         """Point flag values with the defaults a checkpoint or real inputs imply (flags win)."""
+        if values.get("dataset") is not None:
+            self._refuse_other_inputs()
         info = self.checkpoint_info(values.get("model"))
         if info is not None:
             values["model"] = info.preset_name
@@ -122,11 +213,10 @@ class Source:
         return values
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+
+
 def _replicate(inputs, batch: int):
-    if inputs.batch == batch:
-        return inputs
-    if inputs.batch != 1:
-        raise DynbenchError(f"the inputs hold {inputs.batch} rows but --batch is {batch}")
-    grow = lambda t: None if t is None else t.expand(batch, *t.shape[1:]).clone()  # noqa: E731
-    return replace(inputs, input_ids=grow(inputs.input_ids), pixel_values=grow(inputs.pixel_values),
-                   answer_ids=grow(inputs.answer_ids))  # fmt: skip
+    from dynbench.inputs import replicate
+
+    return replicate(inputs, batch)

@@ -48,7 +48,7 @@ class RunSpec:
     model: str = "tiny"
     method: str = "dynamic-llava"
     mode: str = "kv-cache"
-    prompt_len: int = 64
+    prompt_len: int | None = 64  # None: a dataset point (each sample has its own; its rows say)
     gen_len: int | None = 32
     vision_keep: float | None = DEFAULT_VISION_KEEP
     text_keep: float | None = DEFAULT_TEXT_KEEP
@@ -72,6 +72,12 @@ class RunSpec:
     checkpoint: str | None = None
     inputs: str | None = None  # an .npz of exact tensors, or the image of --image/--prompt
     teacher_force: str | None = None
+    # a dataset point: the same spec run once per sample (`datasets.py`; None without --dataset)
+    dataset: str | None = None
+    image_folder: str | None = None
+    limit: int | None = None
+    sample_seed: int | None = None
+    free_run: bool | None = None  # decode modes: False = the dataset's answers are teacher-forced
 
     def __post_init__(self):
         preset = get_preset(self.model)
@@ -102,8 +108,14 @@ class RunSpec:
                 and self.mode != "prefill":
             raise DynbenchError("learned text decisions depend on the weights and cannot be counted without running "
                                 "the model; use --text-policy budget on the meta device")
-        if self.prompt_len < 0:
+        if self.prompt_len is None and self.dataset is None:
+            raise DynbenchError("--prompt-len is needed (only a --dataset point takes each sample's own)")
+        if self.prompt_len is not None and self.prompt_len < 0:
             raise DynbenchError(f"--prompt-len must be ≥ 0, got {self.prompt_len}")
+        if self.dataset is None and any(v is not None for v in (self.image_folder, self.limit, self.sample_seed)):
+            raise DynbenchError("--image-folder, --limit and --sample-seed go with --dataset")
+        if self.limit is not None and self.limit < 1:
+            raise DynbenchError(f"--limit must be ≥ 1, got {self.limit}")
         if self.gen_len is not None and self.gen_len < 1:
             raise DynbenchError(f"--gen-len must be ≥ 1, got {self.gen_len}")
         if self.batch < 1:
@@ -114,7 +126,7 @@ class RunSpec:
             raise DynbenchError(f"--warmup must be ≥ 0, got {self.warmup}")
         if self.repeats is not None and self.repeats < 1 and self.device != "meta":
             raise DynbenchError(f"--repeats must be ≥ 1, got {self.repeats}")
-        total = self.prompt_len + (self.gen_len or 0)
+        total = (self.prompt_len or 0) + (self.gen_len or 0)
         if total > MAX_TOTAL_TOKENS:
             raise DynbenchError(
                 f"--prompt-len + --gen-len = {total} is over the limit of {MAX_TOTAL_TOKENS:,} tokens"
@@ -170,8 +182,12 @@ def collapse(fields: dict) -> dict:
         fields["warmup"] = 3 if prefill else 1
     if fields.get("repeats") is None:
         fields["repeats"] = (10 if device == "cuda" else 5) if prefill else 1
+    if fields.get("dataset") is None:
+        fields.update(image_folder=None, limit=None, sample_seed=None, free_run=None)
+    elif fields.get("free_run") is None:
+        fields["free_run"] = False
     if fields.get("mode") == "prefill":
-        fields.update(gen_len=None, text_keep=None, text_policy=None)
+        fields.update(gen_len=None, text_keep=None, text_policy=None, free_run=None)
     if fields.get("mode") != "no-cache":
         fields["reuse_vision"] = None
     method = fields.get("method")
@@ -258,6 +274,12 @@ FIELDS: dict[str, tuple[type, bool, object]] = {
     "repeats": (int, False, None),
     "regions": (bool, False, False),
     "debug_decode_delay_ms": (float, False, None),
+    # datasets (one value per sweep; a suite key too): the samples a point runs over
+    "dataset": (str, False, None),
+    "image_folder": (str, False, None),
+    "limit": (int, False, None),
+    "sample_seed": (int, False, None),
+    "free_run": (bool, False, None),
 }
 MAX_POINTS = 10_000
 
@@ -303,6 +325,8 @@ def points_from(values: dict, where: str = "", source: dict | None = None) -> li
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise DynbenchError(f"{where}unknown key(s) {', '.join(unknown)}; allowed: {', '.join(FIELDS)}")
+    if values.get("dataset") is not None and values.get("prompt_len") is not None:
+        raise DynbenchError(f"{where}--prompt-len is set by each sample of --dataset; drop it")
     axes, fixed = {}, {}
     for name, (typ, is_axis, default) in FIELDS.items():
         value = values.get(name)
@@ -315,10 +339,20 @@ def points_from(values: dict, where: str = "", source: dict | None = None) -> li
             if isinstance(value, list):
                 raise DynbenchError(f"{where}--{name.replace('_', '-')} takes one value, got a list")
             fixed[name] = None if value is None else _cast(name, value, typ, where)
+    if fixed["dataset"] is not None:
+        axes["prompt_len"] = [None]
+        fixed["dataset"] = _dataset_path(fixed["dataset"], where)
     if axes["text_keep"] == [None] and fixed["text_policy"] == "budget":
         axes["text_keep"] = [DEFAULT_TEXT_KEEP]
     fixed["device"] = resolve_device(fixed["device"])
     return expand(axes, {**fixed, **(source or {})})
+
+
+def _dataset_path(path: str, where: str) -> str:
+    """The dataset file as given (it names the point), once it is known to exist."""
+    if not Path(path).expanduser().is_file():
+        raise DynbenchError(f"{where}--dataset {path}: no such file")
+    return path
 
 
 SUITE_KEYS = ("description", "defaults", "sweeps")

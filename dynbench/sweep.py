@@ -11,7 +11,13 @@ short has no summary and `--resume` runs it again). Policy:
   when the traceback no longer holds the network's tensors), any other exception an
   `error: …` row; the sweep goes on. A `DynbenchError` (the user's input) ends it;
 * roofline bounds on the GPU `--gpu` / `--gpu-spec` name (a projection on CPU / meta), or on CUDA
-  on the card NVML names (`measure/roofline.py`); none otherwise.
+  on the card NVML names (`measure/roofline.py`); none otherwise;
+* a dataset point (`spec.dataset`) is the same spec measured once per sample — warm-up, repeats
+  and memory per sample, as each sample is a new shape — each sample's rows (steps, rounds, the
+  sample row; `samples.py`) appended as it ends, the aggregate last. A failing sample is a sample
+  row with its status and the rest go on; `--resume` reruns a point without its aggregate whole
+  (its earlier sample rows stay in the file, but readers take the samples of the latest aggregate,
+  by `point_id`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynbench.errors import DynbenchError
-from dynbench.records import ENV_COLUMNS, SPEC_COLUMNS, key_of
+from dynbench.records import COLUMNS, ENV_COLUMNS, SPEC_COLUMNS, STEP, SUMMARY, is_summary, key_of
 from dynbench.results import RECORDS_FILE, append_record, recorded_keys, write_atomic
 from dynbench.sources import Source
 
@@ -36,6 +42,10 @@ MODEL_KEY = ("model", "method", "dtype", "device", "attn", "seed", "checkpoint")
 # where PyTorch's OOM report trips an NVML assertion inside the caching allocator
 OOM_MARKERS = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FAILED",
                "NVML_SUCCESS == r INTERNAL ASSERT FAILED")  # fmt: skip
+# every row carries every column of its kind (null = not measured here): summary-shaped rows
+# (point, sample, round) and step rows
+SUMMARY_NAMES = tuple(c.name for c in COLUMNS if c.rows != STEP)
+STEP_NAMES = tuple(c.name for c in COLUMNS if c.rows != SUMMARY)
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -86,6 +96,7 @@ class Sweep:
         self._checkpoint: tuple[tuple, object] | None = None
         self._load_warned = False
         self._where: dict | None = None  # hostname, job_id, array_index: once per sweep
+        self._rounds_warned = False
 
     def pending(self, points: list, resume: bool) -> tuple[list, int]:
         """(points still to run, how many `--resume` skips)."""
@@ -163,6 +174,8 @@ class Sweep:
         base = {**spec.as_dict(), "point_id": uuid.uuid4().hex[:12], "time_utc": _now(),
                 "text_keep_imposed": spec.method == "dynamic-llava" and spec.text_policy == "budget",
                 **self.source.columns(), **self.where()}  # fmt: skip
+        if spec.dataset is not None:
+            return self._run_dataset(spec, base)
         failure = None
         try:
             loaded = self.model(spec)
@@ -193,27 +206,97 @@ class Sweep:
         return self._where
 
     def _measure(self, spec, loaded: LoadedModel):
+        from dynbench.measure.point import plan_point
+        from dynbench.rows import point_rows
+
+        if spec.device == "meta":
+            cost = loaded.cost if self.flops else None
+            rows = point_rows(spec, loaded.facts, plan_point(spec, loaded.facts.preset), cost,
+                              self._roof(spec, loaded))  # fmt: skip
+            rows.summary["load_avg_1m"] = None  # nothing ran
+            return rows
+        return self._measure_inputs(spec, loaded, self.source.point_inputs(spec, loaded.facts.preset))[0]
+
+    def _measure_inputs(self, spec, loaded: LoadedModel, inputs):
+        """(rows, measurement) of one point on `inputs` (a real device)."""
         from dynbench.measure import env as envmod
-        from dynbench.measure.point import measure_point, plan_point
+        from dynbench.measure.point import measure_point
         from dynbench.rows import point_rows
 
         cost = loaded.cost if self.flops else None
         roof = self._roof(spec, loaded)
-        if spec.device == "meta":
-            rows = point_rows(spec, loaded.facts, plan_point(spec, loaded.facts.preset), cost, roof)
-            rows.summary["load_avg_1m"] = None  # nothing ran
-            return rows
         load = envmod.load_average()
         self._warn_load(spec, load)
         if spec.device == "cuda":  # cached blocks of earlier points must not count in this one's reserved peak
             import torch
 
             torch.cuda.empty_cache()
-        inputs = self.source.point_inputs(spec, loaded.facts.preset).to(loaded.net.device)  # once, before warm-up
+        inputs = inputs.to(loaded.net.device)  # once, before warm-up
         measured = measure_point(spec, loaded.net, inputs, loaded.memory, loaded.facts.weights_bytes)
         rows = point_rows(spec, loaded.facts, measured, cost, roof)
         rows.summary["load_avg_1m"] = load
-        return rows
+        return rows, measured
+
+    # ---- a dataset point ------------------------------------------------------------------------
+    def _run_dataset(self, spec, base: dict) -> dict:
+        """Every sample of the point's dataset, then the aggregate row (written last, returned)."""
+        from dynbench.samples import aggregate
+
+        data = self.source.dataset(spec)
+        base = {**base, "inputs_source": "dataset", "preprocessing": None}
+        sample_rows = [self._run_sample(spec, base, sample) for sample in data.samples]
+        shared = {k: sample_rows[0].get(k) for k in ("env_id", "git_sha", "gpu_uuid", *ENV_COLUMNS)}
+        row = {**base, **shared, **aggregate(sample_rows, len(data.skipped)), "step": None, "sample": None}
+        self._write(row)
+        return row
+
+    def _run_sample(self, spec, base: dict, sample) -> dict:
+        """One sample: its step rows, round rows and sample row appended; the sample row returned."""
+        import dataclasses
+
+        from dynbench.samples import decode_latency, round_rows
+
+        mine = {**base, "sample": sample.index, "sample_id": sample.id}
+        failure = None
+        try:
+            loaded = self.model(spec)
+            mine.update(env_id=loaded.env_id, git_sha=loaded.env.get("git_sha"), gpu_uuid=loaded.gpu_uuid,
+                        **{k: loaded.env.get(k) for k in ENV_COLUMNS})  # fmt: skip
+            inputs = self.source.sample_inputs(spec, sample, loaded.facts.preset)
+            conversation = spec.mode == "kv-cache" and len(inputs.rounds) > 1
+            # the sample's own lengths: its prompt, and the tokens it produces (Σ rounds run)
+            ran = inputs.rounds if conversation else inputs.rounds[:1]
+            produced = None if spec.gen_len is None else sum(r.gen_len for r in ran)
+            mine.update(prompt_len=inputs.layout.prompt_len, gen_len=produced, preprocessing=inputs.preprocessing)
+            one = dataclasses.replace(spec, prompt_len=inputs.layout.prompt_len, gen_len=produced)
+            rows, measured = self._measure_inputs(one, loaded, inputs)
+        except DynbenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 — one failing sample must not end the point
+            failure = "oom" if is_oom(exc) else f"error: {type(exc).__name__}: {exc}"
+        if failure is not None:
+            self._release()
+            row = {**mine, "step": None, "status": failure}
+            self._write(row)
+            return row
+        if len(inputs.rounds) > 1 and not conversation and not self._rounds_warned:
+            self._rounds_warned = True
+            self.warn(f"{spec.mode} runs the first round of a conversation (the official multi-round "
+                      "evaluation keeps a KV cache); use --mode kv-cache for every round")
+        steps = [s for run in measured.runs for s in run.steps]
+        for step_row, step in zip(rows.steps, steps, strict=True):
+            self._write({**mine, **step_row, "round": step.round, "status": "ok"})
+        summary = dict(rows.summary, rounds=len(inputs.rounds) if conversation else 1)
+        if conversation:
+            first = measured.runs[0].steps
+            summary.update(decode_latency(measured.step_ms, [s.round for s in first]))
+            prompts = [inputs.layout.seq_len, *(r.prompt_ids.shape[1] for r in inputs.rounds[1:])]
+            tmacs = [r.get("tmacs") for r in rows.steps[: len(first)]]
+            for round_row in round_rows(first, measured.step_ms, tmacs, loaded.facts.preset.image_tokens, prompts):
+                self._write({**mine, **round_row, "step": None, "status": "ok"})
+        row = {**mine, **summary, "step": None, "status": "ok"}
+        self._write(row)
+        return row
 
     def _roof(self, spec, loaded: LoadedModel):
         """The point's roofline (`measure.roofline.Roof`): --gpu / --gpu-spec, else on CUDA the
@@ -243,6 +326,7 @@ class Sweep:
                       "other work competes for the CPU and CPU timings are noisy")
 
     def _write(self, row: dict) -> None:
+        row.update({name: None for name in (SUMMARY_NAMES if is_summary(row) else STEP_NAMES) if name not in row})
         if self.out_dir is not None:
             append_record(self.out_dir / RECORDS_FILE, row)
 

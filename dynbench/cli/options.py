@@ -24,6 +24,7 @@ MEASURE = "Measurement"
 OUTPUT = "Output"
 BASELINES = "Baselines' parameters"
 CLUSTER = "Shards and jobs (README: Run on a cluster)"
+DATASETS = "Datasets"
 
 
 def default(help_text: str, value) -> str:
@@ -81,9 +82,24 @@ POINT_OPTIONS: dict[str, tuple[object, object]] = {
     "inputs": (Annotated[str | None, opt("an .npz with exact input_ids and pixel_values", INPUTS, "FILE")], None),
     "teacher_force": (Annotated[str | None, opt("an .npz with answer_ids fed in decode modes", INPUTS, "FILE")],
                       None),
+    "dataset": (Annotated[str | None, opt("samples to run each point over: JSON Lines ({image, prompt, answer} or "
+                                          "{inputs, teacher_force}) or LLaVA conversation JSON", DATASETS, "FILE")],
+                None),
+    "image_folder": (Annotated[str | None, opt(default("the dataset's images are relative to this folder",
+                                                       "the dataset file's folder"), DATASETS, "DIR")], None),
+    "limit": (Annotated[int | None, opt("at most N samples (the first N, or N drawn with --sample-seed)",
+                                        DATASETS, "N")], None),
+    "sample_seed": (Annotated[int | None, opt("draw the --limit samples at random with this seed", DATASETS,
+                                              "SEED")], None),
+    "free_run": (Annotated[bool | None, flag("--free-run", help="every method generates its own tokens (default: "
+                                             "the dataset's answers are teacher-forced where it has them)",
+                                             panel=DATASETS)], None),
+    "skip_bad": (Annotated[bool | None, flag("--skip-bad", help="skip (and count) dataset records that are "
+                                             "malformed or miss a file, instead of stopping", panel=DATASETS)],
+                 None),
 }
 LIST_OPTIONS = {name for name, (ann, _) in POINT_OPTIONS.items() if ann.__origin__ == ListOpt}
-SOURCE_OPTIONS = ("checkpoint", "vision_tower", "inputs", "image", "prompt", "teacher_force")
+SOURCE_OPTIONS = ("checkpoint", "vision_tower", "inputs", "image", "prompt", "teacher_force", "skip_bad")
 
 
 def split(values: list[str] | None) -> list[str] | None:

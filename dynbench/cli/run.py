@@ -83,6 +83,7 @@ def build_points(point: dict, source, suite: str | None) -> list:
         err_console().print(f"[yellow]Warning:[/] {message}", highlight=False)
     for attn in {p.attn for p in points}:
         check_attn(attn)
+    source.check_datasets(points)  # a bad dataset record stops the run before anything is measured
     return points
 
 

@@ -39,6 +39,10 @@ class PrunableKVCache:
         """Remember how much of each layer's cache is prompt (for the prompt/generated KV split)."""
         self.prompt_lens = self.lengths()
 
+    def add_prompt(self, n: int) -> None:
+        """`n` more prompt entries in every layer (a conversation's next turn, cached whole)."""
+        self.prompt_lens = [p + n for p in self.prompt_lens]
+
     def kv_bytes(self) -> tuple[int, int]:
         """Logical (prompt, generated) KV bytes: Σ layers 2 × len × kv_heads × head_dim × elem × batch."""
         prompt = generated = 0

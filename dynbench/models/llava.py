@@ -168,8 +168,11 @@ class LlavaForBench(nn.Module):
         implementation `attn` (default: the model's).
 
         SDPA / flash apply `is_causal` themselves when there is no prefix; eager applies no causal
-        mask at all (stack_facts.md), so it always gets an explicit one. A single query attends to
-        everything. Kept tokens stay in their original order, so causal order survives a drop.
+        mask at all (stack_facts.md), so it always gets an explicit one. A chunk after a prefix (a
+        conversation's next turn) needs the explicit mask under SDPA too; flash-attn aligns its
+        causal mask to the bottom right (the last query sees every key), which is that mask already.
+        A single query attends to everything. Kept tokens stay in their original order, so causal
+        order survives a drop.
         """
         impl = attn or self.attn
         # flash-attention takes no 4D mask (it would read one as a 2D padding mask): it applies the
@@ -245,3 +248,13 @@ class LlavaForBench(nn.Module):
         pos = torch.full((hidden.shape[0], 1), position, device=hidden.device, dtype=torch.long)
         hidden, _, _ = self.run_layers(hidden, pos, cache)
         return hidden, None
+
+    def forward_chunk(self, hidden: torch.Tensor, start: int, cache: PrunableKVCache) -> torch.Tensor:
+        """Several new tokens after the cache (a conversation's next turn), at absolute positions
+        `start …`: every token is cached in every layer — for Dynamic-LLaVA too, whose instruction
+        predictor is off in the released checkpoints, so no branch drops new-turn tokens there
+        (notes/official_multiround.md §1.3). Returns the final-norm hidden states (B, m, C)."""
+        batch, m, _ = hidden.shape
+        pos = torch.arange(start, start + m, device=hidden.device).expand(batch, m)
+        hidden, _, _ = self.run_layers(hidden, pos, cache)
+        return hidden

@@ -27,7 +27,16 @@ from typing import Any
 import pandas as pd
 
 from dynbench.names import BASELINE, METHOD_ORDER, MODES
-from dynbench.records import COMPARISON_KEY, POINT_KEY, is_summary, key_of
+from dynbench.records import (
+    COMPARISON_KEY,
+    POINT_KEY,
+    QUANTILES,
+    SPREAD_METRICS,
+    is_point_summary,
+    is_summary,
+    key_of,
+    row_kind,
+)  # fmt: skip
 from dynbench.report.format import delta_pct
 
 KEY = COMPARISON_KEY
@@ -55,9 +64,13 @@ CARRIED = (
     "text_tokens_kept", "text_keep_realized", "timer", "mem_source", "throttled", "env_id",
     "matched_ratio", "scoring_ms", "layer_seq_lens", "layer_cache_lens", *ROOFLINE_CARRIED,
 )  # fmt: skip
+# a dataset point's aggregate: how many samples, and the spread over them (samples.py)
+DATASET_CARRIED = ("samples", "samples_skipped", "text_keep_pooled",
+                   *(f"{m}_{q}" for m in SPREAD_METRICS for q in QUANTILES))  # fmt: skip
 INT_FIELDS = {
     "batch", "prompt_len", "gen_len", "seed", "step", "repeat", "warmup", "repeats", "image_tokens",
-    "seq_len", "image_tokens_kept", "text_tokens_fed", "text_tokens_kept", "params",
+    "seq_len", "image_tokens_kept", "text_tokens_fed", "text_tokens_kept", "params", "sample", "round", "rounds",
+    "samples", "samples_skipped", "round_prompt_tokens", "limit", "sample_seed",
 }  # fmt: skip
 HEADLINE = {"prefill": "ttft_ms", "no-cache": "step_ms_median", "kv-cache": "tpot_ms_median"}
 IMPOSED = "text keep imposed"
@@ -88,26 +101,43 @@ def records(df: pd.DataFrame) -> list[dict]:
 
 
 def summary_rows(df: pd.DataFrame) -> list[dict]:
-    """Summary rows (`step` null), one per point: the last one written wins."""
-    latest: dict[tuple, dict] = {}
-    for row in records(df):
-        if not is_summary(row):
-            continue
-        key = key_of(row, SHOWN_POINT)
-        latest.pop(key, None)  # re-insert so the order follows the last write
-        latest[key] = row
-    return list(latest.values())
+    """Summary rows (`step` null), one per point: the last one written wins. A dataset point's
+    summary is its aggregate row; its sample and round rows are `sample_rows`'."""
+    return summary_rows_of(records(df))
 
 
 def step_rows(df: pd.DataFrame) -> list[dict]:
-    """Step rows, one per (point, measured run, step): the last one written wins."""
+    """Step rows, one per (point, measured run, step): the last one written wins. Dataset points'
+    step rows are left out: their samples differ in length, so no step-by-step curve stands for the
+    point (`sample_rows` and the sample-distribution chart do)."""
     latest: dict[tuple, dict] = {}
     for row in records(df):
-        if is_summary(row):
+        if is_summary(row) or row.get("sample") is not None:
             continue
         key = key_of(row, SHOWN_POINT + ("repeat", "step"))
         latest.pop(key, None)
         latest[key] = row
+    return list(latest.values())
+
+
+def sample_rows(df: pd.DataFrame, kind: str = "sample") -> list[dict]:
+    """The sample rows (`kind="round"`: the round rows) of each dataset point's latest aggregate,
+    in sample (and round) order: the rows that share that aggregate's `point_id`, so a point run
+    again (after an error, or after --resume cut it short) never mixes two runs' samples."""
+    rows = records(df)
+    latest = {r.get("point_id") for r in summary_rows_of(rows) if r.get("dataset") is not None}
+    mine = [r for r in rows if row_kind(r) == kind and r.get("point_id") in latest]
+    return sorted(mine, key=lambda r: (r.get("point_id"), r.get("sample"), r.get("round") or 0))
+
+
+def summary_rows_of(rows: Iterable[dict]) -> list[dict]:
+    """`summary_rows` of plain record dicts."""
+    latest: dict[tuple, dict] = {}
+    for row in rows:
+        if is_point_summary(row):
+            key = key_of(row, SHOWN_POINT)
+            latest.pop(key, None)  # re-insert so the order follows the last write
+            latest[key] = row
     return list(latest.values())
 
 
@@ -204,6 +234,7 @@ COMPARE_COLUMNS = (
     *(c for m in DELTA_METRICS for c in (m, f"{m}_delta_pct")),
     *ROOFLINE_CARRIED, *(c for m in ROOFLINE_METRICS for c in (m, f"{m}_delta_pct")),
     *(c for m in LATENCY_SAMPLES for c in (f"{m}_delta_ci_low", f"{m}_delta_ci_high", f"{m}_delta_noise")),
+    *DATASET_CARRIED,
 )  # fmt: skip
 _NULLABLE_INT = [c for c in COMPARE_COLUMNS if c in INT_FIELDS or c.endswith("_bytes")
                  or c in ("kv_bytes_prompt", "kv_bytes_generated")]  # fmt: skip
@@ -231,7 +262,7 @@ def compare(df: pd.DataFrame) -> pd.DataFrame:
         is_base = r.get("method") == BASELINE
         bases = [b for b in by_key[key_of(r, KEY)] if b.get("method") == BASELINE]
         base = r if is_base else _pick_baseline(r, bases)
-        item: dict[str, Any] = {k: r.get(k) for k in (*KEY, *SPEC, *CARRIED)}
+        item: dict[str, Any] = {k: r.get(k) for k in (*KEY, *SPEC, *CARRIED, *DATASET_CARRIED)}
         item.update(
             is_baseline=is_base,
             note=IMPOSED if imposed(r) else "",

@@ -647,3 +647,40 @@ def savings_panels(steps: Sequence[dict]) -> list[Panel]:
         panels.append(finish(Panel("lines", title, "tokens generated", ylabel, series,
                                    ylim=(min(values) - pad, max(values) + pad))))  # fmt: skip
     return panels
+
+
+def keep_distribution_panels(samples: Sequence[dict]) -> list[Panel]:
+    """Realized text keep of every sample of each dataset point (decode modes), one panel per
+    (dataset, mode), one series per point (method variant): y = each ok sample's
+    `text_keep_realized`, in sample order."""
+    rows = [r for r in ok(samples) if r.get("mode") in ("no-cache", "kv-cache") and r.get("text_keep_realized")
+            is not None]  # fmt: skip
+    panels = []
+    for (dataset, mode), group in _by(rows, ("dataset", "mode")):
+        points = _by(group, ("point_id",))
+        heads = [dict(rs[0], prompt_len=None, sample=None) for _, rs in points]
+        label = Labeller(heads)
+        series = [Series(label(head), head.get("method"), [float(i)] * len(rs), [r["text_keep_realized"] for r in rs])
+                  for i, (head, (_, rs)) in enumerate(zip(heads, points, strict=True))]  # fmt: skip
+        order = sorted(range(len(series)), key=lambda i: C.method_rank(series[i].method))
+        series = [replace_x(series[i], float(n)) for n, i in enumerate(order)]
+        name = str(dataset).rsplit("/", 1)[-1]
+        counts = sorted({len(s.y) for s in series})
+        panels.append(finish(Panel("strip", f"{mode} · {name}", "", "realized text keep (kept / fed)", series,
+                                   notes=[f"{'/'.join(map(str, counts))} samples; bar p10–p90, tick median"],
+                                   ylim=(0.0, 1.05))))  # fmt: skip
+    return panels
+
+
+def replace_x(s: Series, x: float) -> Series:
+    from dataclasses import replace
+
+    return replace(s, x=[x] * len(s.y))
+
+
+def _by(rows: Sequence[dict], fields: Sequence[str]) -> list[tuple[tuple, list[dict]]]:
+    by: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by.setdefault(key_of(r, fields), []).append(r)
+    return sorted(by.items(), key=lambda kv: tuple(map(_sortable, kv[0])))
+

@@ -251,8 +251,27 @@ def _layers(ax: Axes, panel: Panel) -> None:
     _axes(ax, panel)
 
 
+def _strip(ax: Axes, panel: Panel) -> None:
+    """One column per series: every value a dot (spread sideways by rank, no randomness), its
+    p10–p90 as a bar and its median as a tick (samples of a dataset)."""
+    for s in panel.series:
+        st = style(s)
+        x0, ys = s.x[0], list(s.y)  # in sample order
+        n = len(ys)
+        xs = [x0 + (0.28 * (k / (n - 1) - 0.5) if n > 1 else 0.0) for k in range(n)]
+        ax.plot(xs, ys, linestyle="none", marker=st["marker"], color=st["color"], alpha=0.55, markersize=5,
+                label=s.label)  # fmt: skip
+        lo, mid, hi = (D.percentile(ys, q) for q in (10, 50, 90))
+        ax.vlines(x0 + 0.22, lo, hi, color=st["color"], linewidth=3)
+        ax.hlines(mid, x0 + 0.14, x0 + 0.30, color="#222222", linewidth=1.5)
+    ax.set_xticks([s.x[0] for s in panel.series], [_wrap(s.label, 16) for s in panel.series], fontsize=8)
+    ax.set_xlim(-0.6, len(panel.series) - 0.4)
+    _axes(ax, panel)
+    ax.grid(False, axis="x")
+
+
 DRAW: dict[str, Callable[[Axes, Panel], None]] = {"lines": _lines, "bars": _bars, "points": _points,
-                                                   "layers": _layers}  # fmt: skip
+                                                   "layers": _layers, "strip": _strip}  # fmt: skip
 
 
 def _panels(fig: Figure, panels: list[Panel], cols: int | None = None, **kw: Any) -> list[Axes]:
@@ -377,6 +396,16 @@ def chart_savings(summaries: list[dict], steps: list[dict]) -> Figure:
     return fig
 
 
+def chart_text_keep_samples(summaries: list[dict], samples: list[dict]) -> Figure:
+    """Dataset points: the distribution over samples of the realized text keep, per method."""
+    panels = D.keep_distribution_panels(samples)
+    if not panels:
+        raise Skip("no dataset sample rows with a realized text keep (run --dataset in a decode mode)")
+    fig = _figure("realized text keep over the samples of a dataset", samples, latency=False, memory=False)
+    _panels(fig, panels)
+    return fig
+
+
 CHARTS: dict[str, Callable[[list[dict], list[dict]], Figure]] = {
     "prefill": chart_prefill,
     "no_cache": chart_no_cache,
@@ -386,7 +415,9 @@ CHARTS: dict[str, Callable[[list[dict], list[dict]], Figure]] = {
     "pareto": chart_pareto,
     "savings": chart_savings,
     "roofline": chart_roofline,  # report/roofline_chart.py: bounds on a GPU spec (--gpu)
+    "text_keep_samples": chart_text_keep_samples,
 }
+SAMPLE_CHARTS = {"text_keep_samples"}  # these get the sample rows (`compare.sample_rows`), not step rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,16 +443,17 @@ def plot_all(df: pd.DataFrame, out_dir: str | os.PathLike, *, skipped: list[str]
     selected = {name: CHARTS[name] for name in (charts or CHARTS)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summaries, steps = C.summary_rows(df), C.step_rows(df)
+    summaries, steps, samples = C.summary_rows(df), C.step_rows(df), C.sample_rows(df)
     groups = sorted({key_of(r, GROUP) for r in summaries + steps}, key=lambda k: tuple(map(str, k)))
     written: list[Path] = []
     for group in groups:
         g_sum = [r for r in summaries if key_of(r, GROUP) == group]
         g_steps = [r for r in steps if key_of(r, GROUP) == group]
+        g_samples = [r for r in samples if key_of(r, GROUP) == group]
         suffix = "" if len(groups) == 1 else "_" + _slug(*group)
         for name, chart in selected.items():
             try:
-                fig = chart(g_sum, g_steps)
+                fig = chart(g_sum, g_samples if name in SAMPLE_CHARTS else g_steps)
             except Skip as why:
                 reason = f"{name}{suffix}: {why}"
                 log.info("skipped chart %s", reason)

@@ -112,6 +112,28 @@ def _roofline(row: Mapping[str, Any], name: str, ratio: str | None = None) -> st
     return _with_delta(text, row, name)
 
 
+def _samples(row: Mapping[str, Any]) -> str:
+    """A dataset point's samples aggregated, and the records skipped as bad ('3 (+1 skipped)')."""
+    n, skipped = row.get("samples"), row.get("samples_skipped")
+    if n is None:
+        return DASH
+    return f"{n} (+{skipped} skipped)" if skipped else str(n)
+
+
+def _spread(row: Mapping[str, Any], metric: str, fmt=None) -> str:
+    """p10 / p50 / p90 over a dataset point's samples: '0.18 / 0.33 / 0.67'."""
+    values = [row.get(f"{metric}_{q}") for q in ("p10", "p50", "p90")]
+    if any(v is None for v in values):
+        return DASH
+    if fmt is None:
+        return " / ".join(f"{v:.2f}" for v in values)
+    texts = [fmt(v) for v in values]
+    unit = texts[0].split(" ")[-1]
+    if all(t.split(" ")[-1] == unit for t in texts):  # same unit: say it once
+        return " / ".join(t.split(" ")[0] for t in texts) + f" {unit}"
+    return " / ".join(texts)
+
+
 def _status(row: Mapping[str, Any]) -> str:
     s = row.get("status") or DASH
     return s if len(s) <= 40 else s[:39] + "…"
@@ -178,6 +200,11 @@ COLUMNS = (
     Column("scoring", "scoring", lambda r: fmt_ms(r.get("scoring_ms")), ("scoring_ms",)),
     Column("energy", "energy / run", _delta_cell("energy_j", _fmt_joules), ("energy_j",)),
     Column("energy_tok", "energy / token", _delta_cell("energy_j_per_token", _fmt_joules), ("energy_j_per_token",)),
+    Column("samples", "samples", lambda r: _samples(r), ("samples",)),
+    Column("text_spread", "text keep p10/p50/p90", lambda r: _spread(r, "text_keep_realized"),
+           ("text_keep_realized_p50",)),
+    Column("tpot_spread", "TPOT p10/p50/p90", lambda r: _spread(r, "tpot_ms_median", fmt_ms),
+           ("tpot_ms_median_p50",)),
     Column("tokens", "tokens = llava", lambda r: DASH if r.get("token_agreement") is None
            else f"{r['token_agreement'] * 100:.1f}%", ("token_agreement",)),
     Column("status", "status", lambda r: _status(r), (), False),
@@ -185,14 +212,16 @@ COLUMNS = (
 BY_KEY = {c.key: c for c in COLUMNS}
 # the compact default: what matters per mode, fits 120 columns (`--wide`: every column with data)
 COMPACT = {  # the roofline bound only where `--gpu` gave one (a column without data is left out)
-    "prefill": ("method", "keep", "image", "layers", "macs", "flops", "peak", "ttft", "ttft_roof"),
-    "no-cache": ("method", "gen", "keep", "text", "layers", "macs", "flops", "step", "total", "step_roof"),
-    "kv-cache": ("method", "gen", "keep", "text", "macs", "kv_gen", "peak", "tpot", "tpot_roof"),
-}
+    "prefill": ("method", "keep", "samples", "image", "layers", "macs", "flops", "peak", "ttft", "ttft_roof"),
+    "no-cache": ("method", "gen", "keep", "samples", "text", "text_spread", "layers", "macs", "flops", "step", "total",
+                 "step_roof"),
+    "kv-cache": ("method", "gen", "keep", "samples", "text", "text_spread", "macs", "kv_gen", "peak", "tpot",
+                 "tpot_roof"),
+}  # a dataset point's columns (samples, spread) only where its aggregate rows give them
 WIDE_EXCLUDED = {"tpot", "step"}  # --wide shows the median / p90 versions instead
 # shown in the title when constant inside one mode table, as a column when they vary
 CONTEXT = (("model", "model"), ("device", "device"), ("dtype", "dtype"), ("attn", "attn"),
-           ("batch", "batch"), ("prompt_len", "prompt"), ("gen_len", "gen"))  # fmt: skip
+           ("batch", "batch"), ("prompt_len", "prompt"), ("gen_len", "gen"), ("dataset", "dataset"))  # fmt: skip
 
 
 @dataclass
@@ -217,7 +246,8 @@ def _context_title(rows: list[dict], lead: str) -> tuple[str, list[str]]:
         if _varying(rows, key):
             varying.append(key)
         elif rows and rows[0].get(key) is not None:
-            fixed.append(f"{label} {rows[0][key]}" if key in ("batch", "prompt_len", "gen_len") else str(rows[0][key]))
+            labelled = key in ("batch", "prompt_len", "gen_len", "dataset")
+            fixed.append(f"{label} {rows[0][key]}" if labelled else str(rows[0][key]))
     return " · ".join([lead, *fixed]), varying
 
 
