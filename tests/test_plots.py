@@ -15,6 +15,7 @@ from test_report import ENV_B, IMG, KV_TOKEN_LAYER, LAYERS, SPARSE, summaries_of
 from dynbench.errors import DynbenchError
 from dynbench.report import compare as C
 from dynbench.report import plot_data as D
+from dynbench.report import plot_panels as PP
 from dynbench.report import plots as P
 from dynbench.results import load_many
 
@@ -87,7 +88,7 @@ def test_series_labels_are_one_name_per_variant():
 
 def test_prefill_series_hold_the_records_and_compare_deltas():
     rows = summaries_of(sweep(modes=("prefill",), keeps=(0.2, 0.5, 1.0)))
-    paper, macs, ttft = D.prefill_panels(rows)
+    paper, macs, ttft = PP.prefill_panels(rows)
     assert paper.ylabel == "GFLOPs (paper convention, 2×MAC)"  # 1.9e-3 T on the tiny model: G
     llava, dyn = paper.series
     assert llava.ref and llava.label == "llava" and llava.y == approx([_paper(IMG) / 1e9])
@@ -107,7 +108,7 @@ def test_ttft_band_is_p10_p90_of_the_samples():
     samples = [10.0, 20.0, 30.0, 40.0, 50.0]
     for r in rows:
         r["ttft_ms_samples"] = samples
-    ttft = D.prefill_panels(rows)[2]
+    ttft = PP.prefill_panels(rows)[2]
     q = statistics.quantiles(samples, n=10, method="inclusive")  # numpy's linear rule: 14, 46
     assert _flat(ttft.series[0].band) == approx([q[0], q[8]]) and _flat(ttft.series[1].band) == approx([q[0], q[8]])
 
@@ -120,7 +121,7 @@ def test_step_series_take_the_median_over_runs_from_token_one():
     for rep, f in enumerate((1.0, 2.0, 3.0)):
         runs += [{**r, "repeat": rep, "step_ms": r["step_ms"] * f} for r in one if r["step"] is not None]
     base = [r["step_ms"] for r in one if r["step"] is not None]
-    compute, step, total = D.no_cache_panels(summaries_of(one), runs)
+    compute, step, total = PP.no_cache_panels(summaries_of(one), runs)
     s = step.series[0]
     assert s.x == [1.0, 2.0, 3.0, 4.0] and step.ylabel == "step latency, median over runs (ms)"
     assert s.y == approx([2 * b for b in base]) and _flat(s.band) == approx(_flat((1.2 * b, 2.8 * b) for b in base))
@@ -135,14 +136,14 @@ def test_step_series_take_the_median_over_runs_from_token_one():
 def test_kv_series_start_at_token_one_and_savings_come_from_compare():
     rows = synthetic_point("llava", "kv-cache", gen_len=8) + synthetic_point("dynamic-llava", "kv-cache", gen_len=8)
     steps = [r for r in rows if r["step"] is not None]
-    gen, total, *_ = D.kv_cache_panels(summaries_of(rows), steps)
+    gen, total, *_ = PP.kv_cache_panels(summaries_of(rows), steps)
     assert gen.ylabel == "KV cache, generated tokens (KiB)" and total.ylabel == "KV cache, total (MiB)"
     llava_kv = [r["kv_bytes_generated"] for r in steps if r["method"] == "llava"]
     assert gen.series[0].x == [float(i) for i in range(1, 9)]  # token 1: the prefill's token
     assert gen.series[0].y == approx([b / 1024 for b in llava_kv])
     # generated KV after token t: t − 1 tokens fed, in every layer for llava
     assert llava_kv == [SPARSE * t * KV_TOKEN_LAYER + (LAYERS - SPARSE) * t * KV_TOKEN_LAYER for t in range(8)]
-    panels = D.savings_panels(steps)
+    panels = PP.savings_panels(steps)
     tot = panels[0]
     dyn_tot = [r["kv_bytes"] for r in steps if r["method"] == "dynamic-llava"]
     llava_tot = [r["kv_bytes"] for r in steps if r["method"] == "llava"]
@@ -157,7 +158,7 @@ def test_kv_series_start_at_token_one_and_savings_come_from_compare():
 
 def test_summary_deltas_are_compares_at_the_largest_point():
     rows = sweep(gen_lens=(8, 16), keeps=(0.2,))
-    grid = D.summary_panels(summaries_of(rows))
+    grid = PP.summary_panels(summaries_of(rows))
     assert [where.split(" (")[0] for where, _ in grid] == ["prefill", "no-cache", "kv-cache"]
     where, kv = grid[2]
     assert where == "kv-cache (prompt 64, gen 16, batch 1)"
@@ -239,7 +240,7 @@ def test_identical_series_stay_visible_and_are_named(tmp_path):
         rows += _baseline(m, "kv-cache", gen_len=8, vision_keep=0.5 if m == "fastv" else None)
     df = _df(tmp_path, rows)
     summaries, steps = C.summary_rows(df), C.step_rows(df)
-    for panel in D.pareto_panels(summaries) + D.kv_cache_panels(summaries, steps)[1:2]:  # total KV
+    for panel in PP.pareto_panels(summaries) + PP.kv_cache_panels(summaries, steps)[1:2]:  # total KV
         h2o, stream = (next(s for s in panel.series if s.method == m) for m in ("h2o", "streaming-llm"))
         assert stream.same_as == h2o.label == "h2o KV 0.2"
         a, b = P.style(h2o), P.style(stream)
@@ -256,13 +257,13 @@ def test_meta_records_skip_latency_panels(tmp_path):
     rows = sweep(gen_lens=(8,), keeps=(0.2,), device="meta", model="llava-1.5-7b", dtype="float16")
     df = _df(tmp_path, rows)
     summaries, steps = C.summary_rows(df), C.step_rows(df)
-    assert [p.title for p in D.prefill_panels(summaries)] == [
+    assert [p.title for p in PP.prefill_panels(summaries)] == [
         "compute, paper convention (image tokens)", "compute, measured by fvcore (whole forward)"]
-    assert [p.title for p in D.no_cache_panels(summaries, steps)] == ["cumulative compute"]
-    assert [p.title for p in D.kv_cache_panels(summaries, steps)] == [
+    assert [p.title for p in PP.no_cache_panels(summaries, steps)] == ["cumulative compute"]
+    assert [p.title for p in PP.kv_cache_panels(summaries, steps)] == [
         "KV cache of generated tokens", "KV cache, prompt + generated"]
-    assert [p.title.split("\n")[0] for p in D.pareto_panels(summaries)] == ["decoding: KV cache vs compute"]
-    grid = D.summary_panels(summaries)
+    assert [p.title.split("\n")[0] for p in PP.pareto_panels(summaries)] == ["decoding: KV cache vs compute"]
+    grid = PP.summary_panels(summaries)
     assert [p.title for _, row in grid for p in row] == [
         "FLOPs (paper, 2×MAC)", "MACs (fvcore)", "FLOPs (paper, 2×MAC)", "MACs (fvcore)", "KV of generated tokens"]
     paths = P.plot_all(df, tmp_path / "figs", charts=("prefill", "kv_cache"))
@@ -281,7 +282,7 @@ def test_zero_change_label_clears_the_llava_line(tmp_path):
     fig = P.chart_prefill(C.summary_rows(df), [])
     renderer = _drawn(fig)
     ax = fig.axes[0]
-    line_y = ax.transData.transform((0, D.prefill_panels(C.summary_rows(df))[0].series[0].y[0]))[1]
+    line_y = ax.transData.transform((0, PP.prefill_panels(C.summary_rows(df))[0].series[0].y[0]))[1]
     zero = [t for t in ax.texts if t.get_text() == "+0.0%"]
     assert len(zero) == 1
     box = Text.get_window_extent(zero[0], renderer)
@@ -292,7 +293,7 @@ def test_zero_change_label_clears_the_llava_line(tmp_path):
 
 def test_tpot_bars_carry_p10_p90_of_the_samples():
     rows = sweep(modes=("kv-cache",), gen_lens=(8,), keeps=(0.2,))
-    tpot = D.kv_cache_panels(summaries_of(rows), [])[-1]
+    tpot = PP.kv_cache_panels(summaries_of(rows), [])[-1]
     assert tpot.kind == "bars" and tpot.xlabel == "generated length = 8 tokens"
     for s, r in zip(tpot.series, summaries_of(rows), strict=True):
         q = statistics.quantiles(r["latency_ms_samples"], n=10, method="inclusive")
@@ -305,8 +306,8 @@ def test_lengths_spanning_decades_use_log_axes():
         rows += synthetic_point("llava", "kv-cache", gen_len=g, device="meta")
         rows += synthetic_point("dynamic-llava", "kv-cache", gen_len=g, device="meta")
     summaries, steps = summaries_of(rows), [r for r in rows if r["step"] is not None]
-    assert [p.xlog for p in D.kv_cache_panels(summaries, steps)] == [False, False]
-    assert [p.xlog for p in D.kv_cache_panels(summaries, [])] == [True, True]
+    assert [p.xlog for p in PP.kv_cache_panels(summaries, steps)] == [False, False]
+    assert [p.xlog for p in PP.kv_cache_panels(summaries, [])] == [True, True]
 
 
 def test_groups_and_environments(tmp_path):

@@ -117,7 +117,7 @@ def test_report_and_charts_read_aggregates_and_samples_apart():
     import pandas as pd
 
     from dynbench.report import compare as C
-    from dynbench.report import plot_data as D
+    from dynbench.report import plot_panels as PP
     from dynbench.report.tables import mode_tables
 
     df = pd.DataFrame.from_records(_dataset_rows())
@@ -128,7 +128,7 @@ def test_report_and_charts_read_aggregates_and_samples_apart():
     (table,) = mode_tables(cmp)
     assert "text keep p10/p50/p90" in table.headers and "samples" in table.headers
     assert "0.30 / 0.50 / 0.90" in [c for row in table.rows for c in row]  # 0.25 + 0.2·0.25, 0.5, 0.5 + 0.8·0.5
-    (panel,) = D.keep_distribution_panels(C.sample_rows(df))
+    (panel,) = PP.keep_distribution_panels(C.sample_rows(df))
     assert [s.method for s in panel.series] == ["llava", "dynamic-llava"]  # llava first
     assert [s.y for s in panel.series] == [[1.0, 1.0, 1.0], [0.25, 0.5, 1.0]]  # per sample, in order
     assert panel.series[1].label == "dynamic-llava" and "d.jsonl" in panel.title

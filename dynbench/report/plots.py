@@ -35,6 +35,7 @@ from dynbench.errors import DynbenchError
 from dynbench.records import key_of
 from dynbench.report import compare as C
 from dynbench.report import plot_data as D
+from dynbench.report import plot_panels as PP
 from dynbench.report.plot_data import Panel, Series
 from dynbench.report.roofline_chart import chart_roofline
 
@@ -299,7 +300,7 @@ def chart_prefill(summaries: list[dict], steps: list[dict]) -> Figure:
     """Prefill: paper-convention FLOPs, fvcore MACs and TTFT vs the vision keep (llava: a line)."""
     rows = [r for r in summaries if r.get("mode") == "prefill"]
     _need(rows, "prefill")
-    panels = D.prefill_panels(rows)
+    panels = PP.prefill_panels(rows)
     if not panels:
         raise Skip("prefill rows hold no FLOPs or TTFT")
     noise = any(D.NOISE in t for p in panels for s in p.series for t in s.texts or ())
@@ -313,7 +314,7 @@ def chart_no_cache(summaries: list[dict], steps: list[dict]) -> Figure:
     """No cache (paper Figure 1 / Table 4): cumulative MACs, per-step and total time vs tokens."""
     rows = [r for r in summaries + steps if r.get("mode") == "no-cache"]
     _need(rows, "no-cache")
-    panels = D.no_cache_panels(summaries, steps)
+    panels = PP.no_cache_panels(summaries, steps)
     if not panels:
         raise Skip("no-cache rows hold no FLOPs or latency")
     fig = _figure("decoding without KV cache", rows, memory=False,
@@ -327,7 +328,7 @@ def chart_kv_cache(summaries: list[dict], steps: list[dict]) -> Figure:
     """KV cache: generated and total KV bytes per step, peak memory and TPOT vs generated length."""
     rows = [r for r in summaries + steps if r.get("mode") == "kv-cache"]
     _need(rows, "kv-cache")
-    panels = D.kv_cache_panels(summaries, steps)
+    panels = PP.kv_cache_panels(summaries, steps)
     if not panels:
         raise Skip("kv-cache rows hold no KV bytes, memory or latency")
     fig = _figure("decoding with KV cache", rows)
@@ -337,7 +338,7 @@ def chart_kv_cache(summaries: list[dict], steps: list[dict]) -> Figure:
 
 def chart_layers(summaries: list[dict], steps: list[dict]) -> Figure:
     """Tokens per decoder layer for each method: the drop at the sparse layer."""
-    panels = D.layer_panels(summaries)
+    panels = PP.layer_panels(summaries)
     if not panels:
         raise Skip("no summary row holds layer_seq_lens / layer_cache_lens")
     fig = _figure("tokens per decoder layer", summaries, latency=False, memory=False)
@@ -348,7 +349,7 @@ def chart_layers(summaries: list[dict], steps: list[dict]) -> Figure:
 def chart_summary(summaries: list[dict], steps: list[dict]) -> Figure:
     """One page: each headline metric as Δ% vs llava at the largest point of each mode, one row
     of panels per mode, one dot per method variant with its value written beside it."""
-    grid = D.summary_panels(summaries)
+    grid = PP.summary_panels(summaries)
     if not grid:
         raise Skip("no point has both llava and another method")
     latency = any(s.xband for _, row in grid for p in row for s in p.series)
@@ -371,7 +372,7 @@ def chart_pareto(summaries: list[dict], steps: list[dict]) -> Figure:
     """Trade-offs of every method: prefill compute vs TTFT, KV bytes vs TPOT, KV bytes vs MACs."""
     rows = [r for r in summaries if r.get("mode") in ("prefill", "kv-cache")]
     _need(rows, "prefill or kv-cache")
-    panels = D.pareto_panels(rows)
+    panels = PP.pareto_panels(rows)
     if not panels:
         raise Skip("no row holds both axes of any Pareto panel")
     front = any(len(p.front) > 1 for p in panels)
@@ -387,7 +388,7 @@ def chart_savings(summaries: list[dict], steps: list[dict]) -> Figure:
     keep its saving once generated text fills the KV cache?"""
     rows = [r for r in steps if r.get("mode") in ("kv-cache", "no-cache")]
     _need(rows, "kv-cache or no-cache step")
-    panels = D.savings_panels(rows)
+    panels = PP.savings_panels(rows)
     if not panels:
         raise Skip("no step rows with a llava reference in the same context")
     fig = _figure("savings vs llava while generating", rows, latency=False, memory=False)
@@ -398,7 +399,7 @@ def chart_savings(summaries: list[dict], steps: list[dict]) -> Figure:
 
 def chart_text_keep_samples(summaries: list[dict], samples: list[dict]) -> Figure:
     """Dataset points: the distribution over samples of the realized text keep, per method."""
-    panels = D.keep_distribution_panels(samples)
+    panels = PP.keep_distribution_panels(samples)
     if not panels:
         raise Skip("no dataset sample rows with a realized text keep (run --dataset in a decode mode)")
     fig = _figure("realized text keep over the samples of a dataset", samples, latency=False, memory=False)
