@@ -533,3 +533,12 @@ def test_latency_delta_carries_its_noise():
     assert dyn["ttft_ms_delta_noise"] is True and dyn["ttft_ms_delta_ci_low"] is None  # 2 samples a side
     same = C.delta_ci(base, base)
     assert same[0] < 0 < same[1]  # A/A: the CI straddles 0 %
+
+
+def test_report_help_lists_every_column_key(capsys):
+    from dynbench.cli import main
+
+    assert main(["report", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    missing = [k for k in T.BY_KEY if k not in text]
+    assert not missing, f"`report --columns` help does not name: {missing}"
