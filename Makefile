@@ -22,7 +22,7 @@ lint:
 # The README's chart set without a GPU: 7B counts on the meta device + measured tiny-preset CPU runs.
 figures:
 	rm -rf results/figures-meta results/figures-cpu
-	dynbench run --suite suites/figures-meta.yaml --out results/figures-meta
+	dynbench run --suite suites/figures-meta.yaml --gpu h100-sxm --out results/figures-meta
 	dynbench run --suite suites/smoke.yaml --out results/figures-cpu
 	dynbench plot results/figures-meta results/figures-cpu --out docs/figures
 
