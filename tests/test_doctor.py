@@ -43,8 +43,13 @@ def test_a_failing_check_fails_the_command(tmp_path, monkeypatch, capsys):
 class FakeEnergy:
     def __init__(self, monkeypatch, readings):
         self.readings = iter(readings)
+
+        def read(h):
+            assert h == "handle", h
+            return next(self.readings)
+
         monkeypatch.setattr(energy_mod, "nvml_handle", lambda device: "handle")
-        monkeypatch.setattr(pynvml, "nvmlDeviceGetTotalEnergyConsumption", lambda h: next(self.readings))
+        monkeypatch.setattr(pynvml, "nvmlDeviceGetTotalEnergyConsumption", read)
 
 
 def test_energy_is_the_counter_difference(monkeypatch):
@@ -59,7 +64,10 @@ def test_energy_is_the_counter_difference(monkeypatch):
 
 
 def test_energy_unsupported_is_null(monkeypatch):
+    calls = []
+
     def unsupported(h):
+        calls.append(h)
         raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
 
     monkeypatch.setattr(energy_mod, "nvml_handle", lambda device: "handle")
@@ -70,4 +78,7 @@ def test_energy_unsupported_is_null(monkeypatch):
         with meter.track():
             pass
     assert meter.joules is None
+    with meter.track():  # once unsupported, never asked again
+        pass
+    assert meter.joules is None and calls == ["handle"]
     assert EnergyMeter("cpu").joules is None

@@ -76,7 +76,11 @@ def test_cuda_tracker_records_events_and_syncs_once(monkeypatch):
     monkeypatch.setattr(torch.cuda, "Event",
                         lambda enable_timing=False: FakeEvent(log, enable_timing))
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: "stream")
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append("synchronize"))
+    def synchronize(device=None):
+        assert device == torch.device("cuda"), device  # the tracker's own device
+        log.append("synchronize")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", synchronize)
     tracker = LatencyTracker("cuda")
     assert tracker.timer == "cuda_event"
     for _ in range(3):
@@ -99,21 +103,33 @@ class FakeGpu:
                  old_driver=False, violations=True):
         self.during, self.idle, self.inside = during, idle, False
         self.counters = {0: 0, 1: 0, 3: 0, 5: 0}
+        self.supported = set(self.counters)
         self.violation_ns = violation_ns
         monkeypatch.setattr(latency, "nvml_handle", lambda device: "handle")
-        monkeypatch.setattr(pynvml, "nvmlDeviceGetClockInfo", lambda h, kind: self.now()[0])
+
+        def clock(h, kind):
+            assert h == "handle" and kind == pynvml.NVML_CLOCK_SM, (h, kind)
+            return self.now()[0]
+
+        monkeypatch.setattr(pynvml, "nvmlDeviceGetClockInfo", clock)
         if new_api:
             def events(h):
+                assert h == "handle", h
                 if old_driver:
                     raise pynvml.NVMLError_FunctionNotFound(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
                 return self.now()[1]
             monkeypatch.setattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", events, raising=False)
         else:
             monkeypatch.delattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons")
-        monkeypatch.setattr(pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons", lambda h: self.now()[1])
+        def throttle(h):
+            assert h == "handle", h
+            return self.now()[1]
+
+        monkeypatch.setattr(pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons", throttle)
 
         def violation(h, policy):
-            if not violations:
+            assert h == "handle", h
+            if not violations or policy not in self.supported:
                 raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
             return SimpleNamespace(violationTime=self.counters[policy], referenceTime=0)
         monkeypatch.setattr(pynvml, "nvmlDeviceGetViolationStatus", violation)
@@ -191,3 +207,24 @@ def test_cuda_tracker_real_gpu():
         torch.cuda._sleep(1000)
     r = mon.result()
     assert r is None or r.sm_clock_mhz_start > 0
+
+
+def test_clock_monitor_keeps_the_counters_a_gpu_supports(monkeypatch):
+    gpu = FakeGpu(monkeypatch, during=(1980, 0x0))
+    gpu.supported = {1, 3}  # power (0) unsupported on this board: thermal and board limit still read
+    mon = ClockMonitor("cuda")
+    gpu.run(mon, seconds=0.02)
+    assert set(mon.result().violation_ms) == {"thermal", "board_limit"}
+
+
+def test_regions_let_through_only_the_named_ones():
+    tracker = LatencyTracker("cpu")
+    coarse = latency.Regions(tracker)  # the default: COARSE_REGIONS
+    for name in ("vision_tower", "predictor_text", "llm_prefill", "token_drop"):
+        with coarse.track(name):
+            pass
+    assert set(tracker.result()) == {"vision_tower", "llm_prefill"}
+    every = latency.Regions(LatencyTracker("cpu"), None)
+    with every.track("predictor_text"):
+        pass
+    assert list(every.tracker.result()) == ["predictor_text"]

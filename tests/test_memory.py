@@ -140,12 +140,17 @@ def fake_nvml(monkeypatch, used, processes):
     last = [0]
 
     def memory_info(handle):
+        assert handle == "handle", handle  # the device's own handle, not another's
         last[0] = next(used, last[0])
         return SimpleNamespace(used=last[0])
 
+    def running(handle):
+        assert handle == "handle", handle
+        return processes
+
     monkeypatch.setattr(memory, "nvml_handle", lambda device: "handle")
     monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo", memory_info)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetComputeRunningProcesses", lambda h: processes)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetComputeRunningProcesses", running)
 
 
 def test_cuda_nvml_per_process(monkeypatch):
@@ -210,3 +215,89 @@ def test_real_cuda_peak_covers_known_tensor():
     assert r.peak_alloc_bytes >= n and r.peak_reserved_bytes >= r.peak_alloc_bytes
     assert r.mem_source == "torch_allocator"
     assert r.nvml_process_bytes is None or r.nvml_process_bytes >= n
+
+
+def test_rss_bytes_agrees_with_the_kernel_status():
+    """`rss_bytes` against /proc/self/status's VmRSS (kB, an independent report of the same page
+    count), and the fallback without /proc: the lifetime max from getrusage, in KiB on Linux."""
+    import builtins
+    import resource
+
+    def vm_rss():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+
+    before = vm_rss()
+    got = rss_bytes()
+    after = vm_rss()
+    assert min(before, after) - 2**20 <= got <= max(before, after) + 2**20
+    real_open = builtins.open
+
+    def no_proc(path, *args, **kwargs):
+        if str(path).startswith("/proc"):
+            raise OSError("no /proc here")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(builtins, "open", no_proc)
+    try:
+        fallback = rss_bytes()
+    finally:
+        monkeypatch.undo()
+    assert fallback == resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 >= got - 2**20
+
+
+def test_process_baseline_once_per_process_minus_what_the_allocator_holds(monkeypatch):
+    log = []
+    fake_cuda(monkeypatch, log)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 2**30)  # the allocator holds 1 GiB
+    fake_nvml(monkeypatch, [5 * 2**30], [])
+    assert memory.process_baseline(torch.device("cuda"), "handle") == 4 * 2**30
+    assert memory.process_baseline(torch.device("cuda"), "handle") == 4 * 2**30 and log.count("init") == 1
+    assert memory.process_baseline(torch.device("cuda", 1), "handle") == 4 * 2**30  # each device its own
+    assert set(memory._BASELINES) == {"cuda", "cuda:1"}
+
+
+def test_process_baseline_failure_warns_and_disables_nvml(monkeypatch):
+    fake_cuda(monkeypatch, [])
+
+    def broken(handle):
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN)
+
+    monkeypatch.setattr(memory, "nvml_handle", lambda device: "handle")
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo", broken)
+    monkeypatch.setattr(env, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="NVML memory query failed"):
+        mem = MemoryTracker("cuda")
+    with mem.track():
+        pass
+    assert mem.result().nvml_process_bytes is None and mem.result().nvml_global_bytes is None
+
+
+def test_unsupported_process_list_keeps_the_global_figure(monkeypatch):
+    log = []
+    fake_cuda(monkeypatch, log)
+    calls = []
+
+    def unsupported(handle):
+        calls.append(handle)
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+    fake_nvml(monkeypatch, [2**30, 3 * 2**30, 4 * 2**30], [])
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetComputeRunningProcesses", unsupported)
+    mem = MemoryTracker("cuda")
+    with mem.track():
+        pass
+    r = mem.result()
+    assert r.nvml_global_bytes == 4 * 2**30 and r.nvml_source == "global-minus-baseline"
+    assert len(calls) == 1  # asked once, then not again in that region
+
+
+def test_profiled_peak_unreadable_warns_and_is_null(monkeypatch):
+    class Broken:
+        profiler = None  # no kineto results
+
+    monkeypatch.setattr(env, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="profiler memory events unreadable"):
+        assert memory.profiled_peak_bytes(Broken()) is None

@@ -3,6 +3,7 @@
 import io
 import json
 import math
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,33 @@ def test_bootstrap_is_deterministic_and_brackets_the_ratio():
     assert a == ratio_of_medians_ci(y, x, seed=0)
     assert a[1] < a[0] < a[2]
     assert a[0] == pytest.approx(np.median(y) / np.median(x))
+
+
+def _bootstrap_by_hand(y, x, seed=0, resamples=2000):
+    """The documented rule, written out: rows of indices drawn in one call per side — all the
+    baseline's first, then all the current's — a median per row, the ratios' 2.5 / 97.5 %
+    quantiles (numpy's linear interpolation)."""
+    rng = np.random.default_rng(seed)
+    xi = rng.integers(0, len(x), (resamples, len(x)))
+    yi = rng.integers(0, len(y), (resamples, len(y)))
+    ratios = sorted(statistics.median(y[j] for j in yrow) / statistics.median(x[j] for j in xrow)
+                    for xrow, yrow in zip(xi.tolist(), yi.tolist(), strict=True))
+    def quantile(q):
+        pos = (resamples - 1) * q
+        lo = math.floor(pos)
+        return ratios[lo] + (ratios[min(lo + 1, resamples - 1)] - ratios[lo]) * (pos - lo)
+    return statistics.median(y) / statistics.median(x), quantile(0.025), quantile(0.975)
+
+
+def test_bootstrap_is_the_documented_rule_exactly():
+    rng = np.random.default_rng(3)
+    x, y = lognormal(rng, 10.0, n=9), lognormal(rng, 12.0, n=11)  # odd and even sizes, a real shift
+    got = ratio_of_medians_ci(y, x)
+    assert got == pytest.approx(_bootstrap_by_hand(y, x), rel=1e-12)
+    assert got[2] - got[1] > 0.01  # a real interval, not a point
+    assert ratio_of_medians_ci(y, x, seed=1) != got  # the seed matters; 0 is the default
+    ints = [10, 11, 12, 13, 14, 15]  # integer samples are read as floats (ratios, not floor division)
+    assert ratio_of_medians_ci([2 * v for v in ints], ints)[0] == 2.0
 
 
 def test_tolerance_alone_does_not_flag_noise():

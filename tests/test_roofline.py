@@ -46,6 +46,36 @@ def test_prefill_bytes_by_hand():
     assert b.total == b.weights + b.embed + b.kv_written and b.kv == b.kv_written
 
 
+def test_image_only_prompt_embeds_no_row():
+    # prompt_len 0: the 10 image tokens come from the projector, no text row is gathered
+    step = _step([(10, 10)] * 3, seq=[10] * 3, cache=[10] * 3, vision=True, image=10)
+    assert R.step_bytes(step, PARTS, image_tokens=10, kv_entry=16, batch=1).embed == 0
+
+
+def test_the_bound_of_a_step_by_hand():
+    roof = R.Roof("h100-sxm", 989.4, 3350.0, projected=True)
+    # 2 × 0.5 TMACs = 1e12 FLOP → 1.0107 ms compute; 1e9 B → 0.2985 ms memory
+    got = R.step_columns(roof, 0.5, R.StepBytes(weights=10**9, embed=0, kv_read=0, kv_written=0))
+    assert got["step_roofline_ms"] == pytest.approx(1e12 / 989.4e12 * 1e3) and got["roofline_bound"] == "compute"
+    assert R.step_columns(roof, None, R.StepBytes(1, 0, 0, 0))["step_roofline_ms"] is None  # no FLOPs counted
+    tie = roof.bound(989.4e12, 3350e9)  # exactly 1 ms either way: the compute roof is named
+    assert tie == (pytest.approx(1000.0), "compute")
+    # a kv-cache run: TTFT = the prefill step, TPOT = the median of the decode steps only
+    cols = R.summary_columns("kv-cache", roof, [10.0, 1.0, 3.0, 2.0], [R.StepBytes(1, 0, 0, 0)] * 4)
+    assert (cols["ttft_roofline_ms"], cols["tpot_roofline_ms"], cols["total_roofline_ms"]) == (10.0, 2.0, 16.0)
+    pre = R.summary_columns("prefill", roof, [4.0], [R.StepBytes(1, 0, 0, 0)])
+    assert pre["ttft_roofline_ms"] == 4.0 and pre["tpot_roofline_ms"] is None
+
+
+def test_float32_bounds_use_tf32_only_when_on():
+    assert R.Roof.of(H100, "float32", tf32=True, projected=True).tflops == H100.tflops_tf32
+    assert R.Roof.of(H100, "float32", tf32=False, projected=True).tflops == H100.tflops_fp32_nontensor
+
+
+def test_kv_entry_is_k_and_v():
+    assert R.kv_entry_bytes(kv_heads=8, head_dim=128, element_bytes=2) == 2 * 8 * 128 * 2
+
+
 def test_decode_bytes_by_hand():
     # before: caches of 14, 11, 11; the token is stored in layer 0 only (dropped from the sparse layer on)
     step = _step([(1, 15), (1, 12), (1, 12)], cache=[15, 11, 11], text=1)

@@ -172,3 +172,22 @@ def test_suite_points(tmp_path, monkeypatch):
     assert all(p.device == "cuda" and p.dtype == "bfloat16" for p in ci)
     assert len(load_suite("suites/paper.yaml")) == 2 + 2 + 12
     assert load_suite("suites/baselines-gpu.yaml")
+
+
+def test_meta_points_follow_the_counting_rules(capsys):
+    """The meta device reports what the rules give, per spec field: every step of the generation,
+    one vision pass with --reuse-vision, the attention backend asked for."""
+    argv = ["run", "--device", "meta", "--method", "dynamic-llava", "--prompt-len", "8", "--gen-len", "4", "--json"]
+    assert main([*argv, "--mode", "kv-cache", "--attn", "eager"]) == 0
+    kv = json.loads(capsys.readouterr().out)
+    p = build_model("tiny", "dynamic-llava", device="meta").preset
+    # 3 fed tokens, the budget rule at 0.5 keeps tokens 1 and 3: layers 0-1 cache all 3, 2-3 two
+    per_token = 2 * p.kv_heads * (p.hidden // p.heads) * 4  # K and V, float32
+    assert kv["kv_bytes_generated"] == (2 * 3 + 2 * 2) * per_token
+    assert kv["attn_ledger"] == {"prefill": {"0-3": "eager"}, "decode": {"0-3": "eager"}}
+    assert main([*argv, "--mode", "no-cache"]) == 0
+    every = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--mode", "no-cache", "--reuse-vision"]) == 0
+    once = json.loads(capsys.readouterr().out)
+    assert once["tmacs_vision"] * 4 == pytest.approx(every["tmacs_vision"], rel=1e-12)  # 1 pass vs 4
+    assert once["tmacs_llm"] == every["tmacs_llm"]
