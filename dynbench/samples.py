@@ -24,6 +24,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dynbench.measure.latency import percentile
 from dynbench.records import BY_NAME, ENV, IDENT, QUANTILES, SPEC, SPREAD_METRICS
 
 PEAKS = ("peak_alloc_bytes", "peak_reserved_bytes", "nvml_process_bytes", "peak_rss_bytes", "peak_tensor_bytes",
@@ -33,14 +34,6 @@ PER_SAMPLE = ("generated_ids", "layer_seq_lens", "layer_cache_lens", "seq_len", 
 DATASET_COLUMNS = ("samples", "samples_skipped", "text_keep_pooled",
                    *(f"{m}_{q}" for m in SPREAD_METRICS for q in QUANTILES))  # fmt: skip
 
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """q-th percentile (0–100), linear between closest ranks (numpy's default)."""
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def _mean(values: list[float]) -> float:

@@ -54,12 +54,15 @@ class LatencyStats:
         return {f"{prefix}_{f.name}": getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default `method="linear"`)."""
-    pos = (len(sorted_values) - 1) * q
+def percentile(values: Sequence[float], q: float) -> float:
+    """q-th percentile (0–100), linear between closest ranks (numpy's default `method="linear"`).
+
+    The one definition: latency statistics, dataset spreads and chart bands all use it."""
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
     lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def summarize(values_ms: Sequence[float]) -> LatencyStats:
@@ -72,8 +75,8 @@ def summarize(values_ms: Sequence[float]) -> LatencyStats:
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
     cv = std / mean if mean != 0 else (0.0 if std == 0 else math.nan)
     return LatencyStats(
-        n=n, median=_percentile(values, 0.5), p90=_percentile(values, 0.9),
-        p99=_percentile(values, 0.99), mean=mean, std=std, cv=cv, min=values[0], max=values[-1],
+        n=n, median=percentile(values, 50), p90=percentile(values, 90),
+        p99=percentile(values, 99), mean=mean, std=std, cv=cv, min=values[0], max=values[-1],
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +21,19 @@ from dynbench.regress.checks import (
     REGRESSION,
     VERDICTS,
     Check,
+    Outcome,
     default_checks,
 )  # fmt: skip
 from dynbench.results import iter_records, jsonable
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    """One line of the report: a point, a metric, the values compared and the verdict."""
+@dataclass(frozen=True, kw_only=True)
+class CheckResult(Outcome):
+    """One line of the report: a check's outcome (verdict, values compared) at a point, for a metric."""
 
     point: dict
     metric: str
     kind: str
-    verdict: str
-    baseline: Any = None
-    current: Any = None
-    ratio: float | None = None
-    ci: tuple[float, float] | None = None
-    note: str = ""
 
     @property
     def missing_from_run(self) -> bool:
@@ -162,7 +157,8 @@ def check(current_rows: Iterable[Mapping[str, Any]] | Any, baseline: Baseline, *
         if b is None or c is None:
             row = b if b is not None else c
             note = "in the baseline, not in this run" if c is None else "new point, not in the baseline"
-            results.append(CheckResult(_point(row), "point", "point", MISSING, baseline=None if b is None else "point",
+            results.append(CheckResult(point=_point(row), metric="point", kind="point", verdict=MISSING,
+                                       baseline=None if b is None else "point",
                                        current=None if c is None else "point", note=note))
             continue
         both_ok = str(b.get("status", "ok")) == "ok" and str(c.get("status", "ok")) == "ok"
@@ -171,8 +167,8 @@ def check(current_rows: Iterable[Mapping[str, Any]] | Any, baseline: Baseline, *
                 continue
             out = chk.evaluate(c, b)
             if out is not None:
-                results.append(CheckResult(_point(c), chk.metric, chk.kind, out.verdict, out.baseline,
-                                           out.current, out.ratio, out.ci, out.note))
+                results.append(CheckResult(point=_point(c), metric=chk.metric, kind=chk.kind,
+                                           **{f.name: getattr(out, f.name) for f in fields(out)}))
     if not any(r.verdict in (PASS, REGRESSION, IMPROVEMENT) for r in results):
         raise DynbenchError(
             f"nothing could be compared with {name} (every shared point is not comparable or "

@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from dynbench.measure.latency import percentile
 from dynbench.names import BASELINE
 from dynbench.records import hashable, key_of
 from dynbench.report import compare as C
@@ -179,15 +180,6 @@ def one_context(rows: Sequence[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------
 # numbers
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """q-th percentile (0–100), linear between closest ranks (numpy's default)."""
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def spread(values: Sequence[float] | None) -> tuple[float, float] | None:
