@@ -1,3 +1,4 @@
+import math
 import statistics
 import time
 import warnings
@@ -29,8 +30,16 @@ def test_summarize_matches_numpy_and_statistics():
 def test_summarize_single_and_empty():
     s = summarize([4.0])
     assert (s.median, s.p90, s.p99, s.std, s.cv) == (4.0, 4.0, 4.0, 0.0, 0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one sample"):
         summarize([])
+
+
+def test_summarize_two_samples_and_a_zero_mean():
+    s = summarize([1.0, 3.0])
+    assert s.std == pytest.approx(math.sqrt(2)) and s.cv == pytest.approx(math.sqrt(2) / 2)  # n − 1 = 1
+    assert summarize([0.5, 1.5]).cv == pytest.approx(math.sqrt(0.5))  # a mean of exactly 1 is no special case
+    assert summarize([0.0, 0.0]).cv == 0.0  # no spread around zero
+    assert math.isnan(summarize([-1.0, 1.0]).cv)  # spread around a zero mean: undefined, not 0 or inf
 
 
 def test_stats_as_dict_prefixes_columns():

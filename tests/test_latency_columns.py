@@ -82,10 +82,26 @@ def test_no_cache_vision_is_per_pass():
 def test_misaligned_samples_are_refused():
     with pytest.raises(ValueError, match="differ in steps"):
         latency_columns("kv-cache", [[1.0, 2.0], [1.0, 2.0, 0.001]])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one run with at least one step"):
         latency_columns("prefill", [])
     with pytest.raises(ValueError, match="region records"):
         latency_columns("prefill", [[1.0], [2.0]], [{}])
+    with pytest.raises(ValueError, match="unknown mode 'decode'"):
+        latency_columns("decode", [[1.0]])
+    # a vision-tower call without its projector call is a broken record, not a shorter median
+    with pytest.raises(ValueError):
+        latency_columns("prefill", [[1.0]], [{"vision_tower": [2.0, 2.0], "projector": [1.0]}])
+
+
+def test_regions_without_the_vision_pass_leave_vision_empty():
+    cols = latency_columns("prefill", [[20.0]], [{"llm_prefill": [15.0]}])
+    assert cols["vision_ms"] is None and cols["llm_prefill_ms"] == 15.0
+
+
+def test_latency_cv_needs_two_samples():
+    assert latency_columns("prefill", [[10.0]])["latency_cv"] is None  # one run: no spread to speak of
+    # two runs: sample std of 10, 30 = sqrt(200) / mean 20
+    assert latency_columns("prefill", [[10.0], [30.0]])["latency_cv"] == pytest.approx(math.sqrt(200) / 20)
 
 
 # ---- part 2: invariants on real runs --------------------------------------------------------------
