@@ -301,3 +301,77 @@ def test_profiled_peak_unreadable_warns_and_is_null(monkeypatch):
     monkeypatch.setattr(env, "_warned", set())
     with pytest.warns(RuntimeWarning, match="profiler memory events unreadable"):
         assert memory.profiled_peak_bytes(Broken()) is None
+
+
+def test_process_baseline_asks_about_its_own_device(monkeypatch):
+    """On a multi-GPU box the baseline of cuda:1 must sync and read cuda:1's allocator, not the
+    current device's."""
+    asked = []
+    fake_cuda(monkeypatch, [])
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: asked.append(("sync", str(device))))
+    monkeypatch.setattr(torch.cuda, "memory_reserved",
+                        lambda device=None: asked.append(("reserved", str(device))) or 2**30)  # fmt: skip
+    fake_nvml(monkeypatch, [5 * 2**30], [])
+    assert memory.process_baseline(torch.device("cuda", 1), "handle") == 4 * 2**30
+    assert asked == [("sync", "cuda:1"), ("reserved", "cuda:1")]
+
+
+def test_rss_fallback_on_macos_is_already_bytes(monkeypatch):
+    """getrusage's ru_maxrss is bytes on macOS, KiB on Linux (and the BSDs)."""
+    import builtins
+    import resource
+    import sys
+
+    real_open = builtins.open
+
+    def no_proc(path, *args, **kwargs):
+        if str(path).startswith("/proc"):
+            raise OSError("no /proc here")
+        return real_open(path, *args, **kwargs)
+
+    class Usage:
+        ru_maxrss = 123_456
+
+    monkeypatch.setattr(builtins, "open", no_proc)
+    monkeypatch.setattr(resource, "getrusage", lambda who: Usage() if who == resource.RUSAGE_SELF else None)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert rss_bytes() == 123_456
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert rss_bytes() == 123_456 * 1024
+
+
+def test_profiled_peak_keeps_the_recorded_order_of_simultaneous_events():
+    """Events in time order; two with the same timestamp stay in the order the profiler recorded
+    them (an allocation then its free is a peak of its size, not zero)."""
+
+    class Event:
+        def __init__(self, t, n, name="[memory]"):
+            self.t, self.n, self._name = t, n, name
+
+        def start_ns(self):
+            return self.t
+
+        def nbytes(self):
+            return self.n
+
+        def name(self):
+            return self._name
+
+        def device_type(self):
+            return torch.autograd.DeviceType.CPU
+
+    class Prof:
+        class profiler:  # noqa: N801 — mirrors torch.profiler.profile().profiler
+            class kineto_results:  # noqa: N801
+                @staticmethod
+                def events():
+                    return [Event(20, -300), Event(5, 400), Event(5, -400), Event(10, 300),
+                            Event(15, 1000, name="aten::mm")]  # fmt: skip  (not a memory event)
+
+    # t=5: +400 then −400 (peak 400), t=10: +300, t=20: −300; sorting by (time, bytes) would give 300
+    assert memory.profiled_peak_bytes(Prof()) == 400
+
+
+def test_memory_result_before_a_region_says_so():
+    with pytest.raises(RuntimeError, match=r"^MemoryTracker\.result\(\) called before a completed track\(\) region$"):
+        MemoryTracker("cpu").result()
