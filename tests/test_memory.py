@@ -375,3 +375,17 @@ def test_profiled_peak_keeps_the_recorded_order_of_simultaneous_events():
 def test_memory_result_before_a_region_says_so():
     with pytest.raises(RuntimeError, match=r"^MemoryTracker\.result\(\) called before a completed track\(\) region$"):
         MemoryTracker("cpu").result()
+
+
+def test_nvml_global_peak_is_the_max_over_the_region_not_the_last_reading(monkeypatch):
+    """The peak was seen at the region's start; later samples (polled while it ran, and at its end)
+    read less. The figure is the high-water mark, not whatever NVML said last."""
+    fake_cuda(monkeypatch, [])
+    fake_nvml(monkeypatch, [2**30, 6 * 2**30, 2 * 2**30],
+              [SimpleNamespace(pid=123456789, usedGpuMemory=None)])
+    mem = MemoryTracker("cuda")  # baseline 1 GiB
+    with mem.track():
+        time.sleep(0.05)  # several polls of 2 GiB after the 6 GiB one
+    r = mem.result()
+    assert r.nvml_global_bytes == 6 * 2**30
+    assert (r.nvml_source, r.nvml_process_bytes) == ("global-minus-baseline", 5 * 2**30)
