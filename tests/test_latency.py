@@ -182,6 +182,21 @@ def test_clock_monitor_idle_is_not_throttling_and_old_drivers_fall_back(monkeypa
         assert (r.violation_ms is None) == (kwargs == {"violations": False})
 
 
+def test_clock_monitor_prefers_the_current_call_where_the_binding_has_it(monkeypatch):
+    """The throttle-reasons call is deprecated since R535 (and may go): where the clocks-event call
+    exists and works, it alone is asked."""
+    gpu = FakeGpu(monkeypatch, during=(1755, 0x4))
+
+    def deprecated(h):
+        raise pynvml.NVMLError_FunctionNotFound(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons", deprecated)
+    mon = ClockMonitor("cuda")
+    gpu.run(mon)
+    r = mon.result()
+    assert r is not None and r.clock_event_reasons & 0x4 and "sw_power_cap" in r.throttle_reasons
+
+
 def test_clock_monitor_none_without_nvml(monkeypatch):
     def boom():
         raise pynvml.NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
