@@ -125,6 +125,16 @@ def test_meta_7b_prefill_counts(capsys):
     assert rows["dynamic-llava"]["layer_seq_lens"] == [616] * 2 + [155] * 30
 
 
+
+def test_meta_points_follow_their_own_keep(capsys):
+    """A meta point is planned with its own drop settings, not the defaults: vision keep 0.5 keeps
+    floor(576 × 0.5) = 288 image tokens from layer 2 on (40 + 288 = 328), keep 0.1 keeps 57."""
+    assert main(["run", "--device", "meta", "--model", "llava-1.5-7b", "--mode", "prefill", "--prompt-len", "40",
+                 "--method", "dynamic-llava", "--vision-keep", "0.5,0.1", "--json"]) == 0  # fmt: skip
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["vision_keep"]: r["layer_seq_lens"] for r in rows} == {0.5: [616] * 2 + [328] * 30,
+                                                                    0.1: [616] * 2 + [97] * 30}
+
 BAD = [
     (["--suite", "SUITE", "--mode", "prefill"], "--suite sets the points"),
     (["--suite", "BADYAML"], "not valid YAML at line"),
