@@ -12,8 +12,23 @@ from dynbench.cli.options import flag, out_console
 from dynbench.errors import DynbenchError
 from dynbench.names import ATTN_IMPLEMENTATIONS, DTYPE_NAMES
 
+MODELS_EXAMPLES = """[bold]Examples[/]
 
-@app.command()
+  dynbench models                                   [dim]# tiny, llava-1.5-7b, llava-1.5-13b and their sizes[/]
+"""
+GPUS_EXAMPLES = """[bold]Examples[/]
+
+  dynbench gpus                                     [dim]# names for run --gpu NAME[/]
+  dynbench gpus --json > gpus.json                  [dim]# the same table, machine-readable[/]
+"""
+ENV_EXAMPLES = """[bold]Examples[/]
+
+  dynbench env                                      [dim]# what a run here would record, and its env_id[/]
+  dynbench env --device cuda --dtype bfloat16 --json
+"""
+
+
+@app.command(epilog=MODELS_EXAMPLES)
 def models() -> None:
     """List the model presets with parameter counts (built on the meta device, no weights)."""
     from dynbench.models.build import build_model, count_parameters
@@ -26,7 +41,7 @@ def models() -> None:
     out_console().print(presets_table(PRESETS, counts))
 
 
-@app.command()
+@app.command(epilog=GPUS_EXAMPLES)
 def gpus(json_out: Annotated[bool, flag("--json", help="print the table as JSON")] = False) -> None:
     """List the GPU specs roofline bounds use (--gpu NAME): dense peaks, bandwidth, sources."""
     from dataclasses import asdict
@@ -40,7 +55,7 @@ def gpus(json_out: Annotated[bool, flag("--json", help="print the table as JSON"
     out_console().print(gpus_table(GPUS))
 
 
-@app.command("env")
+@app.command("env", epilog=ENV_EXAMPLES)
 def env_command(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     dtype: Annotated[str, typer.Option(help=" | ".join(DTYPE_NAMES))] = "float32",
