@@ -212,6 +212,7 @@ def test_clock_monitor_none_without_nvml(monkeypatch):
             assert mon.result() is None
     assert len(caught) == 1
     cpu = ClockMonitor("cpu")
+    assert cpu.result() is None  # nothing measured yet
     with cpu.track():
         pass
     assert cpu.result() is None

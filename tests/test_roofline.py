@@ -158,6 +158,16 @@ def test_module_bytes_cover_the_model(parts_7b):
     assert 0 < parts.text_predictor < parts.vision_predictor < parts.vision / 30  # 8.6 M and 2.3 M params
 
 
+def test_module_bytes_of_a_model_without_predictors():
+    """LLaVA has no predictors: they weigh nothing, and the parts still add up to the model exactly."""
+    net = build_model("tiny", "llava", device="meta")
+    parts = R.module_bytes(net)
+    assert (parts.vision_predictor, parts.text_predictor) == (0, 0)
+    rotary = sum(b.numel() * b.element_size() for b in net.model.language_model.rotary_emb.buffers())
+    everything = [*net.parameters(), *net.buffers()]
+    assert parts.total + rotary == sum(t.numel() * t.element_size() for t in everything)
+
+
 # ---- 7B on H100 through the CLI (meta device): the issue's hand figures --------------------------
 @pytest.fixture(scope="module")
 def run_7b(tmp_path_factory):
