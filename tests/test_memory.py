@@ -1,5 +1,6 @@
 import os
 import time
+import warnings
 from types import SimpleNamespace
 
 import pynvml
@@ -270,8 +271,13 @@ def test_process_baseline_failure_warns_and_disables_nvml(monkeypatch):
     monkeypatch.setattr(env, "_warned", set())
     with pytest.warns(RuntimeWarning, match="NVML memory query failed"):
         mem = MemoryTracker("cuda")
-    with mem.track():
-        pass
+    asked = []
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo", lambda handle: asked.append(handle))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NVML is off for this tracker: no polling, no second warning
+        with mem.track():
+            pass
+    assert asked == []
     assert mem.result().nvml_process_bytes is None and mem.result().nvml_global_bytes is None
 
 
@@ -314,6 +320,11 @@ def test_process_baseline_asks_about_its_own_device(monkeypatch):
     fake_nvml(monkeypatch, [5 * 2**30], [])
     assert memory.process_baseline(torch.device("cuda", 1), "handle") == 4 * 2**30
     assert asked == [("sync", "cuda:1"), ("reserved", "cuda:1")]
+    # and a tracker of cuda:1 asks for cuda:1's baseline
+    monkeypatch.setattr(memory, "nvml_handle", lambda device: "handle")
+    monkeypatch.setattr(memory, "process_baseline", lambda device, handle: asked.append(("baseline", str(device))))
+    MemoryTracker("cuda:1")
+    assert asked[-1] == ("baseline", "cuda:1")
 
 
 def test_rss_fallback_on_macos_is_already_bytes(monkeypatch):

@@ -201,3 +201,15 @@ def test_meta_points_follow_the_counting_rules(capsys):
     once = json.loads(capsys.readouterr().out)
     assert once["tmacs_vision"] * 4 == pytest.approx(every["tmacs_vision"], rel=1e-12)  # 1 pass vs 4
     assert once["tmacs_llm"] == every["tmacs_llm"]
+
+
+def test_measured_no_cache_runs_encode_the_image_once_with_reuse_vision(capsys):
+    """On a real run (not only the plan), --reuse-vision reaches the measured runs: the vision
+    tower's MACs are one pass, not one per forward, and the LLM's are unchanged."""
+    argv = ["run", "--mode", "no-cache", "--method", "llava", "--prompt-len", "4", "--gen-len", "3", "--json", *FAST]
+    assert main(argv) == 0
+    every = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--reuse-vision"]) == 0
+    once = json.loads(capsys.readouterr().out)
+    assert once["tmacs_vision"] * 3 == pytest.approx(every["tmacs_vision"], rel=1e-12)
+    assert once["tmacs_llm"] == every["tmacs_llm"] and once["generated_ids"] == every["generated_ids"]
