@@ -16,6 +16,7 @@ import pytest
 from dynbench.cli import main
 from dynbench.measure import point as point_mod
 from dynbench.measure.latency import latency_columns
+from dynbench.measure.memory import MemoryTracker
 from dynbench.names import KV_METHODS, PRUNE_METHODS
 from dynbench.results import load
 
@@ -225,6 +226,33 @@ def test_warmup_runs_before_the_measured_runs(tmp_path, monkeypatch):
     assert calls == ["untimed", "untimed", "timed", "timed", "timed", "untimed"]
     s = load(tmp_path / "r")
     assert len(s[s["step"].notna()]) == 3 * 3  # warm-ups write no rows
+
+
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_headline_runs_time_only_the_coarse_regions(runs, repeats):
+    """Without --regions no event pair sits inside a step: the baselines' scoring is not timed."""
+    s = runs[repeats][runs[repeats]["step"].isna()]
+    assert s["scoring_ms"].isna().all() and not s["regions"].any()
+
+
+def test_where_tracking_is_free_memory_wraps_the_timed_runs(tmp_path, monkeypatch):
+    """CUDA's allocator keeps its peak at no cost, so there the memory region wraps the timed runs
+    and no extra run is made (modelled on CPU by a tracker that says it needs no run of its own)."""
+    calls = []
+    real = point_mod.run_mode
+
+    def spy(*args, step_timer=None, **kwargs):
+        calls.append("timed" if step_timer is not None else "untimed")
+        return real(*args, step_timer=step_timer, **kwargs)
+
+    monkeypatch.setattr(point_mod, "run_mode", spy)
+    monkeypatch.setattr(MemoryTracker, "needs_own_run", property(lambda self: False))
+    argv = ["run", "--mode", "kv-cache", "--method", "llava", "--prompt-len", "4", "--gen-len", "3",
+            "--warmup", "0", "--repeats", "2", "--no-flops", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main(argv) == 0
+    assert calls == ["timed", "timed"]
+    s = load(tmp_path / "r")
+    assert s[s["step"].isna()]["peak_mem_bytes"].iloc[0] > 0
 
 
 def test_done_when_prefill_four_repeats_and_kv_cache_sixteen_tpot(capsys):
