@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from dynbench.cli import main
 from dynbench.measure import point as point_mod
@@ -216,14 +217,19 @@ def test_warmup_runs_before_the_measured_runs(tmp_path, monkeypatch):
 
     def spy(*args, step_timer=None, **kwargs):
         calls.append("timed" if step_timer is not None else "untimed")
+        if step_timer is not None:  # no debugging delay unless asked for; no profiler around timed runs
+            delays.append(kwargs.get("decode_delay_s"))
+            profiled.append(torch.autograd._profiler_enabled())
         return real(*args, step_timer=step_timer, **kwargs)
 
+    delays, profiled = [], []
     monkeypatch.setattr(point_mod, "run_mode", spy)
     argv = ["run", "--mode", "kv-cache", "--method", "llava", "--prompt-len", "4", "--gen-len", "3",
             "--warmup", "2", "--repeats", "3", "--no-flops", "--out", str(tmp_path / "r")]  # fmt: skip
     assert main(argv) == 0
     # 2 warm-ups, 3 timed runs, then (CPU) one untimed run under the memory profiler
     assert calls == ["untimed", "untimed", "timed", "timed", "timed", "untimed"]
+    assert delays == [0.0] * 3 and profiled == [False] * 3
     s = load(tmp_path / "r")
     assert len(s[s["step"].notna()]) == 3 * 3  # warm-ups write no rows
 
@@ -265,3 +271,22 @@ def test_done_when_prefill_four_repeats_and_kv_cache_sixteen_tpot(capsys):
                  "--prompt-len", "8", "--no-flops", "--json"]) == 0  # fmt: skip
     row = json.loads(capsys.readouterr().out)
     assert len(row["latency_ms_samples"]) == 16 and len(row["ttft_ms_samples"]) == 4
+
+
+def test_cpu_tensor_memory_counts_weights_and_every_input(tmp_path, monkeypatch, capsys):
+    """`peak_tensor_bytes` = weights + the inputs live before the run + what the run allocated.
+    With the run's own allocations zeroed, the rest is by hand: input ids (8 prompt + 576 image
+    tokens, int64), one 3×336×336 float32 image, 2 teacher-forced int64 answer ids."""
+    import numpy as np
+
+    from dynbench.measure import memory
+
+    monkeypatch.setattr(memory, "profiled_peak_bytes", lambda prof: 0)
+    answer = tmp_path / "answer.npz"
+    np.savez(answer, answer_ids=np.array([5, 7], dtype=np.int64))
+    argv = ["run", "--mode", "kv-cache", "--method", "llava", "--prompt-len", "8", "--gen-len", "3",
+            "--teacher-force", str(answer), "--warmup", "0", "--repeats", "1", "--no-flops", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    row = json.loads(capsys.readouterr().out)
+    inputs = (8 + 576) * 8 + 3 * 336 * 336 * 4 + 2 * 8
+    assert row["peak_tensor_bytes"] == row["weights_bytes"] + inputs
