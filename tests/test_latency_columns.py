@@ -241,6 +241,22 @@ def test_headline_runs_time_only_the_coarse_regions(runs, repeats):
     assert s["scoring_ms"].isna().all() and not s["regions"].any()
 
 
+def test_debug_decode_delay_reaches_the_timed_runs_in_seconds(tmp_path, monkeypatch):
+    delays = []
+    real = point_mod.run_mode
+
+    def spy(*args, step_timer=None, **kwargs):
+        if step_timer is not None:
+            delays.append(kwargs.get("decode_delay_s"))
+        return real(*args, step_timer=step_timer, **kwargs)
+
+    monkeypatch.setattr(point_mod, "run_mode", spy)
+    argv = ["run", "--mode", "kv-cache", "--method", "llava", "--prompt-len", "4", "--gen-len", "2",
+            "--debug-decode-delay-ms", "5", "--warmup", "0", "--repeats", "2", "--no-flops", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    assert delays == [0.005, 0.005]
+
+
 def test_where_tracking_is_free_memory_wraps_the_timed_runs(tmp_path, monkeypatch):
     """CUDA's allocator keeps its peak at no cost, so there the memory region wraps the timed runs
     and no extra run is made (modelled on CPU by a tracker that says it needs no run of its own)."""
