@@ -257,6 +257,44 @@ def test_debug_decode_delay_reaches_the_timed_runs_in_seconds(tmp_path, monkeypa
     assert delays == [0.005, 0.005]
 
 
+def test_clock_and_energy_of_the_timed_runs_reach_the_row(monkeypatch, capsys):
+    """What the GPU monitors saw around the timed runs lands in the summary row (NVML faked: on
+    CPU both would be None): clocks and throttling, energy per run and per generated token."""
+    from contextlib import contextmanager
+
+    from dynbench.measure.latency import ClockResult
+
+    class Clock:
+        def __init__(self, device):
+            self.ran = False
+
+        @contextmanager
+        def track(self):
+            yield
+            self.ran = True
+
+        def result(self):
+            return ClockResult(1700, 1500, 1600, 0x4, ("sw_power_cap",), True, None) if self.ran else None
+
+    class Energy:
+        def __init__(self, device):
+            self.joules = None
+
+        @contextmanager
+        def track(self):
+            yield
+            self.joules = 12.0  # two runs of 3 generated tokens
+
+    monkeypatch.setattr(point_mod, "ClockMonitor", Clock)
+    monkeypatch.setattr(point_mod, "EnergyMeter", Energy)
+    argv = ["run", "--mode", "kv-cache", "--method", "llava", "--prompt-len", "4", "--gen-len", "3",
+            "--warmup", "0", "--repeats", "2", "--no-flops", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert (row["throttled"], row["sm_clock_mhz"]) == (True, 1600)
+    assert (row["energy_j"], row["energy_j_per_token"]) == (6.0, 2.0)
+
+
 def test_where_tracking_is_free_memory_wraps_the_timed_runs(tmp_path, monkeypatch):
     """CUDA's allocator keeps its peak at no cost, so there the memory region wraps the timed runs
     and no extra run is made (modelled on CPU by a tracker that says it needs no run of its own)."""
