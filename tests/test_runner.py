@@ -213,3 +213,15 @@ def test_measured_no_cache_runs_encode_the_image_once_with_reuse_vision(capsys):
     once = json.loads(capsys.readouterr().out)
     assert once["tmacs_vision"] * 3 == pytest.approx(every["tmacs_vision"], rel=1e-12)
     assert once["tmacs_llm"] == every["tmacs_llm"] and once["generated_ids"] == every["generated_ids"]
+
+
+def test_meta_h2o_kv_bytes_from_the_budgeted_caches(capsys):
+    """Planned h2o cannot split its cache into prompt and generated once decoding evicts, yet the
+    total is exact: every layer holds the budget, floor(0.1 × (8 + 576)) = 58 tokens."""
+    assert main(["run", "--device", "meta", "--method", "h2o", "--mode", "kv-cache", "--prompt-len", "8",
+                 "--gen-len", "4", "--kv-budget", "0.1", "--json"]) == 0  # fmt: skip
+    row = json.loads(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("{")))
+    p = build_model("tiny", "llava", device="meta").preset
+    per_token = 2 * p.kv_heads * (p.hidden // p.heads) * 4  # K and V, float32
+    assert (row["kv_bytes_prompt"], row["kv_bytes_generated"]) == (None, None)
+    assert row["kv_bytes"] == p.layers * 58 * per_token
