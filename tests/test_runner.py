@@ -225,3 +225,11 @@ def test_meta_h2o_kv_bytes_from_the_budgeted_caches(capsys):
     per_token = 2 * p.kv_heads * (p.hidden // p.heads) * 4  # K and V, float32
     assert (row["kv_bytes_prompt"], row["kv_bytes_generated"]) == (None, None)
     assert row["kv_bytes"] == p.layers * 58 * per_token
+
+
+def test_layer_groups_run_length_encode_by_layer_range():
+    from dynbench.rows import layer_groups
+
+    assert layer_groups(["sdpa", "sdpa", "eager", "sdpa"]) == {"0-1": "sdpa", "2": "eager", "3": "sdpa"}
+    assert layer_groups(["eager"]) == {"0": "eager"} and layer_groups([]) == {}
+    assert layer_groups([1, 1, 1]) == {"0-2": 1}
