@@ -233,3 +233,13 @@ def test_layer_groups_run_length_encode_by_layer_range():
     assert layer_groups(["sdpa", "sdpa", "eager", "sdpa"]) == {"0-1": "sdpa", "2": "eager", "3": "sdpa"}
     assert layer_groups(["eager"]) == {"0": "eager"} and layer_groups([]) == {}
     assert layer_groups([1, 1, 1]) == {"0-2": 1}
+
+
+def test_meta_paper_tflops_scale_with_the_batch(capsys):
+    """The paper's convention counts one sample (10.07 TFLOPs for 7B llava, prompt 40): a batch of
+    2 costs twice that."""
+    argv = ["run", "--device", "meta", "--model", "llava-1.5-7b", "--mode", "prefill", "--prompt-len", "40",
+            "--method", "llava", "--json"]  # fmt: skip
+    assert main([*argv, "--batch", "2"]) == 0
+    row = json.loads(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("{")))
+    assert row["batch"] == 2 and row["tflops_paper"] == pytest.approx(2 * 10.07, abs=0.01)
