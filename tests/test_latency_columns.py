@@ -211,25 +211,30 @@ def test_summary_counts_follow_from_its_step_rows(runs, repeats):
             assert s["text_keep_realized"] == pytest.approx(kept / fed), what
 
 
-def test_warmup_runs_before_the_measured_runs(tmp_path, monkeypatch):
+@pytest.fixture
+def run_mode_calls(monkeypatch):
+    """Every `run_mode` call the measurement makes, in order: timed or not, the debugging delay it
+    was given and whether a profiler was running around it."""
     calls = []
     real = point_mod.run_mode
 
     def spy(*args, step_timer=None, **kwargs):
-        calls.append("timed" if step_timer is not None else "untimed")
-        if step_timer is not None:  # no debugging delay unless asked for; no profiler around timed runs
-            delays.append(kwargs.get("decode_delay_s"))
-            profiled.append(torch.autograd._profiler_enabled())
+        calls.append({"timed": step_timer is not None, "delay": kwargs.get("decode_delay_s"),
+                      "profiled": torch.autograd._profiler_enabled()})  # fmt: skip
         return real(*args, step_timer=step_timer, **kwargs)
 
-    delays, profiled = [], []
     monkeypatch.setattr(point_mod, "run_mode", spy)
+    return calls
+
+
+def test_warmup_runs_before_the_measured_runs(tmp_path, run_mode_calls):
     argv = ["run", "--mode", "kv-cache", "--method", "llava", "--prompt-len", "4", "--gen-len", "3",
             "--warmup", "2", "--repeats", "3", "--no-flops", "--out", str(tmp_path / "r")]  # fmt: skip
     assert main(argv) == 0
     # 2 warm-ups, 3 timed runs, then (CPU) one untimed run under the memory profiler
-    assert calls == ["untimed", "untimed", "timed", "timed", "timed", "untimed"]
-    assert delays == [0.0] * 3 and profiled == [False] * 3
+    assert [c["timed"] for c in run_mode_calls] == [False, False, True, True, True, False]
+    timed = [c for c in run_mode_calls if c["timed"]]  # no debugging delay unless asked; no profiler around them
+    assert [c["delay"] for c in timed] == [0.0] * 3 and [c["profiled"] for c in timed] == [False] * 3
     s = load(tmp_path / "r")
     assert len(s[s["step"].notna()]) == 3 * 3  # warm-ups write no rows
 
@@ -241,20 +246,11 @@ def test_headline_runs_time_only_the_coarse_regions(runs, repeats):
     assert s["scoring_ms"].isna().all() and not s["regions"].any()
 
 
-def test_debug_decode_delay_reaches_the_timed_runs_in_seconds(tmp_path, monkeypatch):
-    delays = []
-    real = point_mod.run_mode
-
-    def spy(*args, step_timer=None, **kwargs):
-        if step_timer is not None:
-            delays.append(kwargs.get("decode_delay_s"))
-        return real(*args, step_timer=step_timer, **kwargs)
-
-    monkeypatch.setattr(point_mod, "run_mode", spy)
+def test_debug_decode_delay_reaches_the_timed_runs_in_seconds(run_mode_calls):
     argv = ["run", "--mode", "kv-cache", "--method", "llava", "--prompt-len", "4", "--gen-len", "2",
             "--debug-decode-delay-ms", "5", "--warmup", "0", "--repeats", "2", "--no-flops", "--json"]  # fmt: skip
     assert main(argv) == 0
-    assert delays == [0.005, 0.005]
+    assert [c["delay"] for c in run_mode_calls if c["timed"]] == [0.005, 0.005]
 
 
 def test_clock_and_energy_of_the_timed_runs_reach_the_row(monkeypatch, capsys):
@@ -295,22 +291,14 @@ def test_clock_and_energy_of_the_timed_runs_reach_the_row(monkeypatch, capsys):
     assert (row["energy_j"], row["energy_j_per_token"]) == (6.0, 2.0)
 
 
-def test_where_tracking_is_free_memory_wraps_the_timed_runs(tmp_path, monkeypatch):
+def test_where_tracking_is_free_memory_wraps_the_timed_runs(tmp_path, monkeypatch, run_mode_calls):
     """CUDA's allocator keeps its peak at no cost, so there the memory region wraps the timed runs
     and no extra run is made (modelled on CPU by a tracker that says it needs no run of its own)."""
-    calls = []
-    real = point_mod.run_mode
-
-    def spy(*args, step_timer=None, **kwargs):
-        calls.append("timed" if step_timer is not None else "untimed")
-        return real(*args, step_timer=step_timer, **kwargs)
-
-    monkeypatch.setattr(point_mod, "run_mode", spy)
     monkeypatch.setattr(MemoryTracker, "needs_own_run", property(lambda self: False))
     argv = ["run", "--mode", "kv-cache", "--method", "llava", "--prompt-len", "4", "--gen-len", "3",
             "--warmup", "0", "--repeats", "2", "--no-flops", "--out", str(tmp_path / "r")]  # fmt: skip
     assert main(argv) == 0
-    assert calls == ["timed", "timed"]
+    assert [c["timed"] for c in run_mode_calls] == [True, True]
     s = load(tmp_path / "r")
     assert s[s["step"].isna()]["peak_mem_bytes"].iloc[0] > 0
 
