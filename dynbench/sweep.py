@@ -33,11 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynbench.errors import DynbenchError
-from dynbench.records import COLUMNS, ENV_COLUMNS, SPEC_COLUMNS, STEP, SUMMARY, is_summary, key_of
+from dynbench.records import COLUMNS, ENV_COLUMNS, MODEL_KEY, RESUME_KEY, STEP, SUMMARY, is_summary, key_of
 from dynbench.results import RECORDS_FILE, append_record, recorded_keys, write_atomic
 from dynbench.sources import Source
 
-MODEL_KEY = ("model", "method", "dtype", "device", "attn", "seed", "checkpoint")
 # the allocator's message, cuBLAS failing to allocate its workspace, and older gVisor sandboxes,
 # where PyTorch's OOM report trips an NVML assertion inside the caching allocator
 OOM_MARKERS = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FAILED",
@@ -61,13 +60,8 @@ def order_points(points: Iterable) -> list:
     """Points grouped by the model they need (first appearance order), so each is built once."""
     groups: dict[tuple, list] = {}
     for p in points:
-        groups.setdefault(key_of(p.as_dict(), MODEL_KEY), []).append(p)
+        groups.setdefault(key_of(p, MODEL_KEY), []).append(p)
     return [p for group in groups.values() for p in group]
-
-
-def spec_key(spec) -> tuple:
-    """What `--resume` compares: every RunSpec field."""
-    return key_of(spec.as_dict(), SPEC_COLUMNS)
 
 
 @dataclass
@@ -100,8 +94,8 @@ class Sweep:
 
     def pending(self, points: list, resume: bool) -> tuple[list, int]:
         """(points still to run, how many `--resume` skips)."""
-        done = recorded_keys(self.out_dir / RECORDS_FILE, SPEC_COLUMNS) if resume and self.out_dir else set()
-        todo = [p for p in points if spec_key(p) not in done]
+        done = recorded_keys(self.out_dir / RECORDS_FILE, RESUME_KEY) if resume and self.out_dir else set()
+        todo = [p for p in points if key_of(p, RESUME_KEY) not in done]
         return todo, len(points) - len(todo)
 
     def run(self, points: Iterable) -> Iterator[dict]:
@@ -119,7 +113,7 @@ class Sweep:
         from dynbench.models.build import DTYPES, count_parameters
         from dynbench.rows import ModelFacts
 
-        key = key_of(spec.as_dict(), MODEL_KEY)
+        key = key_of(spec, MODEL_KEY)
         if self._loaded is not None and self._loaded[0] == key:
             return self._loaded[1]
         self._release()  # free the previous model before building the next

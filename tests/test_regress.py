@@ -539,7 +539,8 @@ def test_gpu_suites_expand_and_build_each_model_once(tmp_path):
     although ci-gpu.yaml alternates methods."""
     from dynbench.records import key_of
     from dynbench.spec import load_suite
-    from dynbench.sweep import MODEL_KEY, order_points
+    from dynbench.records import MODEL_KEY
+    from dynbench.sweep import order_points
 
     def builds(points):
         keys = [key_of(p.as_dict(), MODEL_KEY) for p in points]

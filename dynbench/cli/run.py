@@ -154,7 +154,8 @@ def run(
     from dynbench.shards import manifest, parse_shard, shard_points, write_manifest
     from dynbench.sources import Source
     from dynbench.spec import NoDevice
-    from dynbench.sweep import Sweep, order_points, spec_key
+    from dynbench.records import RESUME_KEY, key_of
+    from dynbench.sweep import Sweep, order_points
 
     check_options(executor, jobs, shard, parallel, slurm_partition, gpus_per_job, timeout_min)
     this_shard = parse_shard(shard) if shard is not None else None
@@ -194,8 +195,8 @@ def run(
             return
     todo, skipped = sweep.pending(points, resume)
     rows = []
-    weight = dict(zip(map(spec_key, points), costs, strict=True))
-    with SweepProgress([weight[spec_key(p)] for p in todo], skipped, len(points), err_console()) as progress:
+    weight = {key_of(p, RESUME_KEY): c for p, c in zip(points, costs, strict=True)}
+    with SweepProgress([weight[key_of(p, RESUME_KEY)] for p in todo], skipped, len(points), err_console()) as progress:
         try:
             for row in sweep.run(todo):
                 rows.append(row)

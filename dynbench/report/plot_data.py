@@ -29,11 +29,11 @@ import pandas as pd
 
 from dynbench.measure.latency import percentile
 from dynbench.names import BASELINE
+from dynbench.records import SHOWN_KEY as SHOWN
 from dynbench.records import hashable, key_of
 from dynbench.report import compare as C
 from dynbench.report.format import engineering_scale, fmt_pct
 
-SHOWN = C.SHOWN_POINT  # one point as shown: its key and environment
 # fields that tell points of one method variant apart; shown in a label only where they vary
 CONTEXT = ("prompt_len", "gen_len", "batch", "attn", "reuse_vision", "seed", "checkpoint", "inputs",
            "teacher_force", "regions", "env_id")  # fmt: skip

@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynbench.records import is_summary
+from dynbench.records import STEP_ROW, is_point_summary, row_kind
 from dynbench.report.format import engineering_scale, fmt_ms
 from dynbench.report.plot_data import series_label
 
@@ -97,7 +97,7 @@ def _cumsum(values: list[float | None]) -> list[float | None]:
 def roofline_series(summaries: list[dict], steps: list[dict]) -> RooflineSeries | None:
     """The chart's numbers from the summary and step rows of one (model, device, dtype); None
     when no row carries a roofline bound."""
-    ok = [r for r in summaries if is_summary(r) and r.get("status") in (None, "ok") and r.get("roofline_gpu")]
+    ok = [r for r in summaries if is_point_summary(r) and r.get("status") in (None, "ok") and r.get("roofline_gpu")]
     if not ok:
         return None
     counts = Counter(r["roofline_gpu"] for r in ok)
@@ -111,7 +111,7 @@ def roofline_series(summaries: list[dict], steps: list[dict]) -> RooflineSeries 
     runs: dict[tuple, list[dict]] = {}  # (key, mode, point) → its first measured run's steps
     for s in steps:
         summary = by_point.get(s.get("point_id"))
-        if summary is None or is_summary(s) or s.get("repeat") not in (None, 0):
+        if summary is None or row_kind(s) != STEP_ROW or s.get("repeat") not in (None, 0):
             continue
         runs.setdefault((_key(summary, varying), summary["mode"], s["point_id"]), []).append(s)
     longest: dict[tuple, list[dict]] = {}  # (key, mode) → the steps of its longest generation

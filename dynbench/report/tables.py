@@ -403,12 +403,12 @@ def run_tables(rows: list[dict], folder_rows: Sequence[Mapping[str, Any]] | None
     """What `dynbench run` prints: the compact mode tables of the points it ran. With the results
     folder's records (`folder_rows`), Δ% also finds a `llava` row recorded there earlier (a
     resumed sweep), its environment difference flagged as in `report`."""
-    from dynbench.records import POINT_KEY
+    from dynbench.records import is_point_summary
 
-    mine = {key_of(r, POINT_KEY) for r in rows if r.get("step") is None}
-    source = list(folder_rows) if folder_rows is not None else [r for r in rows if r.get("step") is None]
+    mine = {key_of(r) for r in rows if is_point_summary(r)}
+    source = list(folder_rows) if folder_rows is not None else [r for r in rows if is_point_summary(r)]
     cmp = compare(pd.DataFrame.from_records(source))
-    shown = cmp[[key_of(r, POINT_KEY) in mine for r in records(cmp)]]
+    shown = cmp[[key_of(r) in mine for r in records(cmp)]]
     return render_table(shown)
 
 
