@@ -537,9 +537,8 @@ def test_workflow_is_valid_and_runs_the_gate():
 def test_gpu_suites_expand_and_build_each_model_once(tmp_path):
     """The GPU suites expand (on meta here: no GPU needed), and `order_points` builds each model once
     although ci-gpu.yaml alternates methods."""
-    from dynbench.records import key_of
+    from dynbench.records import MODEL_KEY, key_of
     from dynbench.spec import load_suite
-    from dynbench.records import MODEL_KEY
     from dynbench.sweep import order_points
 
     def builds(points):

@@ -150,11 +150,11 @@ def run(
     from dynbench.cluster import check_options
     from dynbench.estimate import point_tmacs
     from dynbench.measure.roofline import resolve_gpu
+    from dynbench.records import RESUME_KEY, key_of
     from dynbench.report.tables import run_tables
     from dynbench.shards import manifest, parse_shard, shard_points, write_manifest
     from dynbench.sources import Source
     from dynbench.spec import NoDevice
-    from dynbench.records import RESUME_KEY, key_of
     from dynbench.sweep import Sweep, order_points
 
     check_options(executor, jobs, shard, parallel, slurm_partition, gpus_per_job, timeout_min)
