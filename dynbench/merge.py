@@ -35,7 +35,15 @@ from pathlib import Path
 
 from dynbench.errors import DynbenchError
 from dynbench.records import is_point_summary, key_of
-from dynbench.results import RECORDS_FILE, RESUMABLE_STATUSES, iter_records, jsonable, writable_dir, write_atomic
+from dynbench.results import (
+    RECORDS_FILE,
+    RESUMABLE_STATUSES,
+    env_snapshots,
+    iter_records,
+    jsonable,
+    writable_dir,
+    write_atomic,
+)
 from dynbench.shards import MANIFEST_FILE, point_digest, read_manifest
 
 MERGED_FILE = "merged.json"
@@ -66,8 +74,6 @@ def _read(folder: Path, strict: bool) -> list[dict]:
 
 
 def _snapshots(folder: Path) -> dict[str, dict]:
-    from dynbench.regress.baseline import env_snapshots
-
     return env_snapshots(folder) if (folder / "env").is_dir() else {}
 
 

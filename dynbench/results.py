@@ -151,6 +151,21 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def env_snapshots(results_path: str | os.PathLike) -> dict[str, dict]:
+    """env_id → snapshot from the `env/<env_id>.json` files a run writes beside its records."""
+    folder = Path(results_path)
+    folder = folder if folder.is_dir() else folder.parent
+    snaps = {}
+    for file in sorted((folder / "env").glob("*.json")):
+        try:
+            snap = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # a damaged snapshot only loses detail: rows carry the key fields
+        if isinstance(snap, dict):
+            snaps[str(snap.get("env_id") or file.stem)] = snap
+    return snaps
+
+
 def recorded_keys(path: str | os.PathLike, fields: Iterable[str]) -> set[tuple]:
     """Keys of points whose summary row (step null) has status ok/oom; empty if no results yet.
 

@@ -24,8 +24,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dynbench.measure.latency import percentile
 from dynbench.records import BY_NAME, ENV, IDENT, QUANTILES, SPEC, SPREAD_METRICS
+from dynbench.stats import percentile, summarize
 
 PEAKS = ("peak_alloc_bytes", "peak_reserved_bytes", "nvml_process_bytes", "peak_rss_bytes", "peak_tensor_bytes",
          "peak_mem_bytes")  # fmt: skip
@@ -100,8 +100,6 @@ def round_starts(rounds: Sequence[int]) -> list[int]:
 def decode_latency(step_ms: Sequence[Sequence[float]], rounds: Sequence[int]) -> dict:
     """TPOT columns of a conversation: over the one-token decode steps only — a round's opening
     forward (the next turn, many tokens) is a prefill of its own, in its round row's `ttft_ms`."""
-    from dynbench.measure.latency import summarize
-
     opening = set(round_starts(rounds))
     decode = [x for run in step_ms for i, x in enumerate(run) if i not in opening]
     cols = dict.fromkeys(("tpot_ms_median", "tpot_ms_p90", "tpot_ms_p99", "latency_ms_samples", "latency_cv"))

@@ -13,7 +13,6 @@ from rich.console import Console
 
 from dynbench import regress
 from dynbench.errors import DynbenchError
-from dynbench.measure.latency import ratio_of_medians_ci
 from dynbench.regress import (
     EXACT_METRICS,
     Baseline,
@@ -26,6 +25,7 @@ from dynbench.regress import (
 )
 from dynbench.report import check as render_check
 from dynbench.results import RECORDS_FILE, append_record, load
+from dynbench.stats import ratio_of_medians_ci
 
 N, SEEDS, CV = 30, range(20), 0.05
 GPU_ENV = {

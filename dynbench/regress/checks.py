@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from dynbench.measure.latency import MIN_CI_SAMPLES, ratio_of_medians_ci
 from dynbench.report.format import run_length
+from dynbench.stats import MIN_CI_SAMPLES, ratio_of_medians_ci
 
 VERSION_FIELDS = ("torch_version", "transformers_version", "fvcore_version")  # shift fvcore counts
 LATENCY_ENV_FIELDS = ("gpu_name", "driver_version")

@@ -141,7 +141,7 @@ def summary_rows_of(rows: Iterable[dict]) -> list[dict]:
 def delta_ci(samples: Any, base_samples: Any) -> tuple[float, float] | None:
     """95 % bootstrap CI of Δ% = (ratio of medians − 1) × 100, the gate's rule; None with fewer
     than MIN_CI_SAMPLES samples on a side (then the Δ% cannot be told from noise)."""
-    from dynbench.measure.latency import MIN_CI_SAMPLES, ratio_of_medians_ci
+    from dynbench.stats import MIN_CI_SAMPLES, ratio_of_medians_ci
 
     xs = [v for v in samples or () if v is not None]
     bs = [v for v in base_samples or () if v is not None]

@@ -28,7 +28,7 @@ from typing import Any
 
 from dynbench.records import STEP_ROW, is_point_summary, row_kind
 from dynbench.report.format import engineering_scale, fmt_ms
-from dynbench.report.plot_data import series_label
+from dynbench.report.plot_data import Skip, color, series_label
 
 PHASES = ("prefill", "forward", "decode")  # a step: the prefill, a no-cache forward, a kv-cache decode step
 PHASE_MARKERS = {"prefill": "s", "forward": "^", "decode": "o"}
@@ -158,8 +158,6 @@ def roofline_series(summaries: list[dict], steps: list[dict]) -> RooflineSeries 
 
 # ---- drawing ------------------------------------------------------------------------------------
 def _style(key: tuple, index: dict[tuple, int]) -> dict:
-    from dynbench.report.plots import color  # one colour per method, as every chart
-
     linestyles = ("-", ":", "-.", (0, (5, 1)))
     return {"color": color(key[0]), "linestyle": linestyles[index.get(key, 0) % len(linestyles)]}
 
@@ -175,10 +173,8 @@ def _variant_index(keys) -> dict[tuple, int]:
 
 def chart_roofline(summaries: list[dict], steps: list[dict]):
     """Roofline (intensity of every step vs the GPU's roofs), TPOT bound per decode step, and the
-    bound on the time to n tokens, per method. Raises `plots.Skip` when no row has a bound."""
+    bound on the time to n tokens, per method. Raises `plot_data.Skip` when no row has a bound."""
     from matplotlib.figure import Figure
-
-    from dynbench.report.plots import Skip
 
     series = roofline_series(summaries, steps)
     if series is None:

@@ -22,7 +22,6 @@ from dynbench.report.compare import (
     compare,
     env_labels,
     records,
-    summary_rows,
 )  # fmt: skip
 from dynbench.report.format import DASH, fmt_bytes, fmt_ms, fmt_pct, fmt_t, md_table, run_length
 
@@ -375,28 +374,6 @@ def to_markdown(cmp: pd.DataFrame, columns: Sequence[str] | None = None, wide: b
 def to_csv(cmp: pd.DataFrame) -> str:
     """The comparison as CSV, raw SI numbers (bytes, ms, T), Δ% as numbers, empty = null."""
     return cmp.to_csv(index=False, lineterminator="\n")
-
-
-FORMATS = ("table", "md", "csv")
-
-
-def build_report(df: pd.DataFrame, fmt: str = "table", paper: bool = False, columns: str | None = None,
-                 wide: bool = False) -> list | str:
-    """`dynbench report`: rich Tables for `table`, a string for `md` / `csv` (every column)."""
-    keys = column_keys(columns)
-    if fmt not in FORMATS:
-        raise DynbenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if not summary_rows(df):
-        raise DynbenchError("the results hold no summary rows (step null): the run was interrupted "
-                            "before any point finished; run it again with --resume")
-    from dynbench.report.paper import paper_table, paper_to_markdown, render_paper_table
-
-    data = paper_table(df) if paper else compare(df)
-    if fmt == "csv":
-        return to_csv(data)
-    if fmt == "md":
-        return paper_to_markdown(data) if paper else to_markdown(data, keys, wide)
-    return render_paper_table(data) if paper else render_table(data, keys, wide)
 
 
 def run_tables(rows: list[dict], folder_rows: Sequence[Mapping[str, Any]] | None = None) -> list:
