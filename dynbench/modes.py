@@ -52,15 +52,13 @@ from dynbench.models.presets import Preset
 from dynbench.models.rules import (
     SINK_TOKENS,
     check_kv_budget,
-    check_mode,
-    drop_plan,
     keep_count,
     kv_budget_tokens,
     kv_bytes,
-    layer_attn,
     streaming_prompt_kept,
 )  # fmt: skip
-from dynbench.names import KV_METHODS, MODES
+from dynbench.names import MODES
+from dynbench.registry import get as get_method
 
 
 @dataclass
@@ -146,7 +144,7 @@ def _check(model: LlavaForBench, inputs: ModelInputs, drop: DropConfig, gen_len:
                 f"teacher forcing needs {rnd.gen_len - 1} answer tokens for gen_len {rnd.gen_len}, "
                 f"got {rnd.answer_ids.shape[1]}"
             )
-    learned = model.method == "dynamic-llava" and drop.text_policy == "learned"
+    learned = get_method(model.method).text_policy and drop.text_policy == "learned"
     if learned and decoding and model.device.type == "meta":
         raise DynbenchError(
             "the meta device computes shapes only, so learned text decisions cannot be made there; "
@@ -178,7 +176,8 @@ def _layer_image_tokens(model: LlavaForBench, out: SequenceOut, layout: PromptLa
 
 
 def _layer_attn(model: LlavaForBench, drop: DropConfig, phase: str) -> list[str]:
-    return layer_attn(model.method, drop, len(model.layers), model.attn, phase)
+    method = get_method(model.method)
+    return method.layer_attn(model.preset, method.values_of(drop), model.attn, phase)
 
 
 def _prefill(model, inputs: ModelInputs, drop: DropConfig):
@@ -206,7 +205,7 @@ def run_prefill(model, inputs: ModelInputs, drop: DropConfig, gen_len=None, reus
 
 
 def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reuse_vision=False):
-    check_mode(model.method, "no-cache")
+    get_method(model.method).check_mode("no-cache")
     first = _rounds(inputs, gen_len)[0]  # a conversation's first round (module doc)
     gen_len, answers = first.gen_len, first.answer_ids
     ids, px, layout = inputs.input_ids.to(model.device), inputs.pixel_values.to(model.device), inputs.layout
@@ -237,12 +236,12 @@ def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
 
 def run_kv_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reuse_vision=False):
     rounds = _rounds(inputs, gen_len)
-    if len(rounds) > 1 and model.method in KV_METHODS:
+    if len(rounds) > 1 and get_method(model.method).evicts_kv:
         raise DynbenchError(f"{model.method} evicts KV entries by attention over one prompt; conversations of "
                             "several rounds run with llava, dynamic-llava, random or fastv")
     step, cache, token = _prefill(model, inputs, drop)
     yield step
-    decider = TextDecider(drop.text_policy, drop.text_keep) if model.method == "dynamic-llava" else None
+    decider = TextDecider(drop.text_policy, drop.text_keep) if get_method(model.method).text_policy else None
     image_kept = step.image_tokens_kept
     position, j, fed_total = inputs.layout.seq_len, 0, 0  # next absolute position, step, tokens fed
     attn = _layer_attn(model, drop, "decode")
@@ -256,7 +255,7 @@ def run_kv_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
             cache.add_prompt(turn.shape[1])
             position, j = position + turn.shape[1], j + 1
             yield Step(
-                j, token, None, cache.lengths(), image_kept, fed_total, _text_kept(model.method, decider, fed_total),
+                j, token, None, cache.lengths(), image_kept, fed_total, _text_kept(model, decider, fed_total),
                 *cache.kv_bytes(), layer_shapes=[(turn.shape[1], n + turn.shape[1]) for n in before],
                 layer_attn=attn, round=r,
             )  # fmt: skip
@@ -268,18 +267,18 @@ def run_kv_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
                 token = model.logits(hidden[:, -1]).argmax(-1)
             position, j, fed_total = position + 1, j + 1, fed_total + 1
             yield Step(
-                j, token, None, cache.lengths(), image_kept, fed_total, _text_kept(model.method, decider, fed_total),
+                j, token, None, cache.lengths(), image_kept, fed_total, _text_kept(model, decider, fed_total),
                 *cache.kv_bytes(), layer_shapes=[(1, n + 1) for n in before],  # the token attends to itself too
                 text_scored=1 if decider is not None else 0, layer_attn=attn, round=r,
             )  # fmt: skip
 
 
-def _text_kept(method: str, decider: TextDecider | None, fed: int) -> int | None:
+def _text_kept(model: LlavaForBench, decider: TextDecider | None, fed: int) -> int | None:
     """Generated tokens kept in kv-cache decoding: the decider's count (dynamic-llava), all of them
     (dense decode steps), or None for the KV-eviction methods (per layer and head)."""
     if decider is not None:
         return decider.kept
-    return None if method in KV_METHODS else fed
+    return None if get_method(model.method).evicts_kv else fed
 
 
 DRIVERS: dict[str, Callable[..., Iterator[Step]]] = {
@@ -349,24 +348,25 @@ def plan_mode(
     depends on the attention weights once decoding evicts: None from then on (the total is exact).
     """
     drop = drop or DropConfig()
-    dynamic = method == "dynamic-llava"
+    info = get_method(method)
+    options = info.values_of(drop)
+    dynamic = info.text_policy  # decides which generated tokens are cached (and scores image tokens)
     if dynamic and drop.text_policy == "learned" and mode != "prefill":
         raise DynbenchError(
             "learned text decisions depend on the weights and cannot be counted without running "
             "the model; use --text-policy budget on the meta device"
         )
-    check_mode(method, mode)
-    L, s, N = preset.layers, preset.sparse_layer, preset.image_tokens
+    info.check_mode(mode)
+    info.check(preset, options)
+    s, N = preset.sparse_layer, preset.image_tokens
     P = prompt_len + N
-    first, k = drop_plan(method, drop, preset)
-    first = L if first is None else first
+    image_lens = info.layer_image_tokens(preset, options)
+    k = image_lens[-1]  # image tokens kept by the end of the forward
     kv = lambda lens: kv_bytes(lens, preset.kv_heads, preset.head_dim, element_bytes, batch)  # noqa: E731
-    split = lambda before, after: [before] * first + [after] * (L - first)  # noqa: E731
-    image_lens = split(N, k)
-    attn_of = lambda phase: layer_attn(method, drop, L, attn, phase)  # noqa: E731
+    attn_of = lambda phase: info.layer_attn(preset, options, attn, phase)  # noqa: E731
     result = ModeResult(mode, method)
-    seq_lens = split(P, P - (N - k))
-    evicts = method in KV_METHODS
+    seq_lens = [P - N + n for n in image_lens]
+    evicts = info.evicts_kv
     budget = kv_budget_tokens(drop.kv_budget, P) if evicts else None
     if evicts:
         check_kv_budget(budget, method)
@@ -403,7 +403,7 @@ def plan_mode(
     if mode == "no-cache":
         for i in range(gen_len):  # i generated tokens fed; i - 1 of them are candidates
             kept = i if not dynamic else (keep_count(drop.text_keep, i - 1) + 1 if i else 0)
-            lens = split(P + i, P - (N - k) + kept) if dynamic else split(P + i, P - (N - k) + i)
+            lens = [n + (i if layer < s else kept) for layer, n in enumerate(seq_lens)]
             result.steps.append(Step(
                 i, None, lens, None, k, i, kept, None, None,
                 layer_shapes=[(n, n) for n in lens], vision_ran=i == 0 or not reuse_vision,

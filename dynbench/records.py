@@ -100,6 +100,9 @@ _DECLARED: tuple[Column, ...] = (
     _c("sample_seed", SPEC, "int", "--sample-seed: the samples were drawn at random with this seed"),
     _c("free_run", SPEC, "bool", "dataset: every method generates its own tokens (false: the dataset's answers "
        "are teacher-forced where it has them)", modes=DECODE),
+    # method plug-ins (dynbench/method_api.py): a plug-in method's options, declared by the method
+    _c("method_options", SPEC, "dict", "a plug-in method's options, e.g. pdrop {layers: [8, 16, 24], ratio: 0.5} "
+       "(flags --<method>-<option>); null for the shipped methods, whose options are the columns above"),
     # ---- identity
     _c("step", IDENT, "int", "step index within a run; null on the summary row"),
     _c("repeat", IDENT, "int", "measured run the step row belongs to (0 … repeats − 1)", rows=STEP),
@@ -262,7 +265,8 @@ DATASET_KEY = ("dataset", "limit", "sample_seed", "free_run")
 COMPARISON_KEY = ("model", "mode", "batch", "prompt_len", "gen_len", "dtype", "device", "attn", *DATASET_KEY)
 POINT_KEY = COMPARISON_KEY + ("method", "vision_keep", "text_keep", "text_policy", "fastv_k", "fastv_r",
                               "kv_budget", "match_budget", "reuse_vision", "seed", "checkpoint", "inputs",
-                              "teacher_force", "regions", "image_folder")  # fmt: skip
+                              "teacher_force", "regions", "image_folder",
+                              "method_options")  # fmt: skip
 assert set(POINT_KEY) <= set(SPEC_COLUMNS)
 # one point as shown (report, plots): its identity and the environment it ran in
 SHOWN_KEY = POINT_KEY + ("env_id",)

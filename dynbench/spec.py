@@ -17,18 +17,16 @@ from pathlib import Path
 
 import yaml
 
+from dynbench import registry
 from dynbench.errors import DynbenchError
 from dynbench.models.presets import get_preset
-from dynbench.models.rules import DropConfig, check_fastv, check_mode, fastv_ratio, match_fastv_keep
+from dynbench.models.rules import DropConfig, check_fastv
 from dynbench.names import (
     ATTN_IMPLEMENTATIONS,
     DEVICES,
     DTYPE_NAMES,
-    KV_METHODS,
     MATCH_BUDGETS,
-    METHODS,
     MODES,
-    PRUNE_METHODS,
     TEXT_POLICIES,
 )  # fmt: skip
 
@@ -78,11 +76,14 @@ class RunSpec:
     limit: int | None = None
     sample_seed: int | None = None
     free_run: bool | None = None  # decode modes: False = the dataset's answers are teacher-forced
+    # a plug-in method's options (`method_api.Option`), ((name, value), …) in declaration order;
+    # None for the shipped methods (their options are the fields above)
+    method_options: tuple[tuple[str, object], ...] | None = None
 
     def __post_init__(self):
         preset = get_preset(self.model)
         _one_of("mode", self.mode, MODES)
-        _one_of("method", self.method, METHODS)
+        method = registry.get(self.method)  # an unknown or broken method: one line
         _one_of("device", self.device, DEVICES)
         _one_of("dtype", self.dtype, DTYPE_NAMES)
         _one_of("attn", self.attn, ATTN_IMPLEMENTATIONS)
@@ -90,9 +91,11 @@ class RunSpec:
             _one_of("text-policy", self.text_policy, TEXT_POLICIES)
         if self.match_budget is not None:
             _one_of("match-budget", self.match_budget, MATCH_BUDGETS)
-        check_mode(self.method, self.mode)
+        method.check_mode(self.mode)
         if self.fastv_k is not None or self.fastv_r is not None:
             check_fastv(self.drop.fastv_k, self.drop.fastv_r, preset.layers)
+        if self.method_options is not None:
+            method.check(preset, method.values_of(self.drop))
         if self.kv_budget is not None and not 0 < self.kv_budget <= 1:
             raise DynbenchError(f"kv_budget must be in (0, 1], got {self.kv_budget}")
         for name in ("vision_keep", "text_keep"):
@@ -149,6 +152,7 @@ class RunSpec:
             fastv_r=DEFAULT_FASTV_R if self.fastv_r is None else self.fastv_r,
             kv_budget=DEFAULT_KV_BUDGET if self.kv_budget is None else self.kv_budget,
             seed=self.seed,
+            options=self.method_options or (),
         )
 
     @property
@@ -160,7 +164,11 @@ class RunSpec:
         return self.fastv_r if self.method == "fastv" else self.vision_keep
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a record carries them (`method_options` a mapping; lists for `ints`)."""
+        fields = asdict(self)
+        if self.method_options is not None:
+            fields["method_options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.method_options}
+        return fields
 
 
 def _one_of(flag: str, value, choices) -> None:
@@ -190,33 +198,48 @@ def collapse(fields: dict) -> dict:
         fields.update(gen_len=None, text_keep=None, text_policy=None, free_run=None)
     if fields.get("mode") != "no-cache":
         fields["reuse_vision"] = None
-    method = fields.get("method")
-    if method != "dynamic-llava":
+    info = registry.get(fields["method"]) if fields.get("method") is not None else None
+    if info is None or not info.text_policy:
         fields.update(text_keep=None, text_policy=None)
     elif fields.get("text_policy") == "learned":
         fields["text_keep"] = None
-    if method not in PRUNE_METHODS:
+    if info is None or not info.budget_matched:
         fields["match_budget"] = None
-    if method == "fastv":
-        fields["fastv_k"] = DEFAULT_FASTV_K if fields.get("fastv_k") is None else fields["fastv_k"]
-        if fields.get("match_budget") is not None:
-            if fields.get("fastv_r") is not None:
-                raise DynbenchError("fastv_r is set by --match-budget; drop one of them")
-            preset = get_preset(fields.get("model", "tiny"))
-            keep = DEFAULT_VISION_KEEP if fields.get("vision_keep") is None else fields["vision_keep"]
-            kept = match_fastv_keep(preset, keep, fields["fastv_k"], fields["match_budget"])
-            fields.update(vision_keep=keep, fastv_r=fastv_ratio(kept, preset.image_tokens))
-        else:
-            fields["vision_keep"] = None
-            fields["fastv_r"] = DEFAULT_FASTV_R if fields.get("fastv_r") is None else fields["fastv_r"]
-    else:
-        fields.update(fastv_k=None, fastv_r=None)
-    if method in ("llava", *KV_METHODS):
-        fields["vision_keep"] = None
-    if method in KV_METHODS:
-        fields["kv_budget"] = DEFAULT_KV_BUDGET if fields.get("kv_budget") is None else fields["kv_budget"]
-    else:
-        fields["kv_budget"] = None
+    return _pack_options(_own_fields(info, fields))
+
+
+def _own_fields(info, fields: dict) -> dict:
+    """A shipped method's option fields filled in (defaults; `--match-budget` sets the matched
+    ratio), every other method's set to None."""
+    owned = {o.field: o for o in info.options if o.field} if info is not None else {}
+    matched = fields.get("match_budget") is not None
+    if matched:
+        preset = get_preset(fields.get("model", "tiny"))
+        keep = DEFAULT_VISION_KEEP if fields.get("vision_keep") is None else fields["vision_keep"]
+        given = {o.name: fields.get(f) for f, o in owned.items() if f != "vision_keep"}
+        values = info.matched_options(preset, keep, fields["match_budget"], given)
+        fields.update({o.field: values[o.name] for o in owned.values() if o.name in values}, vision_keep=keep)
+    for name in ("vision_keep", "fastv_k", "fastv_r", "kv_budget"):
+        if name not in owned and not (matched and name == "vision_keep"):
+            fields[name] = None
+        elif fields.get(name) is None:
+            fields[name] = owned[name].default
+    return fields
+
+
+def _pack_options(fields: dict) -> dict:
+    """Plug-in option fields (`pdrop_ratio`, …) → the point's `method_options`: its own method's
+    values (defaults filled in), the other methods' dropped."""
+    method_name = fields.get("method")
+    own = {}
+    for field, (method, option) in registry.option_fields([method_name]).items():
+        value = fields.pop(field, None)
+        if method_name is not None and method is registry.get(method_name):
+            own[option.name] = value
+    info = registry.get(method_name) if method_name is not None else None
+    plugin = [o.name for o in info.options if o.field is None] if info is not None else []
+    values = info.option_values(own) if plugin else {}
+    fields["method_options"] = tuple((name, values[name]) for name in plugin) or None
     return fields
 
 
@@ -228,24 +251,26 @@ def expand(axes: dict[str, list], fixed: dict) -> list[RunSpec]:
     for value in axes.get("match_budget", []):
         if value is not None:
             _one_of("match-budget", value, MATCH_BUDGETS)
-    if any(v is not None for v in axes.get("match_budget", [])) and not set(axes.get("method", [])) & set(
-        PRUNE_METHODS
-    ):
-        warnings.warn("--match-budget sets the ratio of fastv and random only; no such point here", stacklevel=2)
+    matched = [m for m in registry.names() if registry.get(m).budget_matched]
+    if any(v is not None for v in axes.get("match_budget", [])) and not set(axes.get("method", [])) & set(matched):
+        warnings.warn(f"--match-budget sets the ratio of {' and '.join(matched)} only; no such point here",
+                      stacklevel=2)
     names = list(axes)
     points: dict[RunSpec, None] = {}
     skipped: set[str] = set()
     for values in itertools.product(*(axes[n] for n in names)):
         fields = dict(zip(names, values, strict=True), **fixed)
-        if fields.get("method") in KV_METHODS and fields.get("mode") == "no-cache":
-            skipped.add(fields["method"])  # nothing to evict without a cache
+        method = registry.get(fields["method"]) if fields.get("method") is not None else None
+        if method is not None and fields.get("mode") not in method.modes:
+            skipped.add((f"{fields['method']} runs {', '.join(method.modes)} only", fields["mode"]))
             continue
         points[RunSpec(**collapse(fields))] = None
     if skipped:
-        what = f"{', '.join(sorted(skipped))} evict KV-cache entries and have no no-cache mode"
+        what = "; ".join(sorted(dict.fromkeys(m for m, _ in skipped)))
+        modes = ", ".join(sorted({mode for _, mode in skipped}))
         if not points:
-            raise DynbenchError(f"{what}: no point is left to run (use --mode kv-cache or prefill)")
-        warnings.warn(f"{what}: those no-cache points are skipped", stacklevel=2)
+            raise DynbenchError(f"{what}: no point is left to run")
+        warnings.warn(f"{what}: those {modes} points are skipped", stacklevel=2)
     return list(points)
 
 
@@ -322,9 +347,10 @@ def _cast(name: str, value, typ: type, where: str):
 def points_from(values: dict, where: str = "", source: dict | None = None) -> list[RunSpec]:
     """Sweep points from flag or suite values: field → value, list of values, or None (default).
     `source` (checkpoint / inputs / teacher_force labels) is the same for every point."""
-    unknown = sorted(set(values) - set(FIELDS))
+    plugin = registry.option_fields(_listed(values.get("method")))
+    unknown = sorted(set(values) - set(FIELDS) - set(plugin))
     if unknown:
-        raise DynbenchError(f"{where}unknown key(s) {', '.join(unknown)}; allowed: {', '.join(FIELDS)}")
+        raise DynbenchError(f"{where}unknown key(s) {', '.join(unknown)}; allowed: {', '.join([*FIELDS, *plugin])}")
     if values.get("dataset") is not None and values.get("prompt_len") is not None:
         raise DynbenchError(f"{where}--prompt-len is set by each sample of --dataset; drop it")
     axes, fixed = {}, {}
@@ -339,6 +365,12 @@ def points_from(values: dict, where: str = "", source: dict | None = None) -> li
             if isinstance(value, list):
                 raise DynbenchError(f"{where}--{name.replace('_', '-')} takes one value, got a list")
             fixed[name] = None if value is None else _cast(name, value, typ, where)
+    for name, (_, option) in plugin.items():  # a plug-in's options: axes, or one list per sweep (`ints`)
+        value = values.get(name)
+        if option.is_axis:
+            axes[name] = [None if v is None else option.parse(v, where) for v in _listed(value) or [None]]
+        else:
+            fixed[name] = None if value is None else option.parse(value, where)
     if fixed["dataset"] is not None:
         axes["prompt_len"] = [None]
         fixed["dataset"] = _dataset_path(fixed["dataset"], where)
@@ -346,6 +378,10 @@ def points_from(values: dict, where: str = "", source: dict | None = None) -> li
         axes["text_keep"] = [DEFAULT_TEXT_KEEP]
     fixed["device"] = resolve_device(fixed["device"])
     return expand(axes, {**fixed, **(source or {})})
+
+
+def _listed(value) -> list:
+    return value if isinstance(value, list) else [] if value is None else [value]
 
 
 def _dataset_path(path: str, where: str) -> str:
@@ -386,7 +422,9 @@ def load_suite(path: str | Path, source: dict | None = None) -> list[RunSpec]:
     defaults, sweeps = data.get("defaults") or {}, data["sweeps"]
     if not isinstance(defaults, dict) or not isinstance(sweeps, list) or not sweeps:
         raise DynbenchError(f"suite {path}: `defaults` must be a mapping and `sweeps` a non-empty list")
-    unknown = sorted(set(defaults) - set(FIELDS))
+    methods = [m for sweep in sweeps if isinstance(sweep, dict) for m in _listed(sweep.get("method"))]
+    unknown = sorted(set(defaults) - set(FIELDS) - set(registry.option_fields(methods + _listed(
+        defaults.get("method")))))
     if unknown:
         raise DynbenchError(f"suite {path}: unknown key(s) in defaults: {', '.join(unknown)}; "
                             f"allowed: {', '.join(FIELDS)}")

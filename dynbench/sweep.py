@@ -132,9 +132,9 @@ class Sweep:
         return loaded
 
     def build_net(self, spec):
-        from dynbench.models.build import DTYPES, MODEL_CLASSES, build_model
+        from dynbench.models.build import DTYPES, build_model, model_class
         from dynbench.models.checkpoints import dense_view, load_checkpoint
-        from dynbench.names import BASELINE, KV_METHODS, PRUNE_METHODS
+        from dynbench.registry import get as get_method
 
         if self.source.checkpoint is None:
             return build_model(spec.model, spec.method, attn=spec.attn, dtype=DTYPES[spec.dtype],
@@ -148,8 +148,8 @@ class Sweep:
         loaded = self._checkpoint[1]
         if spec.method == loaded.method:
             return loaded.net
-        if spec.method in (BASELINE, *PRUNE_METHODS, *KV_METHODS):  # the LLaVA weights, no predictor
-            return dense_view(loaded.net, MODEL_CLASSES[spec.method])
+        if get_method(spec.method).llava_weights:  # the LLaVA weights, no predictor
+            return dense_view(loaded.net, model_class(spec.method))
         raise DynbenchError(f"--checkpoint {self.source.checkpoint} holds {loaded.method} weights, not {spec.method}")
 
     def _release(self) -> None:

@@ -185,9 +185,11 @@ class LlavaForBench(nn.Module):
         mask = torch.zeros(q_len, kv_len, dtype=self.dtype, device=self.device)
         return mask.masked_fill(~allowed, torch.finfo(self.dtype).min)[None, None]  # (1,1,q,kv)
 
-    def run_layers(self, hidden, position_ids, cache, sparse_hook=None, *, hook_layer=None, scorer=None):
+    def run_layers(self, hidden, position_ids, cache, sparse_hook=None, *, hook_layer=None, scorer=None,
+                   hooks=None):
         """Run every decoder layer; `sparse_hook(hidden, position_ids)` may shrink the sequence at
         the input of `hook_layer` (default: `sparse_layer`) and returns the new (hidden, position_ids).
+        `hooks` ({layer: hook}, methods that cut at several layers) adds more such hooks.
         `scorer` (baselines that read attention weights, `baselines.AttentionScores`): the layers in
         `scorer.layers` run eager attention inside `scorer.capture(layer)`, which receives the weights.
 
@@ -195,14 +197,16 @@ class LlavaForBench(nn.Module):
         """
         lm = self.model.language_model
         cos_sin = lm.rotary_emb(hidden, position_ids)
-        hook_layer = self.sparse_layer if hook_layer is None else hook_layer
+        hooks = dict(hooks or {})
+        if sparse_hook is not None:
+            hooks[self.sparse_layer if hook_layer is None else hook_layer] = sparse_hook
         seq_lens = []
         # each layer's cache grows only when that layer runs: its length before it runs is the one
         # at the start of the forward (read once, not once per layer)
         cached = cache.lengths() if cache is not None else [0] * len(self.layers)
         for i, layer in enumerate(self.layers):
-            if i == hook_layer and sparse_hook is not None:
-                new_hidden, new_pos = sparse_hook(hidden, position_ids)
+            if i in hooks:
+                new_hidden, new_pos = hooks[i](hidden, position_ids)
                 if new_pos is not position_ids:  # kept tokens keep their ORIGINAL positions
                     cos_sin = _select_positions(cos_sin, position_ids, new_pos)
                 hidden, position_ids = new_hidden, new_pos

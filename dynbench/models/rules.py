@@ -36,6 +36,8 @@ class DropConfig:
     fastv_r: float = 0.5  # FastV: fraction of image tokens dropped
     kv_budget: float = 0.2  # H2O / StreamingLLM: KV cache budget, fraction of the prompt P
     seed: int = 0  # random pruning: seed of the chosen image tokens
+    # a plug-in method's options (`method_api`): ((name, value), …), hashable
+    options: tuple[tuple[str, object], ...] = ()
 
 
 # ---- keep counts --------------------------------------------------------------------------------

@@ -1,0 +1,127 @@
+"""Where methods come from: the shipped ones, the `dynbench.methods` entry-point group, and
+`--method package.module:Name` for a method in a local module.
+
+A plug-in package declares, in its pyproject.toml,
+
+    [project.entry-points."dynbench.methods"]
+    pdrop = "dynbench_pdrop:PDrop"
+
+and `pip install` makes it visible. Every entry point is loaded once, lazily, the first time a
+method name is needed (a flag, a spec, `dynbench methods`). A plug-in that fails to import, or
+is not a `Method`, or reuses a taken name, becomes an `Entry` with an `error`: it is listed with
+that error and refused in one line when used; `--help` and the other methods are unaffected.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from dynbench.errors import DynbenchError
+from dynbench.method_api import Method
+
+GROUP = "dynbench.methods"
+
+
+class MethodError(DynbenchError):
+    """An unknown method, or a plug-in that cannot be used; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    origin: str  # "dynbench (shipped)", "entry point pdrop = dynbench_pdrop:PDrop (dynbench-pdrop 0.1.0)"
+    method: Method | None
+    error: str | None = None
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def _as_method(obj, name: str) -> Method:
+    """A `Method` subclass or instance → the instance; anything else refused."""
+    if isinstance(obj, type) and issubclass(obj, Method):
+        obj = obj()
+    if not isinstance(obj, Method):
+        raise TypeError(f"{obj!r} is not a dynbench.method_api.Method")
+    if obj.name != name:
+        raise ValueError(f"its Method.name is {obj.name!r}, not {name!r}")
+    obj.option_values({})  # its defaults must parse
+    return obj
+
+
+def _shipped() -> list[Entry]:
+    from dynbench.models.methods import SHIPPED
+
+    return [Entry(m.name, "dynbench (shipped)", m) for m in SHIPPED]
+
+
+def _plugins(taken: set[str]) -> list[Entry]:
+    found = []
+    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+        dist = getattr(ep, "dist", None)
+        origin = f"entry point {ep.name} = {ep.value}" + (f" ({dist.name} {dist.version})" if dist else "")
+        if ep.name in taken:
+            found.append(Entry(ep.name, origin, None, f"the name {ep.name!r} is taken by another method"))
+            continue
+        try:
+            found.append(Entry(ep.name, origin, _as_method(ep.load(), ep.name)))
+        except Exception as exc:  # a plug-in's failure is its own: reported, never raised here
+            found.append(Entry(ep.name, origin, None, _short(exc)))
+        taken.add(ep.name)
+    return found
+
+
+@functools.cache
+def installed() -> dict[str, Entry]:
+    """Every method by name: the shipped ones first (in `names.METHODS` order), then plug-ins."""
+    entries = {e.name: e for e in _shipped()}
+    entries.update({e.name: e for e in _plugins(set(entries))})
+    return entries
+
+
+def names() -> tuple[str, ...]:
+    """The names of the methods that can be used (broken plug-ins left out)."""
+    return tuple(name for name, e in installed().items() if e.error is None)
+
+
+@functools.cache
+def _from_module(spec: str) -> Method:
+    module, _, attr = spec.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+        method = obj() if isinstance(obj, type) and issubclass(obj, Method) else obj
+        if not isinstance(method, Method):
+            raise TypeError(f"{obj!r} is not a dynbench.method_api.Method")
+        return method
+    except Exception as exc:
+        raise MethodError(f"method {spec}: {_short(exc)}") from None
+
+
+def get(name: str) -> Method:
+    """The method of a `--method` value: an installed name, or `package.module:Name`."""
+    if ":" in name:
+        return _from_module(name)
+    entry = installed().get(name)
+    if entry is None:
+        raise MethodError(f"unknown method {name!r}; choose one of: {', '.join(names())} "
+                          "(or package.module:Name; `dynbench methods` lists what is installed)")
+    if entry.error is not None:
+        raise MethodError(f"method plug-in {name!r} ({entry.origin}) cannot be used: {entry.error}")
+    return entry.method
+
+
+def option_fields(methods: list[str] | None = None) -> dict[str, tuple[Method, object]]:
+    """Suite key / flag field → (method, option) of every plug-in option (installed methods, plus
+    any `package.module:Name` in `methods`). The shipped methods' options keep their own fields."""
+    fields = {}
+    extra = [get(m) for m in methods or () if isinstance(m, str) and ":" in m]
+    for method in [installed()[n].method for n in names()] + extra:
+        for option in method.options:
+            if option.field is None:
+                fields[method.field(option)] = (method, option)
+    return fields
