@@ -51,6 +51,11 @@ def _as_method(obj, name: str) -> Method:
     if obj.name != name:
         raise ValueError(f"its Method.name is {obj.name!r}, not {name!r}")
     obj.option_values({})  # its defaults must parse
+    from dynbench.records import SPEC_COLUMNS
+
+    taken = [obj.field(o) for o in obj.options if o.field is None and obj.field(o) in SPEC_COLUMNS]
+    if taken:
+        raise ValueError(f"option field(s) {', '.join(taken)} clash with dynbench's own; rename the options")
     return obj
 
 

@@ -15,7 +15,8 @@ from typing import Annotated
 import typer
 
 from dynbench.models.presets import PRESETS
-from dynbench.names import ATTN_IMPLEMENTATIONS, DTYPE_NAMES, METHODS, MODES
+from dynbench import registry
+from dynbench.names import ATTN_IMPLEMENTATIONS, DTYPE_NAMES, MODES
 
 WHAT = "What to run"
 MODEL = "Model and weights"
@@ -23,6 +24,7 @@ INPUTS = "Inputs"
 MEASURE = "Measurement"
 OUTPUT = "Output"
 BASELINES = "Baselines' parameters"
+PLUGINS = "Plug-in methods' options (dynbench methods)"
 CLUSTER = "Shards and jobs (README: Run on a cluster)"
 DATASETS = "Datasets"
 
@@ -47,8 +49,8 @@ LIST = "A[,B…]"
 # name → (annotation, default) of every point option, in help order
 POINT_OPTIONS: dict[str, tuple[object, object]] = {
     "mode": (Annotated[ListOpt, opt(default(" | ".join(MODES), "all three"), WHAT, "MODE[,…]")], None),
-    "method": (Annotated[ListOpt, opt(default(" | ".join(METHODS), "llava,dynamic-llava"), WHAT, "METHOD[,…]")],
-               None),
+    "method": (Annotated[ListOpt, opt(default(" | ".join(registry.names()) + " | package.module:Name",
+                                              "llava,dynamic-llava"), WHAT, "METHOD[,…]")], None),
     "prompt_len": (Annotated[ListOpt, opt(default("text tokens in the prompt, image excluded", 64), WHAT,
                                           "N[,…]")], None),
     "gen_len": (Annotated[ListOpt, opt(default("tokens generated in decode modes", 32), WHAT, "N[,…]")], None),
@@ -98,6 +100,25 @@ POINT_OPTIONS: dict[str, tuple[object, object]] = {
                                              "malformed or miss a file, instead of stopping", panel=DATASETS)],
                  None),
 }
+
+
+def _plugin_options() -> dict[str, tuple[object, object]]:
+    """`--<method>-<option>` of every installed plug-in method (`registry.option_fields`): axes
+    take `A[,B…]`, `ints` options one comma-separated list."""
+    found = {}
+    for name, (method, option) in registry.option_fields().items():
+        if name in POINT_OPTIONS:
+            continue  # the registry refuses such a plug-in; never shadow a built-in flag
+        text = default(f"{method.name}: {option.help}", ",".join(map(str, option.default))
+                       if option.kind == "ints" else option.default)
+        if option.is_axis:
+            found[name] = (Annotated[ListOpt, opt(text, PLUGINS, f"{option.kind.upper()}[,…]")], None)
+        else:
+            found[name] = (Annotated[str | None, opt(text, PLUGINS, "N,N,…")], None)
+    return found
+
+
+POINT_OPTIONS.update(_plugin_options())
 LIST_OPTIONS = {name for name, (ann, _) in POINT_OPTIONS.items() if ann.__origin__ == ListOpt}
 SOURCE_OPTIONS = ("checkpoint", "vision_tower", "inputs", "image", "prompt", "teacher_force", "skip_bad")
 

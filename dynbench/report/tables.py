@@ -429,3 +429,23 @@ def gpus_table(gpus: Mapping[str, Any]):
                       f"{g.mem_gbps:g}", DASH if g.mem_gib is None else f"{g.mem_gib:g} GB",
                       f"{g.tflops_fp16 * 1e3 / g.mem_gbps:.0f}", g.source)  # fmt: skip
     return table
+
+
+def methods_table(rows: Sequence[Mapping[str, Any]]):
+    """`dynbench methods`: one row per method (`cli/methods.py` rows); a broken plug-in shows its error."""
+    from rich.table import Table
+
+    table = Table(title="dynbench methods", caption="a plug-in registers in the `dynbench.methods` entry-point "
+                  "group (docs/methods.md); `--method package.module:Name` runs one from a local module",
+                  caption_justify="left")  # fmt: skip
+    for col in ("method", "options (flag = default)", "modes", "from", "what it does"):
+        table.add_column(col, overflow="fold", no_wrap=col == "method")
+    for r in rows:
+        options = "\n".join(f"{o['flag']} = {_option_default(o['default'])}" for o in r["options"]) or DASH
+        what = f"[red]broken: {r['error']}[/]" if r["error"] else r["summary"] or DASH
+        table.add_row(r["name"], options, ", ".join(r["modes"] or ()) or DASH, r["origin"], what)
+    return table
+
+
+def _option_default(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
