@@ -82,10 +82,18 @@ def _plugins(taken: set[str]) -> list[Entry]:
 
 
 @functools.cache
+def listing() -> tuple[Entry, ...]:
+    """Every method found, in order: the shipped ones (`names.METHODS` order), then the plug-ins —
+    a plug-in reusing a taken name too, as an entry with its error (it never replaces the first)."""
+    shipped = _shipped()
+    return (*shipped, *_plugins({e.name for e in shipped}))
+
+
 def installed() -> dict[str, Entry]:
-    """Every method by name: the shipped ones first (in `names.METHODS` order), then plug-ins."""
-    entries = {e.name: e for e in _shipped()}
-    entries.update({e.name: e for e in _plugins(set(entries))})
+    """Every method by name (the first of a name wins; broken plug-ins included, with their error)."""
+    entries: dict[str, Entry] = {}
+    for entry in listing():
+        entries.setdefault(entry.name, entry)
     return entries
 
 

@@ -19,10 +19,10 @@ EXAMPLES = """[bold]Examples[/]
 def methods(json_out: JsonOpt = False) -> None:
     """List the methods: the shipped ones and the plug-ins of the `dynbench.methods` entry-point group
     (a broken plug-in is listed with its error); options with their flags and defaults."""
-    from dynbench.registry import installed
+    from dynbench.registry import listing
     from dynbench.report.tables import methods_table
 
-    rows = [_row(entry) for entry in installed().values()]
+    rows = [_row(entry) for entry in listing()]
     if json_out:
         print(json.dumps(rows, indent=2))
         return

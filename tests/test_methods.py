@@ -1,0 +1,183 @@
+"""The method API: plug-ins from the `dynbench.methods` entry-point group (PyramidDrop installed
+from examples/dynbench-pdrop), `module:Name` methods, option flags, mode refusals, broken plug-ins."""
+
+import json
+
+import pytest
+import torch
+from method_plugins import PrefillOnly, broken_site, dynbench, env_with, install_pdrop
+
+from dynbench import registry
+from dynbench.errors import DynbenchError
+from dynbench.inputs import synthetic_inputs
+from dynbench.models import build
+from dynbench.models.presets import get_preset
+from dynbench.models.rules import DropConfig
+from dynbench.modes import plan_mode, run_mode
+from dynbench.records import POINT_KEY, key_of
+from dynbench.spec import RunSpec, load_suite, points_from
+
+PDROP_TINY = (("layers", (1, 2, 3)), ("ratio", 0.5))
+
+
+def _clear():
+    registry.listing.cache_clear()
+    registry._from_module.cache_clear()
+    build.model_class.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def pdrop_site(tmp_path_factory):
+    return install_pdrop(tmp_path_factory.mktemp("pdrop-site"))
+
+
+@pytest.fixture
+def pdrop(pdrop_site, monkeypatch):
+    monkeypatch.syspath_prepend(str(pdrop_site))
+    _clear()
+    yield registry.get("pdrop")
+    monkeypatch.undo()
+    _clear()
+
+
+def fastv_macs(layer_tokens, d, m):
+    """FastV / PDrop convention, written out here: per layer 4nd² + 2n²d + 3ndm, in tera."""
+    return sum(4 * n * d * d + 2 * n * n * d + 3 * n * d * m for n in layer_tokens) / 1e12
+
+
+def test_installed_pdrop_is_listed_and_gives_the_papers_7b_figures(pdrop_site):
+    env = env_with(pdrop_site)
+    listed = dynbench("methods", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    entry = {m["name"]: m for m in json.loads(listed.stdout)}["pdrop"]
+    assert entry["error"] is None and "entry point pdrop = dynbench_pdrop:PDrop (dynbench-pdrop 0.1.0)" in entry["origin"]
+    assert [(o["flag"], o["default"]) for o in entry["options"]] == [("--pdrop-layers", [8, 16, 24]),
+                                                                      ("--pdrop-ratio", 0.5)]
+    out = dynbench("run", "--method", "llava,dynamic-llava,pdrop", "--device", "meta", "--model", "llava-1.5-7b",
+                   "--mode", "prefill", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    rows = {r["method"]: r for r in map(json.loads, out.stdout.splitlines())}
+    d, m = 4096, 11008
+    assert rows["llava"]["tmacs_fastv"] == pytest.approx(fastv_macs([576] * 32, d, m))
+    assert round(rows["llava"]["tmacs_fastv"], 3) == 3.817
+    pdrop_tokens = [576] * 8 + [288] * 8 + [144] * 8 + [72] * 8
+    assert rows["pdrop"]["tmacs_fastv"] == pytest.approx(fastv_macs(pdrop_tokens, d, m))
+    assert round(rows["pdrop"]["tmacs_fastv"], 3) == 1.777
+    assert rows["pdrop"]["method_options"] == {"layers": [8, 16, 24], "ratio": 0.5}
+    assert rows["pdrop"]["image_tokens_kept"] == 72 and rows["pdrop"]["equivalent_tokens"] == sum(pdrop_tokens) / 32
+    assert rows["pdrop"]["layer_seq_lens"] == [n + 64 for n in pdrop_tokens]  # + the 64 text tokens
+
+
+@pytest.mark.parametrize("mode", ["prefill", "no-cache", "kv-cache"])
+def test_pdrop_runs_every_mode_and_its_plan_is_the_run(pdrop, mode):
+    net = build.build_model("tiny", "pdrop", seed=0)
+    inputs = synthetic_inputs(net.preset, prompt_len=24, seed=1)
+    drop = DropConfig(options=PDROP_TINY)
+    run = run_mode(mode, net, inputs, drop, gen_len=4)
+    plan = plan_mode(net.preset, "pdrop", mode, 24, gen_len=4, drop=drop)
+    P = 24 + 576
+    assert run.steps[0].layer_seq_lens[:4] == [P + 0, P - 288, P - 432, P - 504]  # 576 → 288 → 144 → 72
+    assert run.steps[0].layer_attn == ["eager", "eager", "eager", "sdpa"]  # the layer before each cut reads weights
+    assert len(run.steps) == len(plan.steps) == (1 if mode == "prefill" else 4)
+    fields = ("layer_seq_lens", "layer_cache_lens", "image_tokens_kept", "text_tokens_fed", "text_tokens_kept",
+              "kv_bytes_prompt", "kv_bytes_generated", "layer_shapes", "layer_image_tokens", "layer_attn")
+    for got, want in zip(run.steps, plan.steps, strict=True):
+        assert {f: getattr(got, f) for f in fields} == {f: getattr(want, f) for f in fields}
+
+
+def test_pdrop_keeps_the_image_tokens_the_last_instruction_token_attends_to_most(pdrop):
+    """One cut at layer 1: the 288 kept tokens are the top of layer 0's eager attention, read here
+    from HF's attention module directly (head mean of the last prompt token's row)."""
+    net = build.build_model("tiny", "pdrop", seed=0)
+    inputs = synthetic_inputs(net.preset, prompt_len=24, seed=2)
+    layout = inputs.layout
+    run = run_mode("prefill", net, inputs, DropConfig(options=(("layers", (1,)), ("ratio", 0.5))))
+    a, b = layout.image_start, layout.image_end
+    kept = run.steps[0].kept_index[0]
+    kept_image = kept[(kept >= a) & (kept < b)] - a
+    with torch.inference_mode():
+        hidden = net.embed_prompt(inputs.input_ids, net.encode_image(inputs.pixel_values), layout)
+        n = hidden.shape[1]
+        pos = torch.arange(n)[None]
+        cos_sin = net.model.language_model.rotary_emb(hidden, pos)
+        layer = net.layers[0]
+        mask = torch.full((n, n), torch.finfo(hidden.dtype).min).triu(1)[None, None]
+        layer.self_attn.config._attn_implementation = "eager"
+        try:
+            _, weights = layer.self_attn(layer.input_layernorm(hidden), position_embeddings=cos_sin,
+                                         attention_mask=mask)
+        finally:
+            layer.self_attn.config._attn_implementation = net.attn
+    scores = weights[0, :, n - 1, a:b].float().mean(0)
+    top = set(scores.argsort(descending=True, stable=True)[:288].tolist())
+    assert set(kept_image.tolist()) == top
+    assert kept.tolist() == sorted(kept.tolist())  # original order, text tokens all kept
+    assert len(kept) == n - 288
+
+
+def test_plugin_options_are_axes_suite_keys_and_part_of_the_point_key(pdrop, tmp_path):
+    points = points_from({"method": ["llava", "pdrop"], "mode": ["prefill"], "pdrop_ratio": ["0.25", "0.5"],
+                          "pdrop_layers": "1,2,3", "device": "cpu"})
+    assert [(p.method, p.method_options) for p in points] == [
+        ("llava", None), ("pdrop", (("layers", (1, 2, 3)), ("ratio", 0.25))),
+        ("pdrop", (("layers", (1, 2, 3)), ("ratio", 0.5)))]
+    assert len({key_of(p, POINT_KEY) for p in points}) == 3
+    assert points[1].as_dict()["method_options"] == {"layers": [1, 2, 3], "ratio": 0.25}
+    suite = tmp_path / "s.yaml"
+    suite.write_text("defaults: {model: tiny, device: cpu, mode: prefill}\n"
+                     "sweeps:\n  - {method: pdrop, pdrop_layers: [1, 3], pdrop_ratio: 0.1}\n")
+    (point,) = load_suite(suite)
+    assert point.method_options == (("layers", (1, 3)), ("ratio", 0.1))
+    with pytest.raises(DynbenchError, match=r"cut layers must be .* in \[1, 3\].*\[8, 16, 24\]"):
+        points_from({"method": ["pdrop"], "mode": ["prefill"], "device": "cpu"})  # 7B defaults on 4 layers
+    with pytest.raises(DynbenchError, match="ratio"):
+        points_from({"method": ["pdrop"], "pdrop_ratio": ["abc"], "pdrop_layers": "1", "device": "cpu"})
+    with pytest.raises(DynbenchError, match=r"ratio \(λ\) must be in \(0, 1\]"):
+        points_from({"method": ["pdrop"], "pdrop_ratio": ["1.5"], "pdrop_layers": "1", "device": "cpu"})
+
+
+def test_a_method_refuses_the_modes_it_does_not_run_in_one_line():
+    name = "method_plugins:PrefillOnly"
+    with pytest.raises(DynbenchError, match="prefill-only runs in prefill mode only, not kv-cache") as err:
+        RunSpec(method=name, mode="kv-cache")
+    assert "\n" not in str(err.value)
+    with pytest.warns(UserWarning, match="PrefillOnly runs prefill only: those kv-cache, no-cache points are skipped"):
+        points = points_from({"method": [name], "device": "meta", "model": "llava-1.5-7b"})
+    assert [(p.mode, p.method_options) for p in points] == [("prefill", (("keep", 288),))]
+    plan = plan_mode(get_preset("tiny"), name, "prefill", 8, drop=DropConfig(options=(("keep", 100),)))
+    assert plan.steps[0].layer_image_tokens == [576, 100, 100, 100]
+    assert isinstance(registry.get(name), PrefillOnly)
+
+
+def test_a_broken_plugin_is_one_line_and_breaks_nothing_else(tmp_path):
+    env = env_with(broken_site(tmp_path / "site"))
+    listed = dynbench("methods", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    errors = {(m["name"], m["origin"].startswith("entry point")): m["error"] for m in json.loads(listed.stdout)}
+    assert "RuntimeError: this plug-in is broken on purpose" in errors["exploding", True]
+    assert "is not a dynbench.method_api.Method" in errors["notamethod", True]
+    assert errors["fastv", False] is None  # the shipped one stays; the impostor is listed as refused
+    assert errors["fastv", True] == "the name 'fastv' is taken by another method"
+    for argv in (["--help"], ["run", "--help"], ["methods"]):
+        assert dynbench(*argv, env=env).returncode == 0, argv
+    bad = dynbench("run", "--method", "exploding", "--device", "meta", "--mode", "prefill", env=env)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "exploding" in bad.stderr and "RuntimeError" in bad.stderr
+    good = dynbench("run", "--method", "llava,fastv", "--device", "meta", "--mode", "prefill", env=env)
+    assert good.returncode == 0, good.stderr
+    local = dynbench("run", "--method", "method_plugins:PrefillOnly", "--mode", "kv-cache", "--device", "meta",
+                     env=env)
+    assert local.returncode == 2 and len(local.stderr.strip().splitlines()) == 1, local.stderr
+
+
+def test_help_with_plugins_installed_imports_nothing_heavy(pdrop_site, tmp_path):
+    env = env_with(pdrop_site, broken_site(tmp_path / "site"))
+    code = ("import sys, contextlib, io\nimport dynbench.cli.commands\nfrom dynbench.cli import main\n"
+            "buf = io.StringIO()\nwith contextlib.redirect_stdout(buf):\n    assert main(['run', '--help']) == 0\n"
+            "print('--pdrop-ratio' in buf.getvalue(), '--pdrop-layers' in buf.getvalue())\n"
+            "print(','.join(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))\n")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.splitlines() == ["True True", ""], out.stdout
