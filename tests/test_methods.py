@@ -50,7 +50,8 @@ def test_installed_pdrop_is_listed_and_gives_the_papers_7b_figures(pdrop_site):
     listed = dynbench("methods", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     entry = {m["name"]: m for m in json.loads(listed.stdout)}["pdrop"]
-    assert entry["error"] is None and "entry point pdrop = dynbench_pdrop:PDrop (dynbench-pdrop 0.1.0)" in entry["origin"]
+    assert entry["error"] is None
+    assert entry["origin"] == "entry point pdrop = dynbench_pdrop:PDrop (dynbench-pdrop 0.1.0)"
     assert [(o["flag"], o["default"]) for o in entry["options"]] == [("--pdrop-layers", [8, 16, 24]),
                                                                       ("--pdrop-ratio", 0.5)]
     out = dynbench("run", "--method", "llava,dynamic-llava,pdrop", "--device", "meta", "--model", "llava-1.5-7b",

@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from dynbench.models.presets import PRESETS
 from dynbench import registry
+from dynbench.models.presets import PRESETS
 from dynbench.names import ATTN_IMPLEMENTATIONS, DTYPE_NAMES, MODES
 
 WHAT = "What to run"
