@@ -34,13 +34,15 @@ from dynbench.records import (
     SHOWN_KEY,
     SPREAD_METRICS,
     STEP_ROW,
+    hashable,
     is_point_summary,
     key_of,
     row_kind,
 )
 from dynbench.report.format import delta_pct
 
-VARIANT = ("vision_keep", "text_keep", "text_policy", "fastv_k", "fastv_r", "kv_budget", "match_budget")
+VARIANT = ("vision_keep", "text_keep", "text_policy", "fastv_k", "fastv_r", "kv_budget", "match_budget",
+           "method_options")
 SPEC = tuple(f for f in POINT_KEY if f not in COMPARISON_KEY)  # method, VARIANT, reuse_vision, seed, weights, inputs, …
 # metrics compared with the baseline (value and `<name>_delta_pct`)
 DELTA_METRICS = (
@@ -191,7 +193,7 @@ def _sort_key(row: Mapping[str, Any]) -> tuple:
         method_rank(row.get("method")), none_last(row.get("vision_keep")),
         none_last(row.get("text_keep")), str(row.get("text_policy")), none_last(row.get("fastv_k")),
         none_last(row.get("fastv_r")), none_last(row.get("kv_budget")), str(row.get("match_budget")),
-        str(row.get("env_id")),
+        str(hashable(row.get("method_options"))), str(row.get("env_id")),
     )  # fmt: skip
 
 

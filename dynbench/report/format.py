@@ -100,10 +100,12 @@ def point_label(point: Mapping[str, Any], shown: Iterable[str] = ()) -> str:
             parts.append(f"{_SHORT[f]}={v:g}" if isinstance(v, float) else f"{_SHORT[f]}={v}")
     if point.get("text_policy") == "learned":
         parts.append("learned")
+    if point.get("method_options"):
+        parts.append(options_label(point["method_options"]))
     if point.get("reuse_vision"):
         parts.append("reuse-vision")
     for f in shown:
-        if f not in ("method", "mode", "prompt_len", "gen_len", "vision_keep", "text_keep"):
+        if f not in ("method", "mode", "prompt_len", "gen_len", "vision_keep", "text_keep", "method_options"):
             parts.append(f"{_SHORT.get(f, f)}={point.get(f)}")
     return " ".join(parts)
 
@@ -120,3 +122,14 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Seq
              "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]  # fmt: skip
     lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def options_label(options: Mapping[str, Any] | Iterable | None) -> str:
+    """A plug-in method's options as shown: 'layers=8,16,24 ratio=0.5' ('' when it has none).
+    Takes the record's mapping or the hashable ((name, value), …) form."""
+    if not options:
+        return ""
+    items = options.items() if isinstance(options, Mapping) else options
+    show = lambda v: ",".join(map(str, v)) if isinstance(v, list | tuple) else f"{v:g}" if isinstance(v, float) \
+        else str(v)  # noqa: E731
+    return " ".join(f"{name}={show(value)}" for name, value in items)

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from dynbench.names import BASELINE
-from dynbench.records import key_of
+from dynbench.records import hashable, key_of
 from dynbench.report.compare import VARIANT as METHOD_PARAMS
 from dynbench.report.compare import compare, method_rank, none_last, nullable_ints, records
 from dynbench.report.format import DASH, fmt_bytes, fmt_ms, fmt_pct
@@ -48,7 +48,7 @@ def paper_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _variant(r: Mapping[str, Any]) -> tuple:
-    return tuple(r.get(k) for k in VARIANT)
+    return tuple(hashable(r.get(k)) for k in VARIANT)
 
 
 def _prefill_variant(v: tuple) -> tuple:

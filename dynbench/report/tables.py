@@ -23,7 +23,7 @@ from dynbench.report.compare import (
     env_labels,
     records,
 )  # fmt: skip
-from dynbench.report.format import DASH, fmt_bytes, fmt_ms, fmt_pct, fmt_t, md_table, run_length
+from dynbench.report.format import DASH, fmt_bytes, fmt_ms, fmt_pct, fmt_t, md_table, options_label, run_length
 
 NOISE = "~"  # a latency Δ% that cannot be told from noise
 ENV_MISMATCH = "†"  # a Δ% against a llava row from another environment
@@ -55,6 +55,8 @@ def keeps_label(row: Mapping[str, Any]) -> str:
     parameters: fastv 'K2 R0.5' (matched: 'K3 R0.828 =flops@0.2'), h2o / streaming-llm 'KV 0.2'."""
     if row.get("method") == BASELINE:
         return DASH
+    if row.get("method_options"):  # a plug-in method's own options
+        return options_label(row["method_options"])
     if row.get("method") == "fastv" and row.get("fastv_k") is not None:
         label = f"K{int(row['fastv_k'])} R{row.get('fastv_r'):.3g}"
         if row.get("match_budget"):
