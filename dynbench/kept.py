@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dynbench.errors import DynbenchError
-from dynbench.names import KV_METHODS
+from dynbench.registry import get as get_method
 
 
 @dataclass(frozen=True)
@@ -131,9 +131,9 @@ def show_views(points, source, preset, sample=None) -> tuple[object, list[KeptVi
     questions = [t.question for t in sample.turns] if sample is not None and sample.turns else \
         ([source.prompt] if source.prompt is not None else None)  # fmt: skip
     for spec in points:
-        if spec.method in KV_METHODS:
+        if get_method(spec.method).evicts_kv:
             raise DynbenchError(f"{spec.method} evicts KV entries per layer and head: there is no one kept set to "
-                                "draw; show llava, dynamic-llava, random or fastv")
+                                "draw; show a method that drops tokens")
         net = sweep.build_net(spec)
         if inputs is None:
             inputs = source.sample_inputs(spec, sample, preset) if sample is not None else \
