@@ -4,6 +4,7 @@ PYTHON ?= python3
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
+	$(PYTHON) -m pip install -e examples/dynbench-pdrop
 
 # pytest exit code 5 (no tests collected) is a failure too: a suite that ran nothing proves nothing.
 test:

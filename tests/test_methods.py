@@ -182,3 +182,25 @@ def test_help_with_plugins_installed_imports_nothing_heavy(pdrop_site, tmp_path)
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.splitlines() == ["True True", ""], out.stdout
+
+
+def test_the_docs_minimal_plugin_runs_as_written(tmp_path, monkeypatch):
+    """docs/methods.md's 30-line plug-in, copied out of the page, planned on 7B and run on tiny."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).parents[1] / "docs" / "methods.md").read_text(encoding="utf-8")
+    code = re.search(r"<!-- docs-example: half-at-k -->\n```python\n(.+?)```", page, re.S).group(1)
+    assert len(code.splitlines()) <= 30
+    (tmp_path / "half_at_k.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _clear()
+    (point,) = points_from({"method": ["half_at_k:HalfAtK"], "mode": ["prefill"], "device": "meta",
+                            "model": "llava-1.5-7b", "prompt_len": [64]})
+    assert point.method_options == (("k", 2), ("keep", 0.5))
+    plan = plan_mode(get_preset("llava-1.5-7b"), point.method, "prefill", 64, drop=point.drop)
+    assert plan.steps[0].layer_image_tokens == [576, 576] + [288] * 30
+    net = build.build_model("tiny", "half_at_k:HalfAtK", seed=0)
+    run = run_mode("prefill", net, synthetic_inputs(net.preset, prompt_len=8, seed=0), point.drop)
+    assert run.steps[0].layer_seq_lens == [584, 584, 296, 296]
+    _clear()
