@@ -309,7 +309,8 @@ def no_hidden_sync(ctx: Context) -> str:
     from dynbench.models.build import build_model
     from dynbench.models.rules import DropConfig
     from dynbench.modes import run_mode
-    from dynbench.names import KV_METHODS, METHODS
+    from dynbench.names import METHODS
+    from dynbench.registry import get as get_method
 
     gen = 6
     counts, bad = {}, {}
@@ -317,9 +318,10 @@ def no_hidden_sync(ctx: Context) -> str:
         net = build_model("tiny", method, device="cuda", dtype=torch.bfloat16)
         inputs = synthetic_inputs(net.preset, 16).to("cuda")
         for mode in ("prefill", "no-cache", "kv-cache"):
-            if method in KV_METHODS and mode == "no-cache":
+            info = get_method(method)
+            if mode not in info.modes:
                 continue
-            for policy in (("budget", "learned") if method == "dynamic-llava" and mode != "prefill" else ("budget",)):
+            for policy in (("budget", "learned") if info.text_policy and mode != "prefill" else ("budget",)):
                 drop = DropConfig(text_keep=0.5 if policy == "budget" else None, text_policy=policy)
                 run_mode(mode, net, inputs, drop, gen_len=gen)  # warm-up: first draws, cuBLAS handles
                 counter = _SyncCounter()

@@ -100,6 +100,7 @@ class Method:
     text_policy: ClassVar[bool] = False  # decides which generated tokens are cached (--text-policy/--text-keep)
     evicts_kv: ClassVar[bool] = False  # bounds the KV cache while decoding (h2o, streaming-llm)
     budget_matched: ClassVar[bool] = False  # --match-budget sets its ratio (random, fastv)
+    matched_ratio_field: ClassVar[str] = "vision_keep"  # the `matched_ratio` column of a matched point
 
     # ---- decisions (pure: the preset's sizes and the option values in, counts out) --------------
     # `preset`: `models.presets.Preset` (layers, image_tokens, hidden, sparse_layer, …);
@@ -131,6 +132,12 @@ class Method:
         """`--match-budget` (methods with `budget_matched`): the option values that make this method's
         prefill cost (`by`: paper TFLOPs or equivalent tokens) equal dynamic-llava's at `vision_keep`."""
         raise DynbenchError(f"--match-budget does not apply to {self.name}")
+
+    def kv_prompt_kept(self, n_prompt: int, n: int, budget: int) -> int | None:
+        """KV-evicting methods (`evicts_kv`), for the meta plan: prompt entries left when a layer of `n`
+        entries (the first `n_prompt` of them prompt) is cut to `budget`; None = it depends on the
+        attention weights (the plan then reports the total KV bytes only)."""
+        return None
 
     def check_mode(self, mode: str) -> None:
         if mode not in self.modes:

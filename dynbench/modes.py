@@ -50,12 +50,10 @@ from dynbench.models.dynamic_llava import TextDecider
 from dynbench.models.llava import DropConfig, LlavaForBench, PromptLayout, SequenceOut
 from dynbench.models.presets import Preset
 from dynbench.models.rules import (
-    SINK_TOKENS,
     check_kv_budget,
     keep_count,
     kv_budget_tokens,
     kv_bytes,
-    streaming_prompt_kept,
 )  # fmt: skip
 from dynbench.names import MODES
 from dynbench.registry import get as get_method
@@ -386,11 +384,10 @@ def plan_mode(
             shapes = [(1, n + 1) for n in cache]
             grown = [n + 1 if (i < s or keep) else n for i, n in enumerate(cache)]
             if evicts:
-                if method == "streaming-llm":
-                    window = budget - SINK_TOKENS
-                    n_prompt = [streaming_prompt_kept(p, n, window) if n > budget else p
-                                for p, n in zip(n_prompt, grown, strict=True)]  # fmt: skip
-                split_known = split_known and (method != "h2o" or max(grown) <= budget)
+                kept = [info.kv_prompt_kept(p, n, budget) if n > budget else p
+                        for p, n in zip(n_prompt, grown, strict=True)]  # fmt: skip
+                split_known = split_known and None not in kept  # h2o's split: the weights decide
+                n_prompt = [p if k is None else k for p, k in zip(n_prompt, kept, strict=True)]
                 grown = [min(n, budget) for n in grown]
             cache = grown
             kv_prompt = kv(n_prompt) if split_known else None

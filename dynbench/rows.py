@@ -26,7 +26,8 @@ from dynbench.models.rules import (
     tmacs_fastv,
 )  # fmt: skip
 from dynbench.modes import ModeResult
-from dynbench.names import DTYPE_BYTES, KV_METHODS
+from dynbench.names import DTYPE_BYTES
+from dynbench.registry import get as get_method
 
 PARTS = ("vision", "llm", "predictors", "lm_head")  # tmacs_<part>
 LATENCY_COLUMNS = ("timer", "ttft_ms", "vision_ms", "llm_prefill_ms", "tpot_ms_median", "tpot_ms_p90", "tpot_ms_p99",
@@ -160,7 +161,7 @@ def _run_rows(spec, model: ModelFacts, result: ModeResult, cost) -> tuple[dict, 
         "kv_bytes": _kv_total(last, kv), "kv_bytes_prompt": last.kv_bytes_prompt,
         "kv_bytes_generated": last.kv_bytes_generated,
         "kv_budget_tokens": kv_budget_tokens(spec.kv_budget, spec.prompt_len + p.image_tokens)
-        if spec.method in KV_METHODS else None,
+        if get_method(spec.method).evicts_kv else None,
         "matched_ratio": spec.matched_ratio, "attn_ledger": attn_ledger(spec.mode, result.steps),
     }  # fmt: skip
     if cost is not None:

@@ -131,7 +131,7 @@ class Source:
 
     def check_datasets(self, points) -> None:
         """Read every dataset the points name, so a bad record stops the run before it measures."""
-        from dynbench.names import KV_METHODS
+        from dynbench.registry import get as get_method
 
         for spec in points:
             if spec.dataset is None:
@@ -140,10 +140,11 @@ class Source:
                 raise DynbenchError("--dataset runs every sample on a real device (its prompts are tokenized and "
                                     "run); use --device cpu or cuda, or plan one prompt with --prompt-len on meta")
             data = self.dataset(spec)
-            if spec.method in KV_METHODS and spec.mode == "kv-cache" and any(s.rounds > 1 for s in data.samples):
+            rounds = any(s.rounds > 1 for s in data.samples)
+            if get_method(spec.method).evicts_kv and spec.mode == "kv-cache" and rounds:
                 raise DynbenchError(f"{spec.method} evicts KV entries by attention over one prompt: {spec.dataset} "
-                                    "holds conversations of several rounds; run it with llava, dynamic-llava, "
-                                    "random or fastv")
+                                    "holds conversations of several rounds; run it with a method that keeps the "
+                                    "KV cache (llava, dynamic-llava, random, fastv)")
 
     def sample_inputs(self, spec, sample, preset: Preset):
         """The `ModelInputs` of one sample of a dataset point, replicated to the point's batch."""

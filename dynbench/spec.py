@@ -107,7 +107,7 @@ class RunSpec:
         if self.attn == "flash_attention_2" and self.dtype == "float32":
             raise DynbenchError("--attn flash_attention_2 runs float16 or bfloat16 only (flash-attn rejects "
                                 "float32); add --dtype bfloat16 or use --attn sdpa")
-        if self.device == "meta" and self.method == "dynamic-llava" and self.text_policy == "learned" \
+        if self.device == "meta" and method.text_policy and self.text_policy == "learned" \
                 and self.mode != "prefill":
             raise DynbenchError("learned text decisions depend on the weights and cannot be counted without running "
                                 "the model; use --text-policy budget on the meta device")
@@ -161,7 +161,7 @@ class RunSpec:
         dynamic-llava, so equal by construction); None without matching."""
         if self.match_budget is None:
             return None
-        return self.fastv_r if self.method == "fastv" else self.vision_keep
+        return getattr(self, registry.get(self.method).matched_ratio_field)
 
     def as_dict(self) -> dict:
         """The fields as a record carries them (`method_options` a mapping; lists for `ints`)."""

@@ -165,8 +165,10 @@ class Sweep:
     # ---- one point ------------------------------------------------------------------------------
     def run_point(self, spec) -> dict:
         """Measure one point, append its rows, return the summary row (status ok / oom / error)."""
+        from dynbench.registry import get as get_method
+
         base = {**spec.as_dict(), "point_id": uuid.uuid4().hex[:12], "time_utc": _now(),
-                "text_keep_imposed": spec.method == "dynamic-llava" and spec.text_policy == "budget",
+                "text_keep_imposed": get_method(spec.method).text_policy and spec.text_policy == "budget",
                 **self.source.columns(), **self.where()}  # fmt: skip
         if spec.dataset is not None:
             return self._run_dataset(spec, base)

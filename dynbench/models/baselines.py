@@ -58,16 +58,15 @@ from dynbench.models.rules import (
     SINK_TOKENS,
     check_fastv,
     check_kv_budget,
-    check_mode,
     fastv_kept,
     keep_count,
     kv_budget_split,
     kv_budget_tokens,
     paper_prefill_layer_tokens,
-    scored_layers,
     streaming_prompt_kept,
 )  # fmt: skip
 from dynbench.names import KV_METHODS, PRUNE_METHODS
+from dynbench.registry import get as get_method
 
 SCORED_ATTN = "dynbench_eager_scored"
 # the scorer of the layer whose attention runs now; set by `AttentionScores.capture`
@@ -270,7 +269,7 @@ class FastV(_ImagePruner):
             with self.region("scoring"):
                 return sorted_topk(seen.pop("image"), k)
 
-        scorer = AttentionScores(self, scored_layers(self.method, drop, len(self.layers), "prefill"), take)
+        scorer = AttentionScores(self, [drop.fastv_k - 1], take)  # the layer before the cut
         return self._drop_image(hidden, layout, cache, drop.fastv_k, choose, scorer)
 
 
@@ -293,7 +292,7 @@ class _KVEvictor(LlavaForBench):
 
     def forward_sequence(self, hidden, layout, drop=None, cache=None) -> SequenceOut:
         if cache is None:
-            check_mode(self.method, "no-cache")
+            get_method(self.method).check_mode("no-cache")
         drop = drop or DropConfig()
         self._set_budget(cache, drop, layout.seq_len)
         batch, n, _ = hidden.shape

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from dynbench.errors import DynbenchError
 from dynbench.method_api import Method, Option
-from dynbench.models.rules import check_fastv, fastv_kept, fastv_ratio, keep_count, match_fastv_keep
+from dynbench.models.rules import (
+    SINK_TOKENS,
+    check_fastv,
+    fastv_kept,
+    fastv_ratio,
+    keep_count,
+    match_fastv_keep,
+    streaming_prompt_kept,
+)  # fmt: skip
 from dynbench.names import METHODS
 
 
@@ -57,6 +65,7 @@ class FastV(Method):
     summary = "FastV: image tokens ranked by the last token's attention at layer K-1, R of them dropped"
     model = "dynbench.models.baselines:FastV"
     budget_matched = True
+    matched_ratio_field = "fastv_r"
     options = (Option("k", "int", 2, "first pruned layer K", field="fastv_k"),
                Option("r", "float", 0.5, "fraction R of image tokens dropped", field="fastv_r"))
 
@@ -93,6 +102,9 @@ class StreamingLLM(Method):
     modes = ("prefill", "kv-cache")
     evicts_kv = True
     options = (Option("budget", "float", 0.2, "KV budget, share of the prompt P", field="kv_budget"),)
+
+    def kv_prompt_kept(self, n_prompt, n, budget):
+        return streaming_prompt_kept(n_prompt, n, budget - SINK_TOKENS)  # sinks + the newest window
 
 
 SHIPPED: tuple[Method, ...] = tuple(cls() for cls in (Llava, DynamicLlava, RandomPrune, FastV, H2O, StreamingLLM))

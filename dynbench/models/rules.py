@@ -6,7 +6,6 @@ spec validation and `--help` stay light.
 
 * keep counts — `keep_count` (the official `int(N × keep_rate)`), `round_half_up`, the kv-cache
   budget schedule (`budget_keeps`), FastV's `round(N × (1 − R))`, H2O / StreamingLLM budgets;
-* which layers drop what — `drop_plan`, `scored_layers`, `layer_attn`;
 * analytic cost conventions — Dynamic-LLaVA paper FLOPs (2 × MAC, per layer 32NC² + 4N²C), the
   FastV-family MACs (4nd² + 2n²d + 3ndm), exact per-layer matmul MACs, logical KV bytes.
 """
@@ -18,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dynbench.errors import DynbenchError
-from dynbench.names import KV_METHODS, MATCH_BUDGETS
+from dynbench.names import MATCH_BUDGETS
 
 _EPS = 1e-9  # floor(0.29 × 100) must be 29, not 28 (float rounding)
 SINK_TOKENS = 4  # StreamingLLM's attention sinks (its default `start_size`)
@@ -79,13 +78,6 @@ def check_kv_budget(budget: int, method: str) -> None:
         )
 
 
-def check_mode(method: str, mode: str) -> None:
-    """h2o and streaming-llm evict KV-cache entries: without a cache (no-cache mode) they do not apply."""
-    if method in KV_METHODS and mode == "no-cache":
-        raise DynbenchError(
-            f"{method} evicts KV-cache entries while decoding; no-cache mode has no cache to evict "
-            "(use --mode kv-cache or prefill)"
-        )
 
 
 def streaming_prompt_kept(n_prompt: int, n: int, window: int) -> int:
@@ -94,16 +86,6 @@ def streaming_prompt_kept(n_prompt: int, n: int, window: int) -> int:
     return min(n_prompt, SINK_TOKENS) + max(0, n_prompt - (n - window))
 
 
-def drop_plan(method: str, drop: DropConfig, preset) -> tuple[int | None, int]:
-    """(first pruned layer, image tokens kept from it on) of a full-sequence forward; (None, N)
-    when no image token is dropped."""
-    N = preset.image_tokens
-    if method in ("dynamic-llava", "random"):
-        return preset.sparse_layer, keep_count(drop.vision_keep, N)
-    if method == "fastv":
-        check_fastv(drop.fastv_k, drop.fastv_r, preset.layers)
-        return drop.fastv_k, fastv_kept(drop.fastv_r, N)
-    return None, N
 
 
 def check_fastv(k: int, r: float, num_layers: int) -> None:
@@ -113,20 +95,8 @@ def check_fastv(k: int, r: float, num_layers: int) -> None:
         raise DynbenchError(f"fastv_r must be in [0, 1], got {r}")
 
 
-def scored_layers(method: str, drop: DropConfig, num_layers: int, phase: str) -> frozenset[int]:
-    """Layers whose attention weights the method reads (they run eager) in a forward of `phase`:
-    "prefill" (the prompt with a cache), "forward" (a no-cache step) or "decode"."""
-    if method == "fastv" and phase != "decode":
-        return frozenset({drop.fastv_k - 1})
-    if method == "h2o":
-        return frozenset(range(num_layers))
-    return frozenset()
 
 
-def layer_attn(method: str, drop: DropConfig, num_layers: int, attn: str, phase: str) -> list[str]:
-    """Attention implementation of every decoder layer in a forward of `phase`."""
-    eager = scored_layers(method, drop, num_layers, phase)
-    return ["eager" if i in eager else attn for i in range(num_layers)]
 
 
 def match_fastv_keep(preset, vision_keep: float, fastv_k: int, by: str) -> int:
