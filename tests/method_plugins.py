@@ -26,9 +26,13 @@ class PrefillOnly(Method):
 
 
 def install_pdrop(site: Path) -> Path:
-    """`pip install` of examples/dynbench-pdrop into `site` (no network, no build isolation)."""
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(site), str(PDROP)], check=True, capture_output=True)
+    """`pip install` of examples/dynbench-pdrop into `site`: offline with the setuptools at hand
+    (a venv without setuptools builds it in isolation, which fetches setuptools)."""
+    import importlib.util
+
+    offline = ["--no-build-isolation", "--no-index"] if importlib.util.find_spec("setuptools") else []
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *offline, "--target", str(site),
+                    str(PDROP)], check=True, capture_output=True)
     return site
 
 
