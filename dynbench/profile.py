@@ -67,6 +67,7 @@ from dynbench.measure.native_stderr import profiler_stderr_filtered
 from dynbench.models.llava import DropConfig, LlavaForBench
 from dynbench.modes import ModeResult, run_mode
 from dynbench.names import MODES
+from dynbench.registry import get as get_method
 from dynbench.results import writable_dir
 
 # The regions the model and drivers name (LlavaForBench.region callers), in table order; any
@@ -235,11 +236,12 @@ def profile_point(
     drop = drop or DropConfig()
     cuda = model.device.type == "cuda" and torch.cuda.is_available()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    worker = f"{model.preset.name}_{model.method}_{mode}"
+    info = get_method(model.method)
+    worker = f"{model.preset.name}_{info.name}_{mode}"  # the declared name: checked safe for a file name
     meta = {
         "model": model.preset.name, "method": model.method, "mode": mode, "gen_len": gen_len,
         "prompt_len": inputs.layout.prompt_len, "batch": inputs.batch, "reuse_vision": reuse_vision,
-        "drop": dataclasses.asdict(drop) if model.method != "llava" else None,
+        "drop": dataclasses.asdict(drop) if info.options else None,  # a method with nothing to set: none
         "wait": wait, "warmup": warmup, "active": active,
     }  # fmt: skip
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import re
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
@@ -23,6 +24,7 @@ from dynbench.errors import DynbenchError
 from dynbench.method_api import Method
 
 GROUP = "dynbench.methods"
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")  # a method's name: a column value, part of file names
 
 
 class MethodError(DynbenchError):
@@ -42,13 +44,17 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:200]}"
 
 
-def _as_method(obj, name: str) -> Method:
-    """A `Method` subclass or instance → the instance; anything else refused."""
+def _as_method(obj, name: str | None) -> Method:
+    """A `Method` subclass or instance → the instance (its name `name` unless None); anything else
+    refused."""
     if isinstance(obj, type) and issubclass(obj, Method):
         obj = obj()
     if not isinstance(obj, Method):
         raise TypeError(f"{obj!r} is not a dynbench.method_api.Method")
-    if obj.name != name:
+    if not NAME.fullmatch(obj.name):
+        raise ValueError(f"its Method.name {obj.name!r} must be 1-40 of a-z 0-9 _ - (a lowercase letter or digit "
+                         "first)")
+    if name is not None and obj.name != name:
         raise ValueError(f"its Method.name is {obj.name!r}, not {name!r}")
     obj.option_values({})  # its defaults must parse
     from dynbench.records import SPEC_COLUMNS
@@ -106,11 +112,7 @@ def names() -> tuple[str, ...]:
 def _from_module(spec: str) -> Method:
     module, _, attr = spec.partition(":")
     try:
-        obj = getattr(importlib.import_module(module), attr)
-        method = obj() if isinstance(obj, type) and issubclass(obj, Method) else obj
-        if not isinstance(method, Method):
-            raise TypeError(f"{obj!r} is not a dynbench.method_api.Method")
-        return method
+        return _as_method(getattr(importlib.import_module(module), attr), None)
     except Exception as exc:
         raise MethodError(f"method {spec}: {_short(exc)}") from None
 

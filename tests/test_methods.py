@@ -204,3 +204,57 @@ def test_the_docs_minimal_plugin_runs_as_written(tmp_path, monkeypatch):
     run = run_mode("prefill", net, synthetic_inputs(net.preset, prompt_len=8, seed=0), point.drop)
     assert run.steps[0].layer_seq_lens == [584, 584, 296, 296]
     _clear()
+
+
+@pytest.mark.slow
+def test_pdrop_end_to_end_on_the_tiny_preset(pdrop_site, tmp_path):
+    """run → report → plot → baseline/check → show, on CPU, as for a shipped method."""
+    import numpy as np
+
+    env = env_with(pdrop_site)
+    out = tmp_path / "res"
+    run = dynbench("run", "--method", "llava,pdrop", "--pdrop-layers", "1,2,3", "--pdrop-ratio", "0.5",
+                   "--mode", "prefill,kv-cache", "--prompt-len", "8", "--gen-len", "3", "--warmup", "0",
+                   "--repeats", "1", "--device", "cpu", "--out", str(out), env=env)
+    assert run.returncode == 0, run.stderr
+    rows = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    summary = {(r["method"], r["mode"]): r for r in rows if r.get("step") is None}
+    assert summary["pdrop", "prefill"]["layer_seq_lens"] == [584, 296, 152, 80]
+    assert summary["pdrop", "kv-cache"]["method_options"] == {"layers": [1, 2, 3], "ratio": 0.5}
+    assert summary["pdrop", "kv-cache"]["layer_cache_lens"] == [584 + 2, 296 + 2, 152 + 2, 80 + 2]
+    report = dynbench("report", str(out), env=env)
+    assert report.returncode == 0 and "layers=1,2,3 ratio=0.5" in report.stdout, report.stderr
+    plot = dynbench("plot", str(out), "--out", str(tmp_path / "charts"), env=env)
+    assert plot.returncode == 0 and (tmp_path / "charts" / "layer_tokens.svg").exists(), plot.stderr
+    base = dynbench("baseline", str(out), "--out", str(tmp_path / "base.jsonl"), env=env)
+    assert base.returncode == 0, base.stderr
+    check = dynbench("check", str(out), "--baseline", str(tmp_path / "base.jsonl"), env=env)
+    assert check.returncode == 0, check.stderr
+    assert "pdrop prefill P=8 layers=1,2,3 ratio=0.5" in " ".join((check.stdout + check.stderr).split())
+    rng = np.random.default_rng(3)
+    ids = np.concatenate([[1], rng.integers(3, 300, 12), [-200], rng.integers(3, 300, 6)])
+    np.savez(tmp_path / "p.npz", input_ids=ids, pixel_values=rng.standard_normal((3, 336, 336)).astype("f4"))
+    show = dynbench("show", "--inputs", str(tmp_path / "p.npz"), "--gen-len", "2", "--method", "llava,pdrop",
+                    "--pdrop-layers", "1,2,3", "--out", str(tmp_path / "show"), env=env)
+    assert show.returncode == 0, show.stderr
+    views = json.loads((tmp_path / "show" / "p.json").read_text())["methods"]
+    assert len(views["pdrop"]["kept_image_indices"]) == 72 and len(views["llava"]["kept_image_indices"]) == 576
+    refused = dynbench("run", "--method", "pdrop", "--device", "cpu", "--mode", "prefill", env=env)
+    assert refused.returncode == 2 and "pdrop: cut layers" in refused.stderr, refused.stderr  # 8,16,24 on 4 layers
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_no_method_name_branches_outside_the_methods_modules():
+    """What a method needs is a property of its declaration; the names may be compared only in the
+    methods' own modules, plus what is left (presentation of the shipped methods' legacy columns,
+    the checkpoint formats, the dense baseline's role) — listed here so it only shrinks."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parents[1] / "dynbench"
+    branch = re.compile(r'(method|\bm)\s*(==|!=|in|not in)\s*\(?\s*"(dynamic-llava|random|fastv|h2o|streaming-llm)"'
+                        r"|KV_METHODS|PRUNE_METHODS")
+    own = {"models/baselines.py", "models/dynamic_llava.py", "models/llava.py", "models/methods.py", "names.py"}
+    left = {"report/plot_data.py", "report/tables.py", "models/checkpoints.py", "sources.py"}
+    found = {str(p.relative_to(root)) for p in root.rglob("*.py") if branch.search(p.read_text(encoding="utf-8"))}
+    assert found - own <= left, sorted(found - own - left)
