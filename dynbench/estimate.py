@@ -15,11 +15,12 @@ that weighs points by cost, and to balance shards.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 
 from dynbench.models.presets import get_preset
-from dynbench.models.rules import DropConfig, analytic_layer_macs
+from dynbench.models.rules import analytic_layer_macs
 
 
 def _vision_macs(p) -> int:
@@ -39,7 +40,7 @@ def point_tmacs(spec) -> float:
     p = get_preset(spec.model)
     drop = spec.drop
     if drop.text_policy == "learned":  # decisions need the weights: cost as if every token is kept
-        drop = DropConfig(drop.vision_keep, 1.0, "budget", drop.fastv_k, drop.fastv_r, drop.kv_budget, drop.seed)
+        drop = dataclasses.replace(drop, text_keep=1.0, text_policy="budget")
     # a dataset point (prompt_len None): one sample with no text, an estimate per sample
     planned = plan_mode(p, spec.method, spec.mode, spec.prompt_len or 0, spec.gen_len or 1, drop,
                         bool(spec.reuse_vision), spec.batch)  # fmt: skip

@@ -94,6 +94,11 @@ class RunSpec:
         method.check_mode(self.mode)
         if self.fastv_k is not None or self.fastv_r is not None:
             check_fastv(self.drop.fastv_k, self.drop.fastv_r, preset.layers)
+        if self.method_options is None and any(o.field is None for o in method.options):
+            # built directly (not through `collapse`): the plug-in's defaults, recorded as used
+            values = method.option_values({})
+            object.__setattr__(self, "method_options", tuple((o.name, values[o.name]) for o in method.options
+                                                             if o.field is None))
         if self.method_options is not None:
             method.check(preset, method.values_of(self.drop))
         if self.kv_budget is not None and not 0 < self.kv_budget <= 1:
