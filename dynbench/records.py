@@ -69,7 +69,8 @@ QUANTILES = {"p10": 10, "p50": 50, "p90": 90}
 _DECLARED: tuple[Column, ...] = (
     # ---- spec: the RunSpec, one column per field (axes a point does not use are null)
     _c("model", SPEC, "str", "model preset (or a checkpoint's shape name)"),
-    _c("method", SPEC, "str", "llava | dynamic-llava | random | fastv | h2o | streaming-llm"),
+    _c("method", SPEC, "str", "llava | dynamic-llava | random | fastv | h2o | streaming-llm | a plug-in's "
+       "name (dynbench methods)"),
     _c("mode", SPEC, "str", "prefill | no-cache | kv-cache"),
     _c("prompt_len", SPEC, "int", "text tokens in the prompt, image excluded", "tokens"),
     _c("gen_len", SPEC, "int", "tokens generated (decode modes)", "tokens", modes=DECODE),
