@@ -266,7 +266,7 @@ def expand(axes: dict[str, list], fixed: dict) -> list[RunSpec]:
     for values in itertools.product(*(axes[n] for n in names)):
         fields = dict(zip(names, values, strict=True), **fixed)
         method = registry.get(fields["method"]) if fields.get("method") is not None else None
-        if method is not None and fields.get("mode") not in method.modes:
+        if method is not None and fields.get("mode") in MODES and fields["mode"] not in method.modes:
             skipped.add((f"{fields['method']} runs {', '.join(method.modes)} only", fields["mode"]))
             continue
         points[RunSpec(**collapse(fields))] = None
