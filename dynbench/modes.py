@@ -61,6 +61,7 @@ from dynbench.models.rules import (
     streaming_prompt_kept,
 )  # fmt: skip
 from dynbench.names import KV_METHODS, MODES
+from dynbench.quality import token_nll
 
 
 @dataclass
@@ -87,6 +88,9 @@ class Step:
     layer_attn: list[str] | None = None  # attention implementation of each decoder layer
     token_ids: list[int] | None = None  # `tokens` on the host, filled in when the run ends
     round: int = 0  # conversations: the round the step belongs to
+    # teacher forcing (quality.py): cross-entropy of the answer token this step predicts, (B,) on the
+    # device until `to_host` (then batch row 0's, a float); None where the step predicts no answer token
+    nll: object = None
     # full-sequence forwards: index of each token reaching the top layer in the input sequence (B, n),
     # on the device — a reference the forward made anyway (`SequenceOut.kept_index`), read by `show`.
     # A plain attribute, not a field: no copy, and equality / asdict of steps stay about counts.
@@ -96,6 +100,8 @@ class Step:
         if self.tokens is not None and self.tokens.device.type != "meta":
             self.token_ids = self.tokens.tolist()
         self.tokens = None
+        if self.nll is not None and not isinstance(self.nll, float):
+            self.nll = float(self.nll[0])
         for name in ("kv_bytes_prompt", "kv_bytes_generated"):
             value = getattr(self, name)
             if hasattr(value, "resolve"):  # h2o's per-head split, read after the run
@@ -109,6 +115,10 @@ def to_host(steps: list[Step]) -> None:
     if live:
         for s, ids in zip(live, torch.stack([s.tokens for s in live]).tolist(), strict=True):
             s.token_ids = ids
+    scored = [s for s in steps if s.nll is not None and not isinstance(s.nll, float)]
+    if scored:
+        for s, nll in zip(scored, torch.stack([s.nll[0] for s in scored]).tolist(), strict=True):
+            s.nll = nll
     for s in steps:
         s.tokens = None
         s.to_host()
@@ -181,21 +191,33 @@ def _layer_attn(model: LlavaForBench, drop: DropConfig, phase: str) -> list[str]
     return layer_attn(model.method, drop, len(model.layers), model.attn, phase)
 
 
-def _prefill(model, inputs: ModelInputs, drop: DropConfig):
+def _label(answer_ids: torch.Tensor | None, i: int) -> torch.Tensor | None:
+    """The answer token a step predicts (position i of a round's answer), or None past its end:
+    the round's last step (the official `</s>`) predicts no answer token."""
+    return answer_ids[:, i] if answer_ids is not None and i < answer_ids.shape[1] else None
+
+
+def _predict(model, hidden: torch.Tensor, label: torch.Tensor | None):
+    """(greedy token, NLL of `label` or None) from the last position's hidden state (B, D)."""
+    logits = model.logits(hidden)
+    return logits.argmax(-1), None if label is None else token_nll(logits, label)
+
+
+def _prefill(model, inputs: ModelInputs, drop: DropConfig, label: torch.Tensor | None = None):
     """One forward over the prompt with a cache → (Step 0, the cache, the produced token)."""
     ids, px, layout = inputs.input_ids.to(model.device), inputs.pixel_values.to(model.device), inputs.layout
     cache = model.new_cache()
     feats = model.encode_image(px)
     with model.region("llm_prefill"):
         out = model.forward_sequence(model.embed_prompt(ids, feats, layout), layout, drop, cache)
-    token = model.logits(out.hidden[:, -1]).argmax(-1)  # (B,)
+    token, nll = _predict(model, out.hidden[:, -1], label)  # (B,)
     cache.mark_prompt()
     image_kept = out.image_kept if out.image_kept is not None else layout.image_tokens
     step = Step(
         0, token, out.layer_seq_lens, cache.lengths(), image_kept, 0, 0, *cache.kv_bytes(),
         layer_shapes=[(n, n) for n in out.layer_seq_lens], vision_ran=True,
         image_scored=out.image_scored, layer_image_tokens=_layer_image_tokens(model, out, layout),
-        layer_attn=_layer_attn(model, drop, "prefill"),
+        layer_attn=_layer_attn(model, drop, "prefill"), nll=nll,
     )  # fmt: skip
     step.kept_index = out.kept_index
     return step, cache, token
@@ -221,7 +243,7 @@ def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
         with model.region("llm_forward"):
             hidden = torch.cat([model.embed_prompt(ids, feats, layout), model.embed_tokens(fed)], dim=1)
             out = model.forward_sequence(hidden, layout, drop)
-        token = model.logits(out.hidden[:, -1]).argmax(-1)
+        token, nll = _predict(model, out.hidden[:, -1], _label(answers, i))
         n_fed = fed.shape[1]
         step = Step(
             i, token, out.layer_seq_lens, None,
@@ -230,6 +252,7 @@ def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
             layer_shapes=[(n, n) for n in out.layer_seq_lens], vision_ran=ran_vision,
             image_scored=out.image_scored, text_scored=out.text_scored,
             layer_image_tokens=_layer_image_tokens(model, out, layout), layer_attn=_layer_attn(model, drop, "forward"),
+            nll=nll,
         )  # fmt: skip
         step.kept_index = out.kept_index
         yield step
@@ -240,7 +263,7 @@ def run_kv_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
     if len(rounds) > 1 and model.method in KV_METHODS:
         raise DynbenchError(f"{model.method} evicts KV entries by attention over one prompt; conversations of "
                             "several rounds run with llava, dynamic-llava, random or fastv")
-    step, cache, token = _prefill(model, inputs, drop)
+    step, cache, token = _prefill(model, inputs, drop, _label(rounds[0].answer_ids, 0))
     yield step
     decider = TextDecider(drop.text_policy, drop.text_keep) if model.method == "dynamic-llava" else None
     image_kept = step.image_tokens_kept
@@ -252,25 +275,25 @@ def run_kv_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
             before = cache.lengths()
             with model.region("decode_step"):
                 hidden = model.forward_chunk(model.embed_tokens(turn), position, cache)
-                token = model.logits(hidden[:, -1]).argmax(-1)
+                token, nll = _predict(model, hidden[:, -1], _label(rnd.answer_ids, 0))
             cache.add_prompt(turn.shape[1])
             position, j = position + turn.shape[1], j + 1
             yield Step(
                 j, token, None, cache.lengths(), image_kept, fed_total, _text_kept(model.method, decider, fed_total),
                 *cache.kv_bytes(), layer_shapes=[(turn.shape[1], n + turn.shape[1]) for n in before],
-                layer_attn=attn, round=r,
+                layer_attn=attn, round=r, nll=nll,
             )  # fmt: skip
         for i in range(rnd.gen_len - 1):
             fed = _feed(rnd.answer_ids, token, i)  # (B,)
             before = cache.lengths()
             with model.region("decode_step"):
                 hidden, _ = model.forward_token(model.embed_tokens(fed[:, None]), position, cache, decider)
-                token = model.logits(hidden[:, -1]).argmax(-1)
+                token, nll = _predict(model, hidden[:, -1], _label(rnd.answer_ids, i + 1))
             position, j, fed_total = position + 1, j + 1, fed_total + 1
             yield Step(
                 j, token, None, cache.lengths(), image_kept, fed_total, _text_kept(model.method, decider, fed_total),
                 *cache.kv_bytes(), layer_shapes=[(1, n + 1) for n in before],  # the token attends to itself too
-                text_scored=1 if decider is not None else 0, layer_attn=attn, round=r,
+                text_scored=1 if decider is not None else 0, layer_attn=attn, round=r, nll=nll,
             )  # fmt: skip
 
 

@@ -60,7 +60,9 @@ DATASET = "datasets"
 # percentiles over samples (linear interpolation, numpy's default) in `<column>_p10` / `_p50` / `_p90`
 SPREAD_METRICS = ("vision_keep_realized", "text_keep_realized", "text_tokens_kept", "text_tokens_fed", "tmacs",
                   "kv_bytes", "kv_bytes_generated", "ttft_ms", "tpot_ms_median", "step_ms_median", "total_ms")
+SPREAD_METRICS += ("ppl", "meteor")  # quality (dynbench/quality.py)
 QUANTILES = {"p10": 10, "p50": 50, "p90": 90}
+QUALITY = "quality"
 
 _DECLARED: tuple[Column, ...] = (
     # ---- spec: the RunSpec, one column per field (axes a point does not use are null)
@@ -240,6 +242,24 @@ _DECLARED: tuple[Column, ...] = (
     _c("text_keep_pooled", DATASET, "float", "aggregate row: Σ text_tokens_kept / Σ text_tokens_fed over samples "
        "(token-weighted, the official scripts' mean cache length / mean output length)", rows=SUMMARY,
        modes=DECODE),
+    # ---- quality (dynbench/quality.py): PPL of teacher-forced answers, METEOR of free-run answers
+    _c("nll", QUALITY, "float", "teacher forcing: cross-entropy of the answer token this step predicted (batch "
+       "row 0; the first answer token is predicted by the prefill); null on a step past the answer", "nats",
+       STEP, DECODE),
+    _c("answer_tokens", QUALITY, "int", "teacher forcing: answer tokens scored (sample, round or point; the "
+       "aggregate: mean over samples)", "tokens", SUMMARY, DECODE),
+    _c("nll_mean", QUALITY, "float", "mean cross-entropy over the answer tokens", "nats", SUMMARY, DECODE),
+    _c("ppl", QUALITY, "float", "exp(nll_mean); the aggregate: the mean of per-sample PPL (the paper's "
+       "convention)", rows=SUMMARY, modes=DECODE),
+    _c("ppl_pooled", QUALITY, "float", "aggregate row: exp(Σ NLL / Σ answer tokens) over samples (token-"
+       "weighted)", rows=SUMMARY, modes=DECODE),
+    _c("answer_argmax", QUALITY, "list[int]", "teacher forcing: the argmax id at each answer position (batch "
+       "row 0); `report` compares it with llava's (top1_agree)", rows=SUMMARY, modes=DECODE),
+    _c("meteor", QUALITY, "float", "free run with a reference answer: nltk single_meteor_score of the output cut "
+       "at EOS (reference lower-cased, as the official script); conversations: mean over rounds; the aggregate: "
+       "mean over samples", rows=SUMMARY, modes=DECODE),
+    _c("output_tokens", QUALITY, "int", "free run: tokens produced before the first EOS (Σ over rounds)",
+       "tokens", SUMMARY, DECODE),
 )
 _BASE = {c.name: c for c in _DECLARED}
 COLUMNS: tuple[Column, ...] = _DECLARED + tuple(

@@ -27,6 +27,7 @@ from dynbench.models.rules import (
 )  # fmt: skip
 from dynbench.modes import ModeResult
 from dynbench.names import DTYPE_BYTES, KV_METHODS
+from dynbench.quality import step_answer_columns
 
 PARTS = ("vision", "llm", "predictors", "lm_head")  # tmacs_<part>
 LATENCY_COLUMNS = ("timer", "ttft_ms", "vision_ms", "llm_prefill_ms", "tpot_ms_median", "tpot_ms_p90", "tpot_ms_p99",
@@ -138,7 +139,7 @@ def _run_rows(spec, model: ModelFacts, result: ModeResult, cost) -> tuple[dict, 
             "image_tokens_kept": step.image_tokens_kept, "text_tokens_fed": step.text_tokens_fed,
             "text_tokens_kept": step.text_tokens_kept, "kv_bytes_prompt": step.kv_bytes_prompt,
             "kv_bytes_generated": step.kv_bytes_generated, "kv_bytes": _kv_total(step, kv),
-            "attn_ledger": attn_ledger(spec.mode, [step]),
+            "attn_ledger": attn_ledger(spec.mode, [step]), "nll": step.nll,
         }  # fmt: skip
         if cost is not None:
             macs = cost.step(step, spec.batch)
@@ -169,6 +170,7 @@ def _run_rows(spec, model: ModelFacts, result: ModeResult, cost) -> tuple[dict, 
         meta = spec.device == "meta"
         summary["flops_source"] = "fvcore (meta; vision on a CPU stand-in)" if meta else "fvcore"
     summary.update(_analytic(spec, p, result))
+    summary.update(step_answer_columns(result.steps))
     return summary, step_rows
 
 

@@ -12,6 +12,7 @@ round (`round_rows`). The point's *aggregate row* (`aggregate`, `sample` null) i
   * a column that is not a number is kept when every sample agrees, else null;
   * `<m>_p10` / `_p50` / `_p90` over samples for each `records.SPREAD_METRICS` metric (linear
     interpolation between ranks, numpy's default);
+  * `ppl` is the mean of per-sample PPL (the paper's), `ppl_pooled` = exp(Σ NLL / Σ answer tokens);
   * `text_keep_pooled` = Σ kept / Σ fed (token-weighted: the ratio of the official scripts' mean
     output cache length to mean output length), beside the mean of per-sample ratios;
   * `samples` (ok samples aggregated), `samples_skipped` (bad records skipped), and a status:
@@ -25,13 +26,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dynbench.measure.latency import percentile
+from dynbench.quality import pooled_ppl, step_answer_columns
 from dynbench.records import BY_NAME, ENV, IDENT, QUANTILES, SPEC, SPREAD_METRICS
 
 PEAKS = ("peak_alloc_bytes", "peak_reserved_bytes", "nvml_process_bytes", "peak_rss_bytes", "peak_tensor_bytes",
          "peak_mem_bytes")  # fmt: skip
 CONCATENATED = ("latency_ms_samples", "ttft_ms_samples", "total_ms_samples")
-PER_SAMPLE = ("generated_ids", "layer_seq_lens", "layer_cache_lens", "seq_len", "rounds", "round_prompt_tokens")
-DATASET_COLUMNS = ("samples", "samples_skipped", "text_keep_pooled",
+PER_SAMPLE = ("generated_ids", "layer_seq_lens", "layer_cache_lens", "seq_len", "rounds", "round_prompt_tokens",
+              "answer_argmax")
+DATASET_COLUMNS = ("samples", "samples_skipped", "text_keep_pooled", "ppl_pooled",
                    *(f"{m}_{q}" for m in SPREAD_METRICS for q in QUANTILES))  # fmt: skip
 
 
@@ -77,6 +80,7 @@ def aggregate(sample_rows: Sequence[Mapping[str, Any]], skipped: int = 0) -> dic
              if r.get("text_tokens_kept") is not None and r.get("text_tokens_fed")]  # fmt: skip
     fed = sum(f for _, f in pairs)
     out["text_keep_pooled"] = sum(k for k, _ in pairs) / fed if fed else None
+    out["ppl_pooled"] = pooled_ppl(ok)
     out.update(samples=len(ok), samples_skipped=skipped, status=_status(sample_rows, ok))
     return out
 
@@ -142,6 +146,7 @@ def round_rows(steps: Sequence[Any], step_ms: Sequence[Sequence[float]] | None,
             "generated_ids": [s.token_ids[0] for s in steps[lo:hi]] if all(s.token_ids for s in steps[lo:hi])
             else None,
             "tmacs": math.fsum(macs) if macs and all(m is not None for m in macs) else None,
+            **step_answer_columns(steps[lo:hi]),
             "ttft_ms": median(run[lo] for run in step_ms) if step_ms else None,
             "total_ms": median(math.fsum(run[lo:hi]) for run in step_ms) if step_ms else None,
         }  # fmt: skip
