@@ -99,6 +99,16 @@ def meteor_columns(generated: Sequence[int], reference: str | None, tokenizer) -
     return {"meteor": meteor(reference, answer), "output_tokens": len(ids)}
 
 
+def combine_meteor(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A conversation's sample row from its rounds' `meteor_columns`: the mean METEOR over the
+    rounds scored, the output tokens summed."""
+    scored = [r for r in rounds if r.get("meteor") is not None]
+    if not scored:
+        return {"meteor": None, "output_tokens": None}
+    return {"meteor": math.fsum(r["meteor"] for r in scored) / len(scored),
+            "output_tokens": sum(r["output_tokens"] for r in scored)}  # fmt: skip
+
+
 def _nltk():
     """(single_meteor_score, word_tokenize) with WordNet checked, or one line naming the fixes."""
     try:

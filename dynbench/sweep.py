@@ -287,16 +287,36 @@ class Sweep:
         for step_row, step in zip(rows.steps, steps, strict=True):
             self._write({**mine, **step_row, "round": step.round, "status": "ok"})
         summary = dict(rows.summary, rounds=len(inputs.rounds) if conversation else 1)
+        rounds = []
         if conversation:
             first = measured.runs[0].steps
             summary.update(decode_latency(measured.step_ms, [s.round for s in first]))
             prompts = [inputs.layout.seq_len, *(r.prompt_ids.shape[1] for r in inputs.rounds[1:])]
             tmacs = [r.get("tmacs") for r in rows.steps[: len(first)]]
-            for round_row in round_rows(first, measured.step_ms, tmacs, loaded.facts.preset.image_tokens, prompts):
-                self._write({**mine, **round_row, "step": None, "status": "ok"})
+            rounds = round_rows(first, measured.step_ms, tmacs, loaded.facts.preset.image_tokens, prompts)
+        if spec.mode != "prefill":
+            self._score_free_run(sample, inputs, summary, rounds)
+        for round_row in rounds:
+            self._write({**mine, **round_row, "step": None, "status": "ok"})
         row = {**mine, **summary, "step": None, "status": "ok"}
         self._write(row)
         return row
+
+    def _score_free_run(self, sample, inputs, summary: dict, rounds: list[dict]) -> None:
+        """METEOR of each free-run round's output against the dataset's answer (after the timed
+        runs); the sample row: the mean over rounds (`quality.combine_meteor`)."""
+        from dynbench.quality import combine_meteor, meteor_columns
+
+        ran = rounds or [summary]
+        refs = [t.answer if r.answer_ids is None else None for t, r in zip(sample.turns, inputs.rounds, strict=False)]
+        if all(ref is None for ref in refs[: len(ran)]):
+            return  # teacher-forced, npz samples, or no answers: nothing to score
+        tokenizer = self.source.tokenizer()
+        cols = [meteor_columns(row.get("generated_ids") or [], ref, tokenizer)
+                for row, ref in zip(ran, refs, strict=False)]  # fmt: skip
+        for row, col in zip(rounds, cols, strict=False):
+            row.update(col)
+        summary.update(combine_meteor(cols))
 
     def _roof(self, spec, loaded: LoadedModel):
         """The point's roofline (`measure.roofline.Roof`): --gpu / --gpu-spec, else on CUDA the

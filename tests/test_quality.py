@@ -104,3 +104,46 @@ def test_cut_at_eos():
     assert cut_at_eos([5, 6, 2, 7, 2], 2) == [5, 6]
     assert cut_at_eos([5, 6], 2) == [5, 6]
     assert cut_at_eos([5, 6], None) == [5, 6]
+
+
+# ---- METEOR --------------------------------------------------------------------------------------
+needs_wordnet = pytest.mark.skipif(not wordnet_available(),
+                                   reason="WordNet for nltk is absent (scripts/ci-wordnet.sh installs it)")
+
+
+def meteor_by_definition(matches, hyp_len, ref_len, chunks, alpha=0.9, beta=3.0, gamma=0.5):
+    """METEOR (Banerjee & Lavie; nltk's defaults) from its counts, written from the definition."""
+    p, r = matches / hyp_len, matches / ref_len
+    fmean = p * r / (alpha * p + (1 - alpha) * r)
+    return fmean * (1 - gamma * (chunks / matches) ** beta)
+
+
+@needs_wordnet
+def test_meteor_of_identical_sentences():
+    from dynbench.quality import meteor
+
+    sentence = "a red circle in the middle"
+    assert meteor(sentence, sentence) == pytest.approx(1 - 0.5 * (1 / 6) ** 3, rel=1e-9)
+
+
+@needs_wordnet
+@pytest.mark.parametrize(("reference", "answer", "counts"), [
+    ("A red circle in the middle", "in the middle a red circle", (6, 6, 6, 2)),  # two chunks, reordered
+    ("A red circle in the middle", "a blue circle", (2, 3, 6, 2)),  # "a", "circle": P 2/3, R 1/3
+])  # fmt: skip
+def test_meteor_against_its_definition(reference, answer, counts):
+    from dynbench.quality import meteor
+
+    assert meteor(reference, answer) == pytest.approx(meteor_by_definition(*counts), rel=1e-9)
+
+
+def test_missing_wordnet_is_one_line_naming_both_fixes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HOME": str(tmp_path), "NLTK_DATA": str(tmp_path / "none")}
+    code = "from dynbench.quality import meteor\nmeteor('a cat', 'a cat')"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    last = done.stderr.strip().splitlines()[-1]
+    assert "QualityError" in last and "nltk.downloader wordnet" in last and "wordnet-sense-index" in last

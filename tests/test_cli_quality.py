@@ -1,0 +1,99 @@
+"""Quality end to end on the tests' tiny checkpoint and dataset: PPL of the dataset's answers in
+both decode modes, METEOR of free-run answers, both against references computed here (sample
+rows vs their step rows, nltk on the decoded output), the aggregate vs its samples by hand."""
+
+import json
+import math
+import statistics
+
+import pytest
+from assets import checkpoints, datasets
+
+from dynbench.cli import main
+from dynbench.inputs import load_tokenizer
+from dynbench.quality import wordnet_available
+from dynbench.records import row_kind, validate
+from dynbench.results import iter_records
+
+FAST = ["--warmup", "0", "--repeats", "1"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quality")
+    return {**checkpoints(root), **datasets(root), "root": root}
+
+
+def _run(argv, capsys):
+    assert main(argv) == 0, capsys.readouterr().err
+    return capsys.readouterr()
+
+
+def _dataset_run(files, out, capsys, *extra):
+    _run(["run", "--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--dataset",
+          str(files["jsonl"]), "--mode", "kv-cache,no-cache", "--method", "llava,dynamic-llava", "--gen-len", "16",
+          "--out", str(out), *FAST, *extra], capsys)  # fmt: skip
+    return list(iter_records(out))
+
+
+@pytest.fixture(scope="module")
+def forced(files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("forced") / "res"
+    assert main(["run", "--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--dataset",
+                 str(files["jsonl"]), "--mode", "kv-cache,no-cache", "--method", "llava,dynamic-llava",
+                 "--gen-len", "16", "--out", str(out), *FAST]) == 0  # fmt: skip
+    return out, list(iter_records(out))
+
+
+@pytest.mark.slow
+def test_teacher_forced_ppl_per_sample_from_its_steps_and_aggregated(forced):
+    _, rows = forced
+    points = [r for r in rows if row_kind(r) == "point"]
+    assert len(points) == 4
+    for point in points:
+        assert validate(point) == []
+        mine = [r for r in rows if r["point_id"] == point["point_id"]]
+        samples = [r for r in mine if row_kind(r) == "sample"]
+        for s in samples:
+            steps = [r for r in mine if row_kind(r) == "step" and r["sample"] == s["sample"]]
+            nll = [r["nll"] for r in steps if r["nll"] is not None]
+            # every fed answer token is predicted once: by the prefill, then by the step that fed the one before
+            assert s["answer_tokens"] == len(nll) == s["text_tokens_fed"] == len(steps) - 1
+            assert steps[-1]["nll"] is None  # the last step predicts the official </s>: not scored
+            assert s["nll_mean"] == pytest.approx(statistics.fmean(nll))
+            assert s["ppl"] == pytest.approx(math.exp(statistics.fmean(nll)))
+            assert s["answer_argmax"] == [r["token_ids"][0] for r in steps[:-1]]
+        assert point["ppl"] == pytest.approx(statistics.fmean(s["ppl"] for s in samples))  # the paper's mean
+        pooled = math.exp(sum(s["nll_mean"] * s["answer_tokens"] for s in samples)
+                          / sum(s["answer_tokens"] for s in samples))  # fmt: skip
+        assert point["ppl_pooled"] == pytest.approx(pooled)
+        assert point["ppl_p50"] == pytest.approx(statistics.median(s["ppl"] for s in samples))
+        assert point["meteor"] is None  # teacher-forced outputs are not the model's own answers
+    by = {(p["method"], p["mode"]): p for p in points}
+    # the dense model's PPL does not depend on the decode mode (same tokens, same logits up to rounding)
+    assert by["llava", "kv-cache"]["ppl"] == pytest.approx(by["llava", "no-cache"]["ppl"], rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not wordnet_available(), reason="WordNet for nltk is absent (scripts/ci-wordnet.sh installs it)")
+def test_free_run_meteor_of_the_decoded_output(files, tmp_path, capsys):
+    from nltk import word_tokenize
+    from nltk.translate.meteor_score import single_meteor_score
+
+    rows = _dataset_run(files, tmp_path / "free", capsys, "--free-run")
+    tok = load_tokenizer(files["official"])
+    references = {r["id"]: r["answer"] for r in map(json.loads, files["jsonl"].read_text().splitlines())}
+    points = [r for r in rows if row_kind(r) == "point"]
+    assert len(points) == 4
+    for point in points:
+        samples = [r for r in rows if r["point_id"] == point["point_id"] and row_kind(r) == "sample"]
+        for s in samples:
+            ids = s["generated_ids"]
+            ids = ids[: ids.index(2)] if 2 in ids else ids  # the official generation stops at </s> (id 2)
+            answer = tok.decode(ids, skip_special_tokens=True).strip()
+            ref = references[s["sample_id"]]
+            want = single_meteor_score(word_tokenize(ref.lower(), preserve_line=True),
+                                       word_tokenize(answer, preserve_line=True))  # fmt: skip
+            assert s["meteor"] == pytest.approx(want) and s["output_tokens"] == len(ids)
+            assert s["ppl"] is None  # nothing teacher-forced
+        assert point["meteor"] == pytest.approx(statistics.fmean(s["meteor"] for s in samples))
