@@ -31,7 +31,7 @@ def _run(argv, capsys):
 
 def _dataset_run(files, out, capsys, *extra):
     _run(["run", "--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--dataset",
-          str(files["jsonl"]), "--mode", "kv-cache,no-cache", "--method", "llava,dynamic-llava", "--gen-len", "16",
+          str(files["jsonl"]), "--mode", "kv-cache,no-cache", "--method", "llava,dynamic-llava", "--gen-len", "16", "--limit", "2", "--no-flops",
           "--out", str(out), *FAST, *extra], capsys)  # fmt: skip
     return list(iter_records(out))
 
@@ -41,7 +41,7 @@ def forced(files, tmp_path_factory):
     out = tmp_path_factory.mktemp("forced") / "res"
     assert main(["run", "--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--dataset",
                  str(files["jsonl"]), "--mode", "kv-cache,no-cache", "--method", "llava,dynamic-llava",
-                 "--gen-len", "16", "--out", str(out), *FAST]) == 0  # fmt: skip
+                 "--gen-len", "16", "--limit", "2", "--no-flops", "--out", str(out), *FAST]) == 0  # fmt: skip
     return out, list(iter_records(out))
 
 
@@ -97,3 +97,22 @@ def test_free_run_meteor_of_the_decoded_output(files, tmp_path, capsys):
             assert s["meteor"] == pytest.approx(want) and s["output_tokens"] == len(ids)
             assert s["ppl"] is None  # nothing teacher-forced
         assert point["meteor"] == pytest.approx(statistics.fmean(s["meteor"] for s in samples))
+
+
+@pytest.mark.slow
+def test_check_fails_when_the_baseline_ppl_is_five_percent_better(forced, tmp_path, capsys):
+    out, _ = forced
+    base = tmp_path / "base.jsonl"
+    _run(["baseline", str(out), "--out", str(base)], capsys)
+    _run(["check", str(out), "--baseline", str(base)], capsys)  # the run against itself passes
+    lines = base.read_text().splitlines()
+    edited = [lines[0]]
+    for line in lines[1:]:
+        row = json.loads(line)
+        if row.get("method") == "dynamic-llava" and row.get("ppl") is not None:
+            row["ppl"] /= 1.05  # the baseline answered better
+        edited.append(json.dumps(row))
+    base.write_text("\n".join(edited) + "\n")
+    assert main(["check", str(out), "--baseline", str(base)]) == 1
+    assert "ppl" in capsys.readouterr().err
+    assert main(["check", str(out), "--baseline", str(base), "--quality-tol", "0.06"]) == 0

@@ -147,3 +147,28 @@ def test_missing_wordnet_is_one_line_naming_both_fixes(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
     last = done.stderr.strip().splitlines()[-1]
     assert "QualityError" in last and "nltk.downloader wordnet" in last and "wordnet-sense-index" in last
+
+
+# ---- the gate ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("metric", "base", "cur", "verdict"), [
+    ("ppl", 4.59, 4.59 * 1.05, "regression"),  # 5 % worse perplexity
+    ("ppl", 4.59, 4.59 / 1.05, "improvement"),
+    ("ppl", 4.59, 4.59 * (1 + 1e-8), "pass"),  # rounding
+    ("ppl_pooled", 4.0, 4.1, "regression"),
+    ("meteor", 0.3103, 0.300, "regression"),  # METEOR: lower is worse
+    ("meteor", 0.300, 0.3103, "improvement"),
+    ("meteor", 0.0, 0.0, "pass"),
+])  # fmt: skip
+def test_quality_checks_direction_and_tolerance(metric, base, cur, verdict):
+    from dynbench.regress.checks import default_checks
+
+    (chk,) = [c for c in default_checks() if c.metric == metric]
+    assert chk.evaluate({metric: cur}, {metric: base}).verdict == verdict
+
+
+def test_quality_tol_widens_the_gate():
+    from dynbench.regress.checks import default_checks
+
+    (chk,) = [c for c in default_checks(quality_tol=0.06) if c.metric == "ppl"]
+    assert chk.evaluate({"ppl": 4.59 * 1.05}, {"ppl": 4.59}).verdict == "pass"
+    assert chk.evaluate({"ppl": 4.59 * 1.07}, {"ppl": 4.59}).verdict == "regression"

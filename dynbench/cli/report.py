@@ -32,14 +32,15 @@ PLOT_EXAMPLES = """[bold]Examples[/]
 def report(
     results: ResultsArg,
     format: Annotated[str, typer.Option(help="table | md | csv")] = "table",
-    paper: Annotated[bool, typer.Option("--paper", help="the paper's Table-4 view", metavar=" ")] = False,
+    paper: Annotated[bool, typer.Option("--paper", help="the paper's views: Table 3 (quality beside cost) for dataset points, Table 4 for the others", metavar=" ")] = False,
     wide: Annotated[bool, typer.Option("--wide", help="every column with data (default: the compact set "
                                        "that matters per mode)", metavar=" ")] = False,
     columns: Annotated[str | None, typer.Option(help="these columns, comma-separated: method, prompt, gen, keep, "
                                                 "image, text, layers, cache, macs, flops, equiv, peak, kv_prompt, "
                                                 "kv_gen, kv, ttft, tpot, tpot_p90, step, step_p90, total, "
                                                 "ttft_roof, tpot_roof, step_roof, total_roof, scoring, energy, "
-                                                "energy_tok, samples, text_spread, tpot_spread, tokens, status",
+                                                "energy_tok, samples, text_spread, tpot_spread, tokens, ppl, meteor, "
+                                                "top1, status",
                                                 metavar="KEY[,…]")] = None,
 ) -> None:
     """Tables of every method against llava at the same point, with Δ% (terminal, Markdown or CSV)."""

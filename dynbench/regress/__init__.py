@@ -38,6 +38,10 @@ seed, weights and inputs; several methods and keeps share one comparison key):
   configuration: regression when current / baseline > 1 + mem_tol (default 0.01), improvement
   below 1 − mem_tol. Null on both sides (CPU) = not measured, skipped. Not comparable across GPU,
   driver, CUDA or torch versions (workspaces and the caching allocator change).
+* **quality** (`ppl`, `ppl_pooled`, `meteor`; `dynbench/quality.py`): deterministic on CPU in one
+  environment, so equal within `quality_tol` (default 1e-6 relative; `--quality-tol` for GPU
+  runs); a higher PPL or a lower METEOR beyond it is a regression, the reverse an improvement.
+  A change that makes a method cheaper by dropping what it needs fails here.
 * **status**: ok → oom → error is a regression, the reverse an improvement; the metrics of a
   point that is not `ok` on both sides are not compared.
 

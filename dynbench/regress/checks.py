@@ -2,7 +2,7 @@
 
 Rules (the package docstring spells them out): exact metrics within a relative tolerance of
 1e-9, latency by the ratio of medians with a bootstrap CI and a tolerance, allocator peaks within
-a memory tolerance, status ok → oom → error. Outcomes are data (`Outcome`); `report/check.py`
+a memory tolerance, quality (PPL, METEOR) within a quality tolerance, status ok → oom → error. Outcomes are data (`Outcome`); `report/check.py`
 renders them.
 """
 
@@ -28,6 +28,8 @@ EXACT_METRICS = (
     "tflops_paper", "tmacs_fastv",
 )  # fmt: skip
 MEMORY_METRICS = ("peak_alloc_bytes", "peak_reserved_bytes")
+# generation ability (dynbench/quality.py): metric → higher is better
+QUALITY_METRICS = {"ppl": False, "ppl_pooled": False, "meteor": True}
 LATENCY_METRIC = "latency_ms_samples"
 
 PASS, REGRESSION, IMPROVEMENT = "pass", "regression", "improvement"
@@ -240,6 +242,30 @@ class PeakMemoryCheck(Check):
 
 
 @dataclass(frozen=True)
+class QualityCheck(Check):
+    """Generation ability (PPL: lower is better; METEOR: higher) within a relative tolerance:
+    deterministic in one environment on CPU, so the default is tight; `--quality-tol` for GPU
+    runs. A change that makes a method cheaper by dropping what it needs fails here."""
+
+    metric: str
+    rel_tol: float = 1e-6
+    higher_is_better: bool = False
+    kind: str = "tolerance"
+
+    def evaluate(self, current, baseline):
+        b, c = baseline.get(self.metric), current.get(self.metric)
+        if b is None or c is None:
+            return _missing(b, c)
+        ratio = c / b if b else None
+        if math.isclose(c, b, rel_tol=self.rel_tol, abs_tol=1e-12):
+            return Outcome(PASS, b, c, ratio)
+        worse = c < b if self.higher_is_better else c > b
+        change = f" ({(c - b) / b:+.3%})" if b else ""
+        note = f"{'worse' if worse else 'better'}: {b:.6g} → {c:.6g}{change}, tolerance {self.rel_tol:g}"
+        return Outcome(REGRESSION if worse else IMPROVEMENT, b, c, ratio, note=note)
+
+
+@dataclass(frozen=True)
 class StatusCheck(Check):
     """ok → oom → error is a regression; None while both sides are ok."""
 
@@ -255,12 +281,13 @@ class StatusCheck(Check):
         return Outcome(verdict, b, c, note="metrics not compared")
 
 
-def default_checks(*, latency_tol: float = 0.05, mem_tol: float = 0.01,
-                   gate_cpu_latency: bool = False, seed: int = 0) -> tuple[Check, ...]:
+def default_checks(*, latency_tol: float = 0.05, mem_tol: float = 0.01, gate_cpu_latency: bool = False,
+                   seed: int = 0, quality_tol: float = 1e-6) -> tuple[Check, ...]:
     """The checks `dynbench check` runs, in report order (status first)."""
     exact = tuple(
         ExactCheck(m, version_fields=VERSION_FIELDS, source_field="flops_source") if m == "tmacs"
         else ExactCheck(m) for m in EXACT_METRICS
     )  # fmt: skip
-    return (StatusCheck(), *exact, *(PeakMemoryCheck(m, rel_tol=mem_tol) for m in MEMORY_METRICS),
+    quality = (QualityCheck(m, rel_tol=quality_tol, higher_is_better=up) for m, up in QUALITY_METRICS.items())
+    return (StatusCheck(), *exact, *quality, *(PeakMemoryCheck(m, rel_tol=mem_tol) for m in MEMORY_METRICS),
             LatencyCheck(tol=latency_tol, gate_cpu=gate_cpu_latency, seed=seed))

@@ -119,7 +119,7 @@ def _no_overlap_message(cur: list[dict], base: list[dict], baseline_name: str) -
 
 def check(current_rows: Iterable[Mapping[str, Any]] | Any, baseline: Baseline, *,
           latency_tol: float = 0.05, mem_tol: float = 0.01, gate_cpu_latency: bool = False,
-          fail_on_improvement: bool = False, seed: int = 0, allow_missing: bool = False,
+          quality_tol: float = 1e-6, fail_on_improvement: bool = False, seed: int = 0, allow_missing: bool = False,
           current_environments: Mapping[str, Mapping[str, Any]] | None = None,
           checks: Sequence[Check] | None = None) -> CheckReport:
     """Compare the summary rows of a run with a baseline, point by point (module docstring).
@@ -132,6 +132,8 @@ def check(current_rows: Iterable[Mapping[str, Any]] | Any, baseline: Baseline, *
         raise DynbenchError(f"--latency-tol {latency_tol}: use a fraction in [0, 1), e.g. 0.05")
     if not 0 <= mem_tol < 1:
         raise DynbenchError(f"memory tolerance {mem_tol}: use a fraction in [0, 1), e.g. 0.01")
+    if not 0 <= quality_tol < 1:
+        raise DynbenchError(f"--quality-tol {quality_tol}: use a fraction in [0, 1), e.g. 0.01 for GPU runs")
     name = Path(baseline.path).name if baseline.path else "baseline"
     envs = {**baseline.environments, **{str(k): dict(v) for k, v in (current_environments or {}).items()}}
     cur = {k: _with_env(r, envs) for k, r in latest_summaries(_rows(current_rows)).items()}
@@ -150,7 +152,8 @@ def check(current_rows: Iterable[Mapping[str, Any]] | Any, baseline: Baseline, *
         raise DynbenchError(_no_overlap_message(list(cur.values()), list(base.values()), name))
 
     checks = tuple(checks) if checks is not None else default_checks(
-        latency_tol=latency_tol, mem_tol=mem_tol, gate_cpu_latency=gate_cpu_latency, seed=seed)
+        latency_tol=latency_tol, mem_tol=mem_tol, gate_cpu_latency=gate_cpu_latency, seed=seed,
+        quality_tol=quality_tol)
     results: list[CheckResult] = []
     for key in [*base, *(k for k in cur if k not in base)]:
         b, c = base.get(key), cur.get(key)
@@ -173,7 +176,8 @@ def check(current_rows: Iterable[Mapping[str, Any]] | Any, baseline: Baseline, *
         raise DynbenchError(
             f"nothing could be compared with {name} (every shared point is not comparable or "
             "not measured: another environment?): refresh it with `dynbench baseline`")
-    settings = {"latency_tol": latency_tol, "mem_tol": mem_tol, "gate_cpu_latency": gate_cpu_latency,
+    settings = {"latency_tol": latency_tol, "mem_tol": mem_tol, "quality_tol": quality_tol,
+                "gate_cpu_latency": gate_cpu_latency,
                 "seed": seed, "allow_missing": allow_missing}
     return CheckReport(tuple(results), fail_on_improvement, name, settings, allow_missing)
 

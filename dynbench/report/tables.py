@@ -24,7 +24,7 @@ from dynbench.report.compare import (
     records,
     summary_rows,
 )  # fmt: skip
-from dynbench.report.format import DASH, fmt_bytes, fmt_ms, fmt_pct, fmt_t, md_table, run_length
+from dynbench.report.format import DASH, fmt_bytes, fmt_ms, fmt_pct, fmt_score, fmt_t, md_table, run_length
 
 NOISE = "~"  # a latency Δ% that cannot be told from noise
 ENV_MISMATCH = "†"  # a Δ% against a llava row from another environment
@@ -207,6 +207,11 @@ COLUMNS = (
            ("tpot_ms_median_p50",)),
     Column("tokens", "tokens = llava", lambda r: DASH if r.get("token_agreement") is None
            else f"{r['token_agreement'] * 100:.1f}%", ("token_agreement",)),
+    # quality (dynbench/quality.py)
+    Column("ppl", "PPL", _delta_cell("ppl", fmt_score), ("ppl",)),
+    Column("meteor", "METEOR", _delta_cell("meteor", fmt_score), ("meteor",)),
+    Column("top1", "top-1 = llava", lambda r: DASH if r.get("top1_agree") is None
+           else f"{r['top1_agree'] * 100:.1f}%", ("top1_agree",)),
     Column("status", "status", lambda r: _status(r), (), False),
 )  # fmt: skip
 BY_KEY = {c.key: c for c in COLUMNS}
@@ -214,9 +219,9 @@ BY_KEY = {c.key: c for c in COLUMNS}
 COMPACT = {  # the roofline bound only where `--gpu` gave one (a column without data is left out)
     "prefill": ("method", "keep", "samples", "image", "layers", "macs", "flops", "peak", "ttft", "ttft_roof"),
     "no-cache": ("method", "gen", "keep", "samples", "text", "text_spread", "layers", "macs", "flops", "step", "total",
-                 "step_roof"),
+                 "step_roof", "ppl", "meteor", "top1"),
     "kv-cache": ("method", "gen", "keep", "samples", "text", "text_spread", "macs", "kv_gen", "peak", "tpot",
-                 "tpot_roof"),
+                 "tpot_roof", "ppl", "meteor", "top1"),
 }  # a dataset point's columns (samples, spread) only where its aggregate rows give them
 WIDE_EXCLUDED = {"tpot", "step"}  # --wide shows the median / p90 versions instead
 # shown in the title when constant inside one mode table, as a column when they vary
@@ -389,14 +394,32 @@ def build_report(df: pd.DataFrame, fmt: str = "table", paper: bool = False, colu
     if not summary_rows(df):
         raise DynbenchError("the results hold no summary rows (step null): the run was interrupted "
                             "before any point finished; run it again with --resume")
-    from dynbench.report.paper import paper_table, paper_to_markdown, render_paper_table
-
-    data = paper_table(df) if paper else compare(df)
+    if paper:
+        return _paper_views(df, fmt)
+    data = compare(df)
     if fmt == "csv":
         return to_csv(data)
     if fmt == "md":
-        return paper_to_markdown(data) if paper else to_markdown(data, keys, wide)
-    return render_paper_table(data) if paper else render_table(data, keys, wide)
+        return to_markdown(data, keys, wide)
+    return render_table(data, keys, wide)
+
+
+def _paper_views(df: pd.DataFrame, fmt: str) -> list | str:
+    """`--paper`: Table 3 (quality beside cost) of the dataset points, Table 4 of the others."""
+    from dynbench.report.paper import paper_table, paper_to_markdown, render_paper_table
+    from dynbench.report.quality_table import quality_table, quality_to_markdown, render_quality_table
+
+    is_dataset = df["dataset"].notna() if "dataset" in df.columns else pd.Series(False, index=df.index)
+    views = []
+    if (~is_dataset).any() and summary_rows(df[~is_dataset]):
+        views.append((paper_table(df[~is_dataset]), paper_to_markdown, render_paper_table))
+    if is_dataset.any():
+        views.append((quality_table(df[is_dataset]), quality_to_markdown, render_quality_table))
+    if fmt == "csv":
+        return "\n".join(to_csv(data) for data, _, _ in views)
+    if fmt == "md":
+        return "\n".join(md(data) for data, md, _ in views)
+    return [table for data, _, rich in views for table in rich(data)]
 
 
 def run_tables(rows: list[dict], folder_rows: Sequence[Mapping[str, Any]] | None = None) -> list:
