@@ -74,13 +74,23 @@ def test_teacher_forced_ppl_per_sample_from_its_steps_and_aggregated(forced):
     assert by["llava", "kv-cache"]["ppl"] == pytest.approx(by["llava", "no-cache"]["ppl"], rel=1e-5)
 
 
+@pytest.fixture(scope="module")
+def free(files, tmp_path_factory):
+    if not wordnet_available():
+        pytest.skip("WordNet for nltk is absent (scripts/ci-wordnet.sh installs it)")
+    out = tmp_path_factory.mktemp("free") / "res"
+    assert main(["run", "--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--dataset",
+                 str(files["jsonl"]), "--mode", "kv-cache,no-cache", "--method", "llava,dynamic-llava",
+                 "--gen-len", "16", "--limit", "2", "--no-flops", "--free-run", "--out", str(out), *FAST]) == 0
+    return out, list(iter_records(out))
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not wordnet_available(), reason="WordNet for nltk is absent (scripts/ci-wordnet.sh installs it)")
-def test_free_run_meteor_of_the_decoded_output(files, tmp_path, capsys):
+def test_free_run_meteor_of_the_decoded_output(files, free):
     from nltk import word_tokenize
     from nltk.translate.meteor_score import single_meteor_score
 
-    rows = _dataset_run(files, tmp_path / "free", capsys, "--free-run")
+    _, rows = free
     tok = load_tokenizer(files["official"])
     references = {r["id"]: r["answer"] for r in map(json.loads, files["jsonl"].read_text().splitlines())}
     points = [r for r in rows if row_kind(r) == "point"]
@@ -97,6 +107,33 @@ def test_free_run_meteor_of_the_decoded_output(files, tmp_path, capsys):
             assert s["meteor"] == pytest.approx(want) and s["output_tokens"] == len(ids)
             assert s["ppl"] is None  # nothing teacher-forced
         assert point["meteor"] == pytest.approx(statistics.fmean(s["meteor"] for s in samples))
+
+
+@pytest.mark.slow
+def test_paper_view_puts_ppl_and_meteor_beside_the_costs(forced, free, capsys):
+    printed = _run(["report", str(forced[0]), str(free[0]), "--paper", "--format", "md"], capsys).out
+    assert "paper Table 3 view" in printed and "PPL" in printed and "METEOR" in printed
+    csv = _run(["report", str(forced[0]), str(free[0]), "--paper", "--format", "csv"], capsys).out
+    import io
+
+    import pandas as pd
+
+    table = pd.read_csv(io.StringIO(csv))
+    assert len(table) == 4  # (kv-cache, no-cache) × (llava, dynamic-llava): forced and free points merged
+    points = {(r["method"], r["mode"], bool(r["free_run"])): r for r in forced[1] + free[1] if row_kind(r) == "point"}
+    for _, row in table.iterrows():
+        mine, theirs = points[row["method"], row["mode"], False], points[row["method"], row["mode"], True]
+        assert row["ppl"] == pytest.approx(mine["ppl"]) and row["meteor"] == pytest.approx(theirs["meteor"])
+        if row["method"] == "dynamic-llava":
+            base = points["llava", row["mode"], False]
+            assert row["ppl_delta_pct"] == pytest.approx((mine["ppl"] / base["ppl"] - 1) * 100)
+            mine_s = [r for r in forced[1] if r["point_id"] == mine["point_id"] and row_kind(r) == "sample"]
+            base_s = {r["sample"]: r["answer_argmax"] for r in forced[1]
+                      if r["point_id"] == base["point_id"] and row_kind(r) == "sample"}  # fmt: skip
+            same = sum(a == b for s in mine_s for a, b in zip(s["answer_argmax"], base_s[s["sample"]], strict=True))
+            assert row["top1_agree"] == pytest.approx(same / sum(len(s["answer_argmax"]) for s in mine_s))
+        if row["mode"] == "no-cache":
+            assert row["tflops_paper"] == pytest.approx(mine["tflops_paper"])
 
 
 @pytest.mark.slow

@@ -383,6 +383,20 @@ def chart_pareto(summaries: list[dict], steps: list[dict]) -> Figure:
     return fig
 
 
+def chart_quality(summaries: list[dict], steps: list[dict]) -> Figure:
+    """Cost–quality trade-off of dataset points: decoding FLOPs / generated KV vs PPL and METEOR,
+    one marker per method × keep ratio, the Pareto front drawn."""
+    rows = [r for r in summaries if r.get("ppl") is not None or r.get("meteor") is not None]
+    _need(rows, "ppl or meteor")
+    panels = PP.quality_pareto_panels(rows)
+    if not panels:
+        raise Skip("no dataset point holds both a cost and a quality figure")
+    fig = _figure("Pareto: cost vs generation ability", rows, latency=False, memory=False,
+                  note="dashed: Pareto front (PPL: lower-left is better; METEOR: upper-left)")
+    _panels(fig, panels, cols=2)
+    return fig
+
+
 def chart_savings(summaries: list[dict], steps: list[dict]) -> Figure:
     """Savings vs llava while generating, per method: does prefill-only pruning (fastv, random)
     keep its saving once generated text fills the KV cache?"""
@@ -414,6 +428,7 @@ CHARTS: dict[str, Callable[[list[dict], list[dict]], Figure]] = {
     "layer_tokens": chart_layers,
     "summary": chart_summary,
     "pareto": chart_pareto,
+    "quality": chart_quality,
     "savings": chart_savings,
     "roofline": chart_roofline,  # report/roofline_chart.py: bounds on a GPU spec (--gpu)
     "text_keep_samples": chart_text_keep_samples,
