@@ -172,3 +172,19 @@ def test_quality_tol_widens_the_gate():
     (chk,) = [c for c in default_checks(quality_tol=0.06) if c.metric == "ppl"]
     assert chk.evaluate({"ppl": 4.59 * 1.05}, {"ppl": 4.59}).verdict == "pass"
     assert chk.evaluate({"ppl": 4.59 * 1.07}, {"ppl": 4.59}).verdict == "regression"
+
+
+# ---- the cost–quality chart ----------------------------------------------------------------------
+def test_quality_pareto_front_by_hand():
+    """PPL: lower-left is better; METEOR: upper-left (the front flips its y)."""
+    from dynbench.report.plot_panels import quality_pareto_panels
+
+    def row(method, keep, kv, ppl, meteor):
+        return {"method": method, "mode": "kv-cache", "status": "ok", "text_keep": keep, "dataset": "d.jsonl",
+                "kv_bytes_generated": kv, "ppl": ppl, "meteor": meteor, "ppl_p10": ppl, "ppl_p90": ppl}
+
+    rows = [row("llava", None, 4096, 5.0, 0.30), row("dynamic-llava", 0.5, 2048, 5.2, 0.31),
+            row("dynamic-llava", 0.25, 1024, 6.0, 0.20), row("dynamic-llava", 0.75, 3072, 5.3, 0.29)]
+    ppl, meteor = quality_pareto_panels(rows)
+    assert [(round(x), y) for x, y in ppl.front] == [(1, 6.0), (2, 5.2), (4, 5.0)]  # KiB; 0.75 is dominated
+    assert [(round(x), y) for x, y in meteor.front] == [(1, 0.20), (2, 0.31)]  # llava beaten by 0.5 on both axes

@@ -271,7 +271,8 @@ def pareto_panels(summaries: Sequence[dict]) -> list[Panel]:
         front = pareto_front([(s.x[0], s.y[0]) for s in series])
         panel = finish(Panel("points", title, xlabel, ylabel, series, front=front))
         panel.xlim = (0.0, max(s.x[0] for s in series) * 1.15 or 1.0)
-        panels.append(from_zero(panel, 1.15))
+        # METEOR lives in [0, 1]: from zero; PPL differences of a few % would vanish from zero
+        panels.append(from_zero(panel, 1.15) if higher else panel)
     return panels
 
 
@@ -343,11 +344,11 @@ def _by(rows: Sequence[dict], fields: Sequence[str]) -> list[tuple[tuple, list[d
 
 # ---- quality beside cost (dynbench/quality.py) -------------------------------------------------
 QUALITY_PARETO = (  # (mode, x metric, x kind, x name, y metric, y label, higher is better, title)
-    ("no-cache", "tflops_paper", "tera", "decoding FLOPs (paper convention)", "ppl", "PPL (mean per sample), p10–p90",
+    ("no-cache", "tflops_paper", "tera", "FLOPs (paper convention), decoding", "ppl", "PPL (mean per sample), p10–p90",
      False, "no-cache: decoding compute vs perplexity"),
     ("kv-cache", "kv_bytes_generated", "bytes", "KV cache of generated tokens", "ppl", "PPL (mean per sample), "
      "p10–p90", False, "kv-cache: generated KV vs perplexity"),
-    ("no-cache", "tflops_paper", "tera", "decoding FLOPs (paper convention)", "meteor", "METEOR (mean), p10–p90",
+    ("no-cache", "tflops_paper", "tera", "FLOPs (paper convention), decoding", "meteor", "METEOR (mean), p10–p90",
      True, "no-cache: decoding compute vs METEOR"),
     ("kv-cache", "kv_bytes_generated", "bytes", "KV cache of generated tokens", "meteor", "METEOR (mean), p10–p90",
      True, "kv-cache: generated KV vs METEOR"),
@@ -377,5 +378,6 @@ def quality_pareto_panels(summaries: Sequence[dict]) -> list[Panel]:
         panel = finish(Panel("points", f"{title}\n({have[0].get('dataset')})", UNITS[xkind].format(u=xunit, name=xname),
                              ylabel, series, front=front))  # fmt: skip
         panel.xlim = (0.0, max(s.x[0] for s in series) * 1.15 or 1.0)
-        panels.append(from_zero(panel, 1.15))
+        # METEOR lives in [0, 1]: from zero; PPL differences of a few % would vanish from zero
+        panels.append(from_zero(panel, 1.15) if higher else panel)
     return panels

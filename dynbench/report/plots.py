@@ -391,8 +391,10 @@ def chart_quality(summaries: list[dict], steps: list[dict]) -> Figure:
     panels = PP.quality_pareto_panels(rows)
     if not panels:
         raise Skip("no dataset point holds both a cost and a quality figure")
+    front = any(len(p.front) > 1 for p in panels)
     fig = _figure("Pareto: cost vs generation ability", rows, latency=False, memory=False,
-                  note="dashed: Pareto front (PPL: lower-left is better; METEOR: upper-left)")
+                  note=("dashed: Pareto front; " if front else "")
+                  + "PPL: lower-left is better, METEOR: upper-left; bars: p10–p90 over samples")
     _panels(fig, panels, cols=2)
     return fig
 
