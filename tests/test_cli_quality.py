@@ -31,7 +31,8 @@ def _run(argv, capsys):
 
 def _dataset_run(files, out, capsys, *extra):
     _run(["run", "--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--dataset",
-          str(files["jsonl"]), "--mode", "kv-cache,no-cache", "--method", "llava,dynamic-llava", "--gen-len", "16", "--limit", "2", "--no-flops",
+          str(files["jsonl"]), "--mode", "kv-cache,no-cache", "--method", "llava,dynamic-llava", "--gen-len", "16",
+          "--limit", "2", "--no-flops",
           "--out", str(out), *FAST, *extra], capsys)  # fmt: skip
     return list(iter_records(out))
 

@@ -32,7 +32,8 @@ PLOT_EXAMPLES = """[bold]Examples[/]
 def report(
     results: ResultsArg,
     format: Annotated[str, typer.Option(help="table | md | csv")] = "table",
-    paper: Annotated[bool, typer.Option("--paper", help="the paper's views: Table 3 (quality beside cost) for dataset points, Table 4 for the others", metavar=" ")] = False,
+    paper: Annotated[bool, typer.Option("--paper", help="the paper's views: Table 3 (quality beside cost) for "
+                                        "dataset points, Table 4 for the others", metavar=" ")] = False,
     wide: Annotated[bool, typer.Option("--wide", help="every column with data (default: the compact set "
                                        "that matters per mode)", metavar=" ")] = False,
     columns: Annotated[str | None, typer.Option(help="these columns, comma-separated: method, prompt, gen, keep, "

@@ -2,8 +2,8 @@
 
 Rules (the package docstring spells them out): exact metrics within a relative tolerance of
 1e-9, latency by the ratio of medians with a bootstrap CI and a tolerance, allocator peaks within
-a memory tolerance, quality (PPL, METEOR) within a quality tolerance, status ok → oom → error. Outcomes are data (`Outcome`); `report/check.py`
-renders them.
+a memory tolerance, quality (PPL, METEOR) within a quality tolerance, status ok → oom →
+error. Outcomes are data (`Outcome`); `report/check.py` renders them.
 """
 
 from __future__ import annotations

@@ -272,8 +272,9 @@ def compare(df: pd.DataFrame) -> pd.DataFrame:
     in DELTA_METRICS: the value (raw SI) and `<metric>_delta_pct` vs llava (None for llava rows
     themselves and where no baseline value exists). `token_agreement`: share of identical
     generated ids with llava; `top1_agree`: share of teacher-forced answer positions where the
-    argmax equals llava's on the same sample (`quality.top1_agree`). `env`: a letter per environment; `env_mismatch`: the baseline
-    comes from another environment; `env_mixed`: the row's mode table holds several.
+    argmax equals llava's on the same sample (`quality.top1_agree`). `env`: a letter per
+    environment; `env_mismatch`: the baseline comes from another environment; `env_mixed`: the
+    row's mode table holds several.
     """
     rows = sorted(summary_rows(df), key=_sort_key)
     argmax = answer_argmax(records(df)) if "answer_argmax" in df.columns else {}
@@ -289,7 +290,8 @@ def compare(df: pd.DataFrame) -> pd.DataFrame:
         is_base = r.get("method") == BASELINE
         bases = [b for b in by_key[key_of(r, KEY)] if b.get("method") == BASELINE]
         base = r if is_base else _pick_baseline(r, bases)
-        item: dict[str, Any] = {k: r.get(k) for k in (*KEY, *SPEC, *CARRIED, *DATASET_CARRIED, *QUALITY_CARRIED)}
+        carried = (*KEY, *SPEC, *CARRIED, *DATASET_CARRIED, *QUALITY_CARRIED)
+        item: dict[str, Any] = {k: r.get(k) for k in carried}
         item.update(
             is_baseline=is_base,
             note=IMPOSED if imposed(r) else "",

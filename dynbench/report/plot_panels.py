@@ -271,8 +271,7 @@ def pareto_panels(summaries: Sequence[dict]) -> list[Panel]:
         front = pareto_front([(s.x[0], s.y[0]) for s in series])
         panel = finish(Panel("points", title, xlabel, ylabel, series, front=front))
         panel.xlim = (0.0, max(s.x[0] for s in series) * 1.15 or 1.0)
-        # METEOR lives in [0, 1]: from zero; PPL differences of a few % would vanish from zero
-        panels.append(from_zero(panel, 1.15) if higher else panel)
+        panels.append(from_zero(panel, 1.15))
     return panels
 
 
