@@ -16,6 +16,7 @@ lists afterwards anyway). nltk and WordNet are imported only when a METEOR is co
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -109,6 +110,7 @@ def combine_meteor(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "output_tokens": sum(r["output_tokens"] for r in scored)}  # fmt: skip
 
 
+@functools.cache
 def _nltk():
     """(single_meteor_score, word_tokenize) with WordNet checked, or one line naming the fixes."""
     try:
@@ -123,6 +125,12 @@ def _nltk():
         raise QualityError(WORDNET_FIX) from None
     # preserve_line: no punkt sentence model needed (one answer is one "line")
     return single_meteor_score, lambda text: word_tokenize(text, preserve_line=True)
+
+
+def require_meteor() -> None:
+    """Raise `QualityError` (one line naming the fixes) where METEOR cannot be computed: a run
+    checks this before its first sample, so nothing is half-written."""
+    _nltk()
 
 
 def wordnet_available() -> bool:

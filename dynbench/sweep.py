@@ -243,6 +243,11 @@ class Sweep:
         from dynbench.samples import aggregate
 
         data = self.source.dataset(spec)
+        if spec.free_run and spec.mode != "prefill" and any(t.answer for s in data.samples for t in s.turns) \
+                and self.source.tokenizer() is not None:
+            from dynbench.quality import require_meteor
+
+            require_meteor()  # METEOR will score these answers: nltk and WordNet, before the first sample
         base = {**base, "inputs_source": "dataset", "preprocessing": None}
         sample_rows = [self._run_sample(spec, base, sample) for sample in data.samples]
         shared = {k: sample_rows[0].get(k) for k in ("env_id", "git_sha", "gpu_uuid", *ENV_COLUMNS)}

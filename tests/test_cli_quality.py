@@ -154,3 +154,21 @@ def test_check_fails_when_the_baseline_ppl_is_five_percent_better(forced, tmp_pa
     assert main(["check", str(out), "--baseline", str(base)]) == 1
     assert "ppl" in capsys.readouterr().err
     assert main(["check", str(out), "--baseline", str(base), "--quality-tol", "0.06"]) == 0
+
+
+@pytest.mark.slow
+def test_free_run_without_wordnet_is_one_line_and_writes_no_row(files, tmp_path, capsys, monkeypatch):
+    import dynbench.quality as q
+
+    def missing():
+        raise q.QualityError(q.WORDNET_FIX)
+
+    monkeypatch.setattr(q, "_nltk", missing)
+    out = tmp_path / "none"
+    argv = ["run", "--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--dataset",
+            str(files["jsonl"]), "--mode", "kv-cache", "--method", "llava", "--gen-len", "4", "--free-run",
+            "--out", str(out), *FAST]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nltk.downloader wordnet" in err[0] and "wordnet-sense-index" in err[0]
+    assert not (out / "records.jsonl").exists() or not list(iter_records(out))
