@@ -57,6 +57,13 @@ def step_answer_columns(steps: Sequence[Any]) -> dict[str, Any]:
     return answer_columns([s.nll for s in steps], [s.token_ids[0] if s.token_ids else None for s in steps])
 
 
+def conversation_ppl(rounds: Sequence[Mapping[str, Any]]) -> float | None:
+    """A conversation's PPL: the mean of its rounds' PPL (the official multi-round script's
+    `mean_round_ppl`); its `nll_mean` stays pooled over the tokens of every round."""
+    ppl = [r["ppl"] for r in rounds if r.get("ppl") is not None]
+    return math.fsum(ppl) / len(ppl) if ppl else None
+
+
 def pooled_ppl(rows: Sequence[Mapping[str, Any]]) -> float | None:
     """exp(Σ NLL / Σ tokens) over rows carrying `nll_mean` and `answer_tokens` (token-weighted,
     beside the mean of per-sample PPL)."""

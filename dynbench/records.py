@@ -249,8 +249,9 @@ _DECLARED: tuple[Column, ...] = (
     _c("answer_tokens", QUALITY, "int", "teacher forcing: answer tokens scored (sample, round or point; the "
        "aggregate: mean over samples)", "tokens", SUMMARY, DECODE),
     _c("nll_mean", QUALITY, "float", "mean cross-entropy over the answer tokens", "nats", SUMMARY, DECODE),
-    _c("ppl", QUALITY, "float", "exp(nll_mean); the aggregate: the mean of per-sample PPL (the paper's "
-       "convention)", rows=SUMMARY, modes=DECODE),
+    _c("ppl", QUALITY, "float", "exp(nll_mean); a conversation's sample row: the mean of its rounds' PPL (the "
+       "official multi-round script); the aggregate: the mean of per-sample PPL (the paper's)", rows=SUMMARY,
+       modes=DECODE),
     _c("ppl_pooled", QUALITY, "float", "aggregate row: exp(Σ NLL / Σ answer tokens) over samples (token-"
        "weighted)", rows=SUMMARY, modes=DECODE),
     _c("answer_argmax", QUALITY, "list[int]", "teacher forcing: the argmax id at each answer position (batch "

@@ -259,6 +259,7 @@ class Sweep:
         """One sample: its step rows, round rows and sample row appended; the sample row returned."""
         import dataclasses
 
+        from dynbench.quality import conversation_ppl
         from dynbench.samples import decode_latency, round_rows
 
         mine = {**base, "sample": sample.index, "sample_id": sample.id}
@@ -299,6 +300,7 @@ class Sweep:
             prompts = [inputs.layout.seq_len, *(r.prompt_ids.shape[1] for r in inputs.rounds[1:])]
             tmacs = [r.get("tmacs") for r in rows.steps[: len(first)]]
             rounds = round_rows(first, measured.step_ms, tmacs, loaded.facts.preset.image_tokens, prompts)
+            summary["ppl"] = conversation_ppl(rounds)
         if spec.mode != "prefill":
             self._score_free_run(sample, inputs, summary, rounds)
         for round_row in rounds:

@@ -172,3 +172,25 @@ def test_free_run_without_wordnet_is_one_line_and_writes_no_row(files, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nltk.downloader wordnet" in err[0] and "wordnet-sense-index" in err[0]
     assert not (out / "records.jsonl").exists() or not list(iter_records(out))
+
+
+@pytest.mark.slow
+def test_conversation_rounds_each_have_their_ppl_and_the_sample_pools_them(files, tmp_path, capsys):
+    out = tmp_path / "conv"
+    _run(["run", "--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--dataset",
+          str(files["conversation"]), "--image-folder", str(files["images"]), "--mode", "kv-cache", "--method",
+          "llava", "--gen-len", "12", "--no-flops", "--out", str(out), *FAST], capsys)  # fmt: skip
+    rows = list(iter_records(out))
+    rounds = sorted((r for r in rows if row_kind(r) == "round"), key=lambda r: r["round"])
+    (sample,) = [r for r in rows if row_kind(r) == "sample"]
+    steps = [r for r in rows if row_kind(r) == "step"]
+    assert len(rounds) == 3
+    for r in rounds:
+        nll = [s["nll"] for s in steps if s["round"] == r["round"] and s["nll"] is not None]
+        assert r["answer_tokens"] == len(nll) == r["text_tokens_fed"]  # the round's opening forward predicts its first
+        assert r["ppl"] == pytest.approx(math.exp(statistics.fmean(nll)))
+    assert sample["answer_tokens"] == sum(r["answer_tokens"] for r in rounds)
+    pooled = sum(r["nll_mean"] * r["answer_tokens"] for r in rounds) / sample["answer_tokens"]
+    assert sample["nll_mean"] == pytest.approx(pooled)
+    # the official multi-round script: a sample's PPL is the mean of its rounds' PPL
+    assert sample["ppl"] == pytest.approx(statistics.fmean(r["ppl"] for r in rounds))
