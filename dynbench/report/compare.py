@@ -277,7 +277,7 @@ def compare(df: pd.DataFrame) -> pd.DataFrame:
     row's mode table holds several.
     """
     rows = sorted(summary_rows(df), key=_sort_key)
-    argmax = answer_argmax(records(df)) if "answer_argmax" in df.columns else {}
+    argmax = answer_argmax(records(df[df["answer_argmax"].notna()])) if "answer_argmax" in df.columns else {}
     labels = env_labels(r.get("env_id") for r in rows)
     by_key: dict[tuple, list[dict]] = {}
     for r in rows:
