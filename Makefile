@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install test test-fast smoke lint figures docs gpu-wheels
+.PHONY: install test test-fast test-floor smoke lint figures docs gpu-wheels
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -12,6 +12,10 @@ test:
 # the quick loop while developing: everything but the tests marked slow (a few seconds each)
 test-fast:
 	$(PYTHON) -m pytest -q -m "not slow"
+
+# the fast tier on the declared floor (Python 3.12, torch 2.11.0, transformers 5.17.0) in .floor-venv/
+test-floor:
+	scripts/ci-floor.sh
 
 smoke:
 	dynbench run --mode prefill --mode no-cache --mode kv-cache --prompt-len 16 --gen-len 4
