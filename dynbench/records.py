@@ -201,9 +201,9 @@ _DECLARED: tuple[Column, ...] = (
     _c("total_ms_samples", LATENCY, "list[float]", "Σ steps of each run", "ms", SUMMARY),
     _c("latency_cv", LATENCY, "float", "std / mean of latency_ms_samples", rows=SUMMARY),
     _c("scoring_ms", LATENCY, "float", "baselines' attention scoring, Σ per run (with --regions)", "ms", SUMMARY),
-    _c("throttled", LATENCY, "bool", "a power / thermal / board limit held the clocks down during the measured "
-       "runs (NVML violation counters and sampled clocks-event reasons)", rows=SUMMARY),
-    _c("sm_clock_mhz", LATENCY, "int", "median SM clock while the measured runs ran (NVML, sampled every 10 ms)",
+    _c("throttled", LATENCY, "bool", "a power or thermal limit held the clocks down during the measured runs "
+       "(NVML violation counters and sampled clocks-event reasons)", rows=SUMMARY),
+    _c("sm_clock_mhz", LATENCY, "int", "median SM clock while the measured runs ran (NVML, sampled every 50 ms)",
        "MHz", SUMMARY),
     _c("step_ms", LATENCY, "float", "this step's time", "ms", STEP),
     # ---- roofline (measure/roofline.py): analytic lower bounds on roofline_gpu, null without one
@@ -230,6 +230,24 @@ _DECLARED: tuple[Column, ...] = (
     _c("tpot_roofline_ratio", ROOFLINE, "float", "tpot_ms_median / tpot_roofline_ms (CUDA only)", rows=SUMMARY,
        modes=("kv-cache",)),
     _c("total_roofline_ratio", ROOFLINE, "float", "total_ms / total_roofline_ms (CUDA only)", rows=SUMMARY),
+    # ---- GPU first contact (issue 25): host-bound steps, kernel launches, why NVML figures are null
+    _c("host_ms", LATENCY, "float", "CUDA: wall time from the step's start event until its last launch returned "
+       "(no sync); null on CPU, where execution is synchronous", "ms", STEP),
+    _c("host_bound", LATENCY, "bool", "CUDA: step_ms ≤ host_ms × 1.05 — the GPU waited for the host (Python "
+       "launching ops), so step_ms measures the host", rows=STEP),
+    _c("host_ms_median", LATENCY, "float", "CUDA: median host_ms over the headline steps (decode steps, "
+       "forwards, the prefill)", "ms", SUMMARY),
+    _c("host_bound_frac", LATENCY, "float", "CUDA: share of the headline steps that are host_bound (≥ 0.5: the "
+       "report labels TPOT and its roofline ratio host-bound)", rows=SUMMARY),
+    _c("ops_per_step", COUNTS, "int", "kernel-launching aten ops one step dispatches (views, empty and metadata "
+       "ops excluded), counted in one untimed run; summary: median over the headline steps. Exact, gated",
+       "ops"),
+    _c("ops_total", COUNTS, "int", "Σ ops_per_step over one run's steps. Exact, gated", "ops", SUMMARY),
+    _c("nvml_unavailable", MEMORY, "dict", "CUDA: NVML quantities that could not be read (sm_clock, "
+       "clock_event_reasons, violation_counters, memory, energy) → why (NotSupported, NoPermission, a frozen "
+       "energy counter); their columns are null", rows=SUMMARY),
+    _c("nvml_poll_ms", MEMORY, "float", "CUDA: interval of the NVML sampling thread (clocks, reasons, memory)",
+       "ms", SUMMARY),
     # ---- datasets (dynbench/samples.py): per-sample, per-round and aggregate rows of a dataset point
     _c("rounds", DATASET, "int", "rounds of the sample's conversation (human turns run)", rows=SUMMARY),
     _c("round_prompt_tokens", DATASET, "int", "round rows: prompt tokens the round added (round 0: P with the "

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 
 from dynbench.measure import roofline
 from dynbench.measure.energy import energy_columns
+from dynbench.measure.host import host_bound, host_columns
+from dynbench.measure.launches import launch_columns
 from dynbench.measure.latency import latency_columns
 from dynbench.measure.point import PointMeasurement
+from dynbench.measure.poll import NVML_POLL_INTERVAL_S
 from dynbench.models.rules import (
     equivalent_tokens,
     kv_budget_tokens,
@@ -90,8 +93,11 @@ def point_rows(spec, model: ModelFacts, measured: PointMeasurement, cost=None,
         if repeat == 0:
             summary = run_summary
         ms = measured.step_ms[repeat] if measured.step_ms is not None else [None] * len(rows)
-        for row, sample in zip(rows, ms, strict=True):
+        host = measured.host_ms[repeat] if measured.host_ms is not None else [None] * len(rows)
+        ops = measured.ops_per_step or [None] * len(rows)
+        for row, sample, host_ms, n_ops in zip(rows, ms, host, ops, strict=True):
             row.update(repeat=repeat if measured.step_ms is not None else None, step_ms=sample)
+            row.update(host_ms=host_ms, host_bound=host_bound(sample, host_ms), ops_per_step=n_ops)
             for name in roofline.ROOF_STEP:  # null without a GPU spec: every row carries every column
                 row.setdefault(name, None)
         steps += rows
@@ -104,6 +110,9 @@ def point_rows(spec, model: ModelFacts, measured: PointMeasurement, cost=None,
         summary.update({name: getattr(measured.memory, name) for name in MEMORY_COLUMNS})
     summary.update(energy_columns(measured.energy_j, len(measured.runs) if measured.step_ms else 0, spec.mode,
                                   spec.gen_len))
+    summary.update(host_columns(spec.mode, measured.step_ms, measured.host_ms),
+                   **launch_columns(spec.mode, measured.ops_per_step), nvml_unavailable=measured.nvml_unavailable,
+                   nvml_poll_ms=NVML_POLL_INTERVAL_S * 1e3 if spec.device == "cuda" else None)
     for name in roofline.ROOF_SUMMARY:  # null = no GPU named (CPU / meta without --gpu) or no FLOPs
         summary.setdefault(name, None)
     if summary["roofline_gpu"] is not None and not roof.projected:

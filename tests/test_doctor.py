@@ -85,3 +85,14 @@ def test_energy_unsupported_is_null(monkeypatch):
         pass
     assert meter.joules is None and calls == ["handle"]
     assert EnergyMeter("cpu").joules is None
+
+
+@pytest.mark.parametrize("readings", [[5_000, 5_000], [0, 0]], ids=["frozen", "zero"])
+def test_energy_counter_that_does_not_advance_is_null_not_zero(monkeypatch, readings):
+    FakeEnergy(monkeypatch, readings)
+    monkeypatch.setattr(env, "_warned", set())
+    meter = EnergyMeter("cuda")
+    with pytest.warns(RuntimeWarning, match="did not advance"):
+        with meter.track():
+            pass
+    assert meter.joules is None and "did not advance" in meter.unavailable

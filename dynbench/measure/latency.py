@@ -15,8 +15,9 @@
   decode step); `--regions` / `dynbench profile` let every region through (predictors, token drop,
   per-layer scoring, LM head), which adds event pairs inside every step.
 - `ClockMonitor` watches the SM clock and throttling *while* a region runs (NVML's accumulated
-  violation counters before/after, and clocks-event reasons sampled in a thread); `throttled`
-  flags numbers taken while a power or thermal limit held the clocks down. It does not lock clocks.
+  violation counters before/after, and clocks-event reasons sampled in a thread, each quantity
+  read on its own); `throttled` flags numbers taken while a power or thermal limit held the clocks
+  down. It does not lock clocks.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dynbench.measure.env import nvml_handle, warn_once
-from dynbench.measure.poll import Poller
+from dynbench.measure.env import nvml_handle, nvml_why, warn_once
+from dynbench.measure.poll import NVML_POLL_INTERVAL_S, Poller
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class LatencyTracker:
         self.device = torch.device(device)
         self._values: dict[str, list[float]] = {}
         self._pending: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
+        self._host: dict[str, list[float]] = {}  # CUDA only: wall ms until each region's last launch returned
 
     @property
     def timer(self) -> str:
@@ -129,11 +131,14 @@ class LatencyTracker:
             stream = torch.cuda.current_stream(self.device)
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
+            t0 = time.perf_counter_ns()
             start.record(stream)
             yield region
             if region.discarded:
                 return
             end.record(stream)  # no sync: the launch queue keeps running
+            # host time: until the region's last launch returned (measure/host.py: the host-bound signal)
+            self._host.setdefault(name, []).append((time.perf_counter_ns() - t0) / 1e6)
             self._values.setdefault(name, [])  # keeps first-call order of names
             self._pending.append((name, start, end))
         else:
@@ -152,10 +157,16 @@ class LatencyTracker:
             self._pending.clear()
         return {name: list(values) for name, values in self._values.items()}
 
+    def host_result(self) -> dict[str, list[float]]:
+        """CUDA: host milliseconds per region name, in call order (no sync needed); {} on CPU, where
+        execution is synchronous and host time is the time."""
+        return {name: list(values) for name, values in self._host.items()}
+
     def reset(self) -> None:
         """Forget all samples (e.g. after warm-up). Pending CUDA events are dropped unread."""
         self._values.clear()
         self._pending.clear()
+        self._host.clear()
 
 
 # Regions timed while headline latency is measured: a few event pairs per run, outside the
@@ -249,9 +260,10 @@ def latency_columns(mode: str, step_ms: Sequence[Sequence[float]],
 
 
 # NVML clocks-event reason bits (nvml.h `nvmlClocksEventReason*`, formerly `…ThrottleReason*`)
-# that mean a limit held the clocks below what the workload asked for. Not counted: GpuIdle
-# (0x1; normal between kernels when decode is launch-bound), ApplicationsClocksSetting (0x2;
-# clocks set on purpose), SyncBoost (0x10) and DisplayClockSetting (0x100).
+# that mean a power or thermal limit held the clocks below what the workload asked for. Not
+# counted: GpuIdle (0x1; normal between kernels when decode is launch-bound),
+# ApplicationsClocksSetting (0x2; clocks set on purpose), SyncBoost (0x10) and
+# DisplayClockSetting (0x100).
 THROTTLE_REASONS = {
     0x4: "sw_power_cap",
     0x8: "hw_slowdown",
@@ -260,19 +272,24 @@ THROTTLE_REASONS = {
     0x80: "hw_power_brake_slowdown",
 }
 # NVML performance policies whose accumulated violation time (ns since the driver loaded) grows
-# while that limit holds the clocks down (`nvmlDeviceGetViolationStatus`)
+# while that limit holds the clocks down (`nvmlDeviceGetViolationStatus`). All are recorded; only
+# power and thermal mark a point throttled: board-limit and reliability counters grow on healthy
+# boards (an H200 accrues them at idle), and gating on them made every point "throttled" — and the
+# doctor's injected-regression check blind.
 VIOLATION_POLICIES = {0: "power", 1: "thermal", 3: "board_limit", 5: "reliability"}
+GATING_VIOLATIONS = ("power", "thermal")
 
 
 @dataclass(frozen=True)
 class ClockResult:
-    sm_clock_mhz_start: int
-    sm_clock_mhz_end: int
-    sm_clock_mhz_median: int  # over the samples taken while the region ran
-    clock_event_reasons: int  # raw NVML bitmask, OR of every sample
-    throttle_reasons: tuple[str, ...]  # names of the THROTTLE_REASONS bits set, and of violations
-    throttled: bool
+    sm_clock_mhz_start: int | None  # None: the SM clock query is unsupported here (see `unavailable`)
+    sm_clock_mhz_end: int | None
+    sm_clock_mhz_median: int | None  # over the samples taken while the region ran
+    clock_event_reasons: int | None  # raw NVML bitmask, OR of every sample (None: unsupported)
+    throttle_reasons: tuple[str, ...]  # names of the THROTTLE_REASONS bits set, and of power / thermal violations
+    throttled: bool | None  # None: neither the reasons nor a power / thermal counter could be read
     violation_ms: dict[str, float] | None = None  # per policy, accrued during the region (None: unsupported)
+    unavailable: dict[str, str] = dataclasses.field(default_factory=dict)  # quantity → why it is missing
 
 
 class ClockMonitor:
@@ -281,10 +298,13 @@ class ClockMonitor:
     Two sources, both taken while the work runs (never only at the region's ends, where a
     synchronize leaves the GPU idle and its clocks say nothing about the work):
     * NVML's accumulated violation counters (`nvmlDeviceGetViolationStatus`: nanoseconds a power,
-      thermal, board or reliability limit held the clocks down) read before and after: any growth
-      means the region was throttled, however briefly;
-    * the clocks-event reasons and the SM clock sampled every 10 ms in a thread (`Poller`): the OR
-      of every sample's reasons, and the median clock (`sm_clock_mhz`).
+      thermal, board or reliability limit held the clocks down) read before and after: growth of
+      the power or thermal counter means the region was throttled, however briefly (the others are
+      recorded in `violation_ms`, not gating);
+    * the clocks-event reasons and the SM clock sampled every `NVML_POLL_INTERVAL_S` in a thread
+      (`Poller`): the OR of every sample's reasons, and the median clock (`sm_clock_mhz`).
+    Each quantity is read on its own: a sandbox answering `NotSupported` / `NoPermission` for one
+    (say the reasons) leaves the others measured, and `unavailable` names what is missing and why.
     Drivers before R535 lack the clocks-event call though nvidia-ml-py 12+ exposes it (NVML answers
     FunctionNotFound): the throttle-reasons call is used instead. Clocks are not locked.
     """
@@ -294,6 +314,7 @@ class ClockMonitor:
         self._handle = nvml_handle(self.device)  # None on CPU/meta, or when NVML is unavailable
         self._result: ClockResult | None = None
         self._reasons_call = None
+        self._unavailable: dict[str, str] = {}
 
     def _reasons(self, handle) -> int:
         import pynvml
@@ -307,11 +328,24 @@ class ClockMonitor:
             self._reasons_call = pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
             return int(self._reasons_call(handle))
 
-    def _sample(self) -> tuple[int, int]:
+    def _read(self, quantity: str, call) -> int | None:
+        """One NVML quantity, or None once NVML refused it (remembered with the reason, warned once)."""
         import pynvml
 
-        clock = int(pynvml.nvmlDeviceGetClockInfo(self._handle, pynvml.NVML_CLOCK_SM))
-        return clock, self._reasons(self._handle)
+        if quantity in self._unavailable:
+            return None
+        try:
+            return int(call())
+        except pynvml.NVMLError as exc:
+            self._unavailable[quantity] = nvml_why(exc)
+            warn_once(f"NVML {quantity} unavailable ({nvml_why(exc)}); its columns will be null.")
+            return None
+
+    def _sample(self) -> tuple[int | None, int | None]:
+        import pynvml
+
+        clock = self._read("sm_clock", lambda: pynvml.nvmlDeviceGetClockInfo(self._handle, pynvml.NVML_CLOCK_SM))
+        return clock, self._read("clock_event_reasons", lambda: self._reasons(self._handle))
 
     def _violations(self) -> dict[str, int] | None:
         """Each policy's counter that this GPU / driver / binding supports; None if none is."""
@@ -331,9 +365,9 @@ class ClockMonitor:
         if self._handle is None:
             yield
             return
-        samples: list[tuple[int, int]] = []
+        samples: list[tuple[int | None, int | None]] = []
         before = self._violations()
-        poller = Poller(lambda: samples.append(self._sample()))
+        poller = Poller(lambda: samples.append(self._sample()), NVML_POLL_INTERVAL_S)
         with poller:
             yield
         after = self._violations() if before is not None else None
@@ -342,17 +376,32 @@ class ClockMonitor:
                       "`throttled` will be null.")
             self._handle = None
             return
-        reasons = 0
-        for _, bits in samples:
-            reasons |= bits
-        names = [name for bit, name in THROTTLE_REASONS.items() if reasons & bit]
-        violation_ms = None
-        if before is not None and after is not None:
-            violation_ms = {k: (after[k] - before[k]) / 1e6 for k in before if k in after}
-            names += [f"{k}_violation" for k, ms in violation_ms.items() if ms > 0]
-        clocks = [c for c, _ in samples]
-        self._result = ClockResult(clocks[0], clocks[-1], int(statistics.median(clocks)), reasons, tuple(names),
-                                   bool(names), violation_ms)  # fmt: skip
+        self._result = _clock_result(samples, before, after, dict(self._unavailable))
 
     def result(self) -> ClockResult | None:
         return self._result
+
+
+def _clock_result(samples, before: dict | None, after: dict | None, unavailable: dict[str, str]) -> ClockResult:
+    """The region's clock state from its samples (None entries: unsupported) and counters."""
+    clocks = [c for c, _ in samples if c is not None]
+    bits = [r for _, r in samples if r is not None]
+    reasons = None
+    if bits:
+        reasons = 0
+        for b in bits:
+            reasons |= b
+    names = [name for bit, name in THROTTLE_REASONS.items() if reasons and reasons & bit]
+    violation_ms = None
+    if before is not None and after is not None:
+        violation_ms = {k: (after[k] - before[k]) / 1e6 for k in before if k in after}
+        names += [f"{k}_violation" for k in GATING_VIOLATIONS if violation_ms.get(k, 0) > 0]
+    else:
+        unavailable.setdefault("violation_counters", "no policy's counter answered")
+    gating_read = reasons is not None or any(k in (violation_ms or {}) for k in GATING_VIOLATIONS)
+    return ClockResult(
+        sm_clock_mhz_start=clocks[0] if clocks else None, sm_clock_mhz_end=clocks[-1] if clocks else None,
+        sm_clock_mhz_median=int(statistics.median(clocks)) if clocks else None, clock_event_reasons=reasons,
+        throttle_reasons=tuple(names), throttled=bool(names) if gating_read else None, violation_ms=violation_ms,
+        unavailable=unavailable,
+    )

@@ -27,6 +27,9 @@ EXACT_METRICS = (
     "text_tokens_kept", "kv_bytes", "kv_bytes_prompt", "kv_bytes_generated", "params", "tmacs",
     "tflops_paper", "tmacs_fastv",
 )  # fmt: skip
+# kernel-launching ops per step (measure/launches.py): exact on any device, and torch / transformers
+# releases change the op decompositions, so not comparable across them
+LAUNCH_METRICS = ("ops_per_step", "ops_total")
 MEMORY_METRICS = ("peak_alloc_bytes", "peak_reserved_bytes")
 LATENCY_METRIC = "latency_ms_samples"
 
@@ -262,5 +265,6 @@ def default_checks(*, latency_tol: float = 0.05, mem_tol: float = 0.01,
         ExactCheck(m, version_fields=VERSION_FIELDS, source_field="flops_source") if m == "tmacs"
         else ExactCheck(m) for m in EXACT_METRICS
     )  # fmt: skip
-    return (StatusCheck(), *exact, *(PeakMemoryCheck(m, rel_tol=mem_tol) for m in MEMORY_METRICS),
+    launches = tuple(ExactCheck(m, rel_tol=0.0, version_fields=VERSION_FIELDS) for m in LAUNCH_METRICS)
+    return (StatusCheck(), *exact, *launches, *(PeakMemoryCheck(m, rel_tol=mem_tol) for m in MEMORY_METRICS),
             LatencyCheck(tol=latency_tol, gate_cpu=gate_cpu_latency, seed=seed))
