@@ -96,3 +96,86 @@ def test_energy_counter_that_does_not_advance_is_null_not_zero(monkeypatch, read
         with meter.track():
             pass
     assert meter.joules is None and "did not advance" in meter.unavailable
+
+
+def _refuse(*args):
+    raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+
+def _fake_cuda_row(monkeypatch, energy_readings=None):
+    """A CUDA kv-cache summary row whose NVML columns come from the real trackers reading a fake NVML
+    that answers NotSupported to every query (and, with `energy_readings`, an energy counter that
+    answers those values)."""
+    from dynbench.measure import latency
+    from dynbench.measure.latency import ClockMonitor
+    from dynbench.measure.memory import MemoryResult
+    from dynbench.measure.point import _nvml_unavailable
+
+    for name in ("nvmlDeviceGetClockInfo", "nvmlDeviceGetCurrentClocksEventReasons",
+                 "nvmlDeviceGetCurrentClocksThrottleReasons", "nvmlDeviceGetViolationStatus",
+                 "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetTotalEnergyConsumption"):
+        monkeypatch.setattr(pynvml, name, _refuse, raising=False)
+    monkeypatch.setattr(latency, "nvml_handle", lambda device: "handle")
+    monkeypatch.setattr(latency, "NVML_POLL_INTERVAL_S", 0.01)
+    if energy_readings is not None:
+        FakeEnergy(monkeypatch, energy_readings)
+    else:
+        monkeypatch.setattr(energy_mod, "nvml_handle", lambda device: "handle")
+    clock, energy = ClockMonitor("cuda"), EnergyMeter("cuda")
+    with clock.track(), energy.track():
+        pass
+    try:
+        pynvml.nvmlDeviceGetMemoryInfo("handle")
+    except pynvml.NVMLError as exc:
+        memory = MemoryResult(1, 2, None, None, None, None, 1, "torch_allocator", nvml_unavailable=env.nvml_why(exc))
+    c = clock.result()
+    return {"step": None, "method": "llava", "mode": "kv-cache", "nvml_source": None, "nvml_process_bytes": None,
+            "peak_reserved_bytes": 2, "sm_clock_mhz": c.sm_clock_mhz_median, "throttled": c.throttled,
+            "energy_j": energy.joules, "energy_j_per_token": None,
+            "nvml_unavailable": _nvml_unavailable(memory, c, energy)}  # fmt: skip
+
+
+@pytest.mark.parametrize("energy", [None, [5_000, 5_000], [0, 0]], ids=["not-supported", "frozen", "zero"])
+def test_doctor_with_an_nvml_that_refuses_everything_skips_by_name(monkeypatch, tmp_path, energy):
+    """A sandbox's NVML (NotSupported everywhere; a frozen or zero energy counter): the NVML checks
+    skip, each naming what was refused and why, and the doctor exits 0."""
+    import dynbench.spec
+    from dynbench.measure import env as envmod
+
+    monkeypatch.setattr(env, "_warned", set())
+    with pytest.warns(RuntimeWarning):
+        row = _fake_cuda_row(monkeypatch, energy)
+    assert row["throttled"] is None and row["sm_clock_mhz"] is None and row["energy_j"] is None
+    monkeypatch.setattr(doctor, "_sweep_rows", lambda ctx, name, point, flops=False: [row])
+    monkeypatch.setattr(dynbench.spec, "resolve_device", lambda device: "cuda")
+    monkeypatch.setattr(envmod, "snapshot", lambda *a: {"gpu_name": "fake"})
+    report = doctor.run_doctor("cuda", quick=True, only=["nvml-memory", "nvml-energy"])
+    status = {c.name: (c.status, c.detail) for c in report.checks}
+    assert report.exit_code == 0 and {s for s, _ in status.values()} == {"skip"}, status
+    memory_detail = status["nvml-memory"][1]
+    assert all(q in memory_detail for q in ("memory", "sm_clock", "clock_event_reasons")) and "NotSupported" in memory_detail
+    assert ("did not advance" if energy else "NotSupported") in status["nvml-energy"][1]
+
+
+def test_nvml_memory_checks_what_was_read_and_names_what_was_not():
+    row = {"nvml_source": "process", "nvml_process_bytes": 3 * 2**30, "peak_reserved_bytes": 2 * 2**30,
+           "sm_clock_mhz": None, "throttled": None, "nvml_unavailable": {"sm_clock": "NVMLError_NoPermission"}}
+    detail = doctor.nvml_memory_verdict(row)
+    assert "3072 MiB ≥ reserved 2048 MiB" in detail and "sm_clock skipped (NVMLError_NoPermission)" in detail
+    with pytest.raises(AssertionError):  # a real fault still fails: NVML below the allocator's reserved
+        doctor.nvml_memory_verdict({**row, "nvml_process_bytes": 2**30})
+
+
+def test_attention_backends_gate_structure_and_report_tokens():
+    from types import SimpleNamespace
+
+    def run(ids, cache):
+        step = SimpleNamespace(step=1, layer_seq_lens=None, layer_cache_lens=cache, image_tokens_kept=115,
+                               text_tokens_fed=1, text_tokens_kept=1)
+        return SimpleNamespace(steps=[step], generated_ids=[ids])
+
+    ref = run([1, 2, 3, 4], [5, 5, 3, 3])
+    agree = doctor.backend_agreement({"sdpa": ref, "eager": run([1, 2, 9, 9], [5, 5, 3, 3])})
+    assert agree == {"sdpa": 1.0, "eager": 0.5}  # half the tokens differ: reported, not a failure
+    with pytest.raises(AssertionError, match="layer_cache_lens"):
+        doctor.backend_agreement({"sdpa": ref, "eager": run([1, 2, 3, 4], [5, 5, 4, 3])})
