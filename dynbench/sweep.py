@@ -176,7 +176,7 @@ class Sweep:
                 **self.source.columns(), **self.where()}  # fmt: skip
         if spec.dataset is not None:
             return self._run_dataset(spec, base)
-        failure = None
+        failure = loaded = None
         try:
             loaded = self.model(spec)
             base.update(env_id=loaded.env_id, git_sha=loaded.env.get("git_sha"), gpu_uuid=loaded.gpu_uuid,
@@ -187,6 +187,7 @@ class Sweep:
         except Exception as exc:  # noqa: BLE001 — an OOM or a failing point must not end the sweep
             failure = "oom" if is_oom(exc) else f"error: {type(exc).__name__}: {exc}"
         if failure is not None:  # outside the handler: the traceback no longer pins the tensors
+            loaded = None  # nor this frame: the model goes before the cache is emptied
             self._release()
             row = {**base, "step": None, "status": failure}
             self._write(row)
@@ -275,6 +276,7 @@ class Sweep:
         except Exception as exc:  # noqa: BLE001 — one failing sample must not end the point
             failure = "oom" if is_oom(exc) else f"error: {type(exc).__name__}: {exc}"
         if failure is not None:
+            loaded = inputs = None  # this frame must not pin the model or its inputs through the release
             self._release()
             row = {**mine, "step": None, "status": failure}
             self._write(row)

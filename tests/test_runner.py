@@ -243,3 +243,30 @@ def test_meta_paper_tflops_scale_with_the_batch(capsys):
     assert main([*argv, "--batch", "2"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["batch"] == 2 and row["tflops_paper"] == pytest.approx(2 * 10.07, abs=0.01)
+
+
+def test_after_an_oom_the_model_is_gone_before_the_cache_is_emptied(tmp_path, monkeypatch):
+    """`_release` empties the CUDA cache after a gc: memory comes back only when nothing (this
+    frame's locals included) still references the model by then."""
+    import weakref
+
+    from dynbench.spec import RunSpec
+    from dynbench.sweep import Sweep
+
+    nets, alive = [], []
+
+    def oom(mode, net, *args, **kwargs):
+        nets.append(weakref.ref(net))
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    sweep = Sweep(tmp_path / "res", flops=False)
+    real_release = sweep._release
+
+    def release():
+        real_release()
+        alive.extend(ref() is not None for ref in nets)
+
+    monkeypatch.setattr(point_mod, "run_mode", oom)
+    monkeypatch.setattr(sweep, "_release", release)
+    row = sweep.run_point(RunSpec(method="llava", mode="prefill", prompt_len=4, device="cpu", warmup=0, repeats=1))
+    assert row["status"] == "oom" and nets and alive == [False]
