@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from dynbench.measure import roofline
 from dynbench.measure.energy import energy_columns
 from dynbench.measure.host import host_bound, host_columns
-from dynbench.measure.launches import launch_columns
 from dynbench.measure.latency import latency_columns
+from dynbench.measure.launches import launch_columns
 from dynbench.measure.point import PointMeasurement
 from dynbench.measure.poll import NVML_POLL_INTERVAL_S
 from dynbench.models.rules import (

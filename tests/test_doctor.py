@@ -153,7 +153,8 @@ def test_doctor_with_an_nvml_that_refuses_everything_skips_by_name(monkeypatch, 
     status = {c.name: (c.status, c.detail) for c in report.checks}
     assert report.exit_code == 0 and {s for s, _ in status.values()} == {"skip"}, status
     memory_detail = status["nvml-memory"][1]
-    assert all(q in memory_detail for q in ("memory", "sm_clock", "clock_event_reasons")) and "NotSupported" in memory_detail
+    assert all(q in memory_detail for q in ("memory", "sm_clock", "clock_event_reasons"))
+    assert "NotSupported" in memory_detail
     assert ("did not advance" if energy else "NotSupported") in status["nvml-energy"][1]
 
 

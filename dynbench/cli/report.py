@@ -38,8 +38,8 @@ def report(
     columns: Annotated[str | None, typer.Option(help="these columns, comma-separated: method, prompt, gen, keep, "
                                                 "image, text, layers, cache, macs, flops, equiv, peak, kv_prompt, "
                                                 "kv_gen, kv, ttft, tpot, tpot_p90, step, step_p90, total, "
-                                                "ttft_roof, tpot_roof, step_roof, total_roof, scoring, energy, "
-                                                "energy_tok, samples, text_spread, tpot_spread, tokens, status",
+                                                "ttft_roof, tpot_roof, step_roof, total_roof, scoring, host, ops, "
+                                                "energy, energy_tok, samples, text_spread, tpot_spread, tokens, status",
                                                 metavar="KEY[,…]")] = None,
 ) -> None:
     """Tables of every method against llava at the same point, with Δ% (terminal, Markdown or CSV)."""

@@ -19,8 +19,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 from dynbench.measure.energy import EnergyMeter
-from dynbench.measure.launches import count_launches
 from dynbench.measure.latency import COARSE_REGIONS, ClockMonitor, ClockResult, LatencyTracker, Regions
+from dynbench.measure.launches import count_launches
 from dynbench.measure.memory import MemoryResult, MemoryTracker, tensor_bytes
 from dynbench.modes import ModeResult, plan_mode, run_mode
 from dynbench.names import DTYPE_BYTES

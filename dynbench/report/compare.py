@@ -50,6 +50,7 @@ DELTA_METRICS = (
     "tmacs", "tflops_paper", "equivalent_tokens", "peak_mem_bytes", "kv_bytes", "kv_bytes_prompt", "kv_bytes_generated",
     "ttft_ms", "tpot_ms_median", "tpot_ms_p90", "step_ms_median", "step_ms_p90", "total_ms",
     "energy_j", "energy_j_per_token",
+    "ops_per_step",  # kernel launches per step (measure/launches.py)
 )  # fmt: skip
 # roofline bounds (measure/roofline.py), compared with llava's on the same roofline_gpu only
 ROOFLINE_METRICS = ("ttft_roofline_ms", "tpot_roofline_ms", "step_roofline_ms_median", "total_roofline_ms")
@@ -63,6 +64,7 @@ CARRIED = (
     "status", "image_tokens", "image_tokens_kept", "vision_keep_realized", "text_tokens_fed",
     "text_tokens_kept", "text_keep_realized", "timer", "mem_source", "throttled", "env_id",
     "matched_ratio", "scoring_ms", "layer_seq_lens", "layer_cache_lens", *ROOFLINE_CARRIED,
+    "host_bound_frac", "host_ms_median",  # measure/host.py: the report labels host-bound TPOTs
 )  # fmt: skip
 # a dataset point's aggregate: how many samples, and the spread over them (samples.py)
 DATASET_CARRIED = ("samples", "samples_skipped", "text_keep_pooled",
@@ -234,7 +236,7 @@ COMPARE_COLUMNS = (
     *(c for m in DELTA_METRICS for c in (m, f"{m}_delta_pct")),
     *ROOFLINE_CARRIED, *(c for m in ROOFLINE_METRICS for c in (m, f"{m}_delta_pct")),
     *(c for m in LATENCY_SAMPLES for c in (f"{m}_delta_ci_low", f"{m}_delta_ci_high", f"{m}_delta_noise")),
-    *DATASET_CARRIED,
+    *DATASET_CARRIED, "host_bound_frac", "host_ms_median",
 )  # fmt: skip
 _NULLABLE_INT = [c for c in COMPARE_COLUMNS if c in INT_FIELDS or c.endswith("_bytes")
                  or c in ("kv_bytes_prompt", "kv_bytes_generated")]  # fmt: skip
