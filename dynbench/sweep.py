@@ -76,11 +76,17 @@ class LoadedModel:
 
     net: object  # models.llava.LlavaForBench
     memory: object  # measure.memory.MemoryTracker
-    cost: object  # measure.model_cost.ModelCost
+    cost: object  # measure.model_cost.ModelCost; None with --no-flops (fvcore is then never imported)
     env: dict
     env_id: str
     facts: object  # rows.ModelFacts
     gpu_uuid: str | None = None  # where it ran (CUDA): a row column, not in the env snapshot
+
+
+def _model_cost(net):
+    from dynbench.measure.model_cost import ModelCost  # imports fvcore: only where FLOPs are counted
+
+    return ModelCost(net)
 
 
 class Sweep:
@@ -114,7 +120,6 @@ class Sweep:
 
         from dynbench.measure import env as envmod
         from dynbench.measure.memory import MemoryTracker, weights_bytes
-        from dynbench.measure.model_cost import ModelCost
         from dynbench.measure.roofline import module_bytes
         from dynbench.models.build import DTYPES, count_parameters
         from dynbench.rows import ModelFacts
@@ -129,7 +134,7 @@ class Sweep:
             torch.cuda.synchronize()
         snap = envmod.snapshot(spec.device, DTYPES[spec.dtype], spec.attn)
         facts = ModelFacts(net.preset, count_parameters(net), weights_bytes(net), module_bytes(net))
-        loaded = LoadedModel(net, memory, ModelCost(net), snap, envmod.env_id(snap), facts,
+        loaded = LoadedModel(net, memory, _model_cost(net) if self.flops else None, snap, envmod.env_id(snap), facts,
                              envmod.gpu_uuid(spec.device))
         if self.out_dir is not None:
             snapshot = json.dumps(snap, indent=2, sort_keys=True) + "\n"

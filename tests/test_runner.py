@@ -270,3 +270,19 @@ def test_after_an_oom_the_model_is_gone_before_the_cache_is_emptied(tmp_path, mo
     monkeypatch.setattr(sweep, "_release", release)
     row = sweep.run_point(RunSpec(method="llava", mode="prefill", prompt_len=4, device="cpu", warmup=0, repeats=1))
     assert row["status"] == "oom" and nets and alive == [False]
+
+
+def test_no_flops_never_imports_fvcore():
+    """The GPU machine has no fvcore unless carried: a --no-flops sweep must not need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom dynbench.spec import points_from\nfrom dynbench.sweep import Sweep, order_points\n"
+            "pts = order_points(points_from({'mode': 'prefill', 'method': 'dynamic-llava', 'prompt_len': 4, "
+            "'warmup': 0, 'repeats': 1, 'device': 'cpu'}))\n"
+            "rows = list(Sweep(None, flops=False, warn=lambda m: None).run(pts))\n"
+            "assert rows[0]['status'] == 'ok' and rows[0]['tmacs'] is None, rows[0]\n"
+            "print(sorted(m for m in sys.modules if m.startswith('fvcore')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
