@@ -300,3 +300,28 @@ def test_board_limit_and_reliability_violations_are_recorded_not_gating(monkeypa
     with mon.track():
         gpu.counters[1] += 2_000_000  # thermal: gating
     assert mon.result().throttled is True and mon.result().throttle_reasons == ("thermal_violation",)
+
+
+def test_cuda_tracker_host_time_covers_the_launches_and_needs_no_sync(monkeypatch):
+    """host_ms: from recording the start event until the end event's record returned — a 30 ms
+    host sleep inside the region is in it, and reading it synchronizes nothing. CPU: no host times."""
+    log = []
+    monkeypatch.setattr(torch.cuda, "Event", lambda enable_timing=False: FakeEvent(log, enable_timing))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: "stream")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append("synchronize"))
+    tracker = LatencyTracker("cuda")
+    for _ in range(2):
+        with tracker.track("step"):
+            time.sleep(0.03)
+    host = tracker.host_result()
+    assert "synchronize" not in log and len(host["step"]) == 2
+    assert all(30.0 <= ms < 1000.0 for ms in host["step"]), host
+    with tracker.track("step") as region:
+        region.discard()  # a discarded region has no host time either
+    assert len(tracker.host_result()["step"]) == 2
+    tracker.reset()
+    assert tracker.host_result() == {}
+    cpu = LatencyTracker("cpu")
+    with cpu.track("step"):
+        pass
+    assert cpu.host_result() == {}

@@ -111,3 +111,27 @@ def test_a_cpu_sweep_records_ops_and_null_host_columns(tmp_path):
     assert summary["ops_total"] == sum(run0) and summary["ops_per_step"] == sorted(run0[1:])[1]
     assert all(r["host_ms"] is None and r["host_bound"] is None for r in steps)
     assert summary["host_bound_frac"] is None and summary["nvml_unavailable"] is None
+
+
+def test_cuda_step_rows_carry_host_time_flag_and_ops():
+    """Rows from a (planned) kv-cache run with CUDA timings: each step row its host_ms, host_bound
+    and ops; the summary the share over decode steps — 2 of 3 here, by hand — and valid columns."""
+    from dynbench.measure.point import PointMeasurement
+    from dynbench.models.build import build_model
+    from dynbench.modes import plan_mode
+    from dynbench.records import validate
+    from dynbench.rows import ModelFacts, point_rows
+    from dynbench.spec import RunSpec
+
+    spec = RunSpec(model="tiny", method="llava", mode="kv-cache", gen_len=4, prompt_len=8, device="cuda")
+    net = build_model("tiny", "llava", device="meta")
+    planned = plan_mode(net.preset, "llava", "kv-cache", 8, 4)
+    measured = PointMeasurement([planned], step_ms=[[30.0, 5.0, 6.0, 5.1]], timer="cuda_event",
+                                host_ms=[[2.0, 5.0, 1.0, 5.0]], ops_per_step=[191, 160, 160, 160])  # fmt: skip
+    rows = point_rows(spec, ModelFacts(net.preset, 0, 0), measured)
+    assert [r["host_bound"] for r in rows.steps] == [False, True, False, True]
+    assert [r["host_ms"] for r in rows.steps] == [2.0, 5.0, 1.0, 5.0]
+    assert rows.summary["host_bound_frac"] == pytest.approx(2 / 3) and rows.summary["host_ms_median"] == 5.0
+    assert rows.summary["ops_per_step"] == 160 and rows.summary["ops_total"] == 671
+    assert rows.summary["nvml_poll_ms"] == 50.0
+    assert all(validate(r) == [] for r in [*rows.steps, rows.summary])
