@@ -180,3 +180,24 @@ def test_attention_backends_gate_structure_and_report_tokens():
     assert agree == {"sdpa": 1.0, "eager": 0.5}  # half the tokens differ: reported, not a failure
     with pytest.raises(AssertionError, match="layer_cache_lens"):
         doctor.backend_agreement({"sdpa": ref, "eager": run([1, 2, 3, 4], [5, 5, 4, 3])})
+
+
+def test_doctor_json_is_written_after_every_check(tmp_path, monkeypatch, capsys):
+    """A run cut short (a device tool's time limit) keeps what it proved: when the second check
+    runs, doctor.json already holds the first one's result. A failure prints the rerun command."""
+    seen = []
+
+    def first(ctx):
+        return "first done"
+
+    def second(ctx):
+        seen.append(json.loads((tmp_path / "doctor.json").read_text()))
+        raise AssertionError("second broke")
+
+    monkeypatch.setattr(doctor, "CHECKS", {"first": first, "second": second})
+    assert main(["doctor", "--device", "cpu", "--only", "first,second", "--out", str(tmp_path)]) == 1
+    assert [(c["name"], c["status"], c["detail"]) for c in seen[0]["checks"]] == [("first", "pass", "first done")]
+    assert seen[0]["partial"] is True
+    final = json.loads((tmp_path / "doctor.json").read_text())
+    assert [c["status"] for c in final["checks"]] == ["pass", "fail"] and "partial" not in final
+    assert f"rerun what failed: dynbench doctor --only second --out {tmp_path}" in capsys.readouterr().err
