@@ -9,7 +9,10 @@ returns `pass`, `fail` or `skip` with the reason. A CUDA check never passes with
 CPU checks: the perf_counter timer, the tensor-memory tracker, fvcore counts against one whole
 trace, the latency columns against their own step rows, and the gate end to end (A/A passes, an
 injected slowdown fails). CUDA checks: the event timer, allocator peaks, hidden host syncs, NVML
-memory / clocks, NVML energy, out-of-memory rows, attention backends, and the GPU CI suite.
+memory / clocks, NVML energy, out-of-memory rows, attention backends, the host-bound flag, and
+the GPU CI suite. A check fails only for a real fault: what this machine cannot measure (NVML
+quantities a sandbox refuses, a frozen energy counter, fvcore not installed) is a `skip` naming
+why, and tolerances come from the measured noise, not from a fixed guess.
 `--quick` uses the tiny preset where a check would otherwise build a 7B-shaped model.
 """
 

@@ -13,7 +13,7 @@ from dynbench.measure import env
 from dynbench.measure.energy import EnergyMeter, energy_columns
 
 CUDA_CHECKS = ("cuda-event-timer", "allocator-peak", "no-hidden-sync", "nvml-memory", "nvml-energy", "cuda-oom",
-               "attention-backends", "ci-gpu-suite")  # fmt: skip
+               "attention-backends", "host-bound-flag", "ci-gpu-suite")  # fmt: skip
 
 
 def test_doctor_cpu_quick(tmp_path, capsys):
