@@ -201,3 +201,18 @@ def test_doctor_json_is_written_after_every_check(tmp_path, monkeypatch, capsys)
     final = json.loads((tmp_path / "doctor.json").read_text())
     assert [c["status"] for c in final["checks"]] == ["pass", "fail"] and "partial" not in final
     assert f"rerun what failed: dynbench doctor --only second --out {tmp_path}" in capsys.readouterr().err
+
+
+def test_aa_tolerance_comes_from_the_samples():
+    """Steady samples keep the floor; jittery ones (host-bound steps) widen it to the CI of
+    median(B) / median(A), and never to 1 or beyond (the gate's limit)."""
+    def rows(samples):
+        return [{"step": None, "method": "llava", "mode": "kv-cache", "point_id": "p", "latency_ms_samples": samples}]
+
+    steady = [5.0] * 20
+    assert doctor.aa_tolerance(rows(steady), rows(steady), 0.05) == 0.05
+    jitter_a = [5.0, 9.0, 5.2, 8.8, 5.1, 9.1, 5.3, 8.9, 5.0, 9.2]
+    jitter_b = [9.0, 5.0, 8.8, 5.2, 9.1, 5.1, 8.9, 5.3, 9.2, 5.0]
+    tol = doctor.aa_tolerance(rows(jitter_a), rows(jitter_b), 0.05)
+    assert 0.2 < tol <= 0.9
+    assert doctor.aa_tolerance(rows([1.0] * 5 + [100.0] * 5), rows([100.0] * 5 + [1.0] * 5), 0.05) == 0.9
