@@ -50,7 +50,10 @@ def test_a_decode_step_is_the_hand_count_per_layer_times_layers_plus_the_step_co
     llava = decode_ops["llava"]
     expected = collections.Counter(LAYER * layers + PER_STEP)
     for names, n in zip(llava.names[1:], llava.per_step[1:], strict=True):
-        assert collections.Counter(names) == expected
+        # rotary's inv_freq (1, d/2, 1) @ position (1, 1, 1): one op, `matmul` on torch 2.11, its
+        # broadcast `mul` from torch 2.13 on
+        assert names.count("matmul") <= 1
+        assert collections.Counter("mul" if op == "matmul" else op for op in names) == expected
         assert n == len(LAYER) * layers + len(PER_STEP) == 36 * layers + 16
     assert len(llava.per_step) == 4  # prefill + 3 decode steps; the exhausted call is not a step
 
