@@ -15,8 +15,8 @@
 #   DOCTOR_ONLY=a,b: only those doctor checks (the rerun line printed at the end uses it).
 #
 # Time (one H200, estimated — nothing measured on a GPU yet): each phase runs under `timeout`, so
-# the whole call is bounded whatever happens: doctor ≤ DOCTOR_S (default 270 s), suite ≤ SUITE_S
-# (150 s), baseline + check + report ≤ 3 × 20 s, setup ≤ 30 s → ≤ 510 s = 8.5 min worst case, the
+# the whole call is bounded whatever happens: doctor ≤ DOCTOR_S (default 240 s), suite ≤ SUITE_S
+# (150 s), baseline + check + report ≤ 3 × 20 s, setup ≤ 30 s → ≤ 480 s = 8 min worst case, the
 # default expected near 6 min. Estimate behind the budgets: a random-weight 7B bf16 build on the GPU
 # ≈ 5–10 s (×6 in the doctor, ×2 in the suite); a 7B decode step is host-bound at ≈ 1,300 ops × ~4 µs
 # ≈ 5–7 ms (launch count from `ops_per_step` at 7B depth on CPU), so the suite's 128-token kv-cache
@@ -59,7 +59,7 @@ step() {  # step SECONDS NAME CMD…: run under a timeout, log it, say how it en
 }
 
 if [ "${DOCTOR:-1}" = 1 ]; then
-  step "${DOCTOR_S:-270}" doctor "${DB[@]}" doctor --out "$WORK/doctor" ${QUICK:+--quick} \
+  step "${DOCTOR_S:-240}" doctor "${DB[@]}" doctor --out "$WORK/doctor" ${QUICK:+--quick} \
     ${DOCTOR_ONLY:+--only "$DOCTOR_ONLY"}
   doctor_rc=$?
   cp "$WORK/doctor/doctor.json" "$WORK/doctor/doctor.md" "$OUT/" 2>/dev/null
