@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import warnings
@@ -50,10 +51,32 @@ def out_dir_for(out: str | None, resume: bool) -> Path | None:
     if path.suffix == ".jsonl":  # --out results/x/records.jsonl names the file itself
         path = path.parent
     path = writable_dir(path)
-    if (path / RECORDS_FILE).exists() and not resume:
+    check_fresh(path, out, resume)
+    return path
+
+
+def check_fresh(path: Path | None, out: str | None, resume: bool) -> None:
+    """An existing results file needs --resume; a folder where it should be is refused."""
+    if path is None:
+        return
+    records = path / RECORDS_FILE
+    if records.is_dir():
+        raise DynbenchError(f"--out {out}: {records} is a folder, not a file; move it away or choose another folder")
+    if records.exists() and not resume:
         raise DynbenchError(f"--out {out} already holds {RECORDS_FILE}; add --resume to continue it or choose "
                             "another folder")
-    return path
+
+
+def writer_lock(out_dir: Path | None):
+    """The results folder's writer lock (`folder_lock`) for the run's lifetime; none without --out.
+    A shard job waits longer: a job of a killed parent may still be stopping."""
+    import contextlib
+
+    from dynbench.folder_lock import PARENT_LOCK_ENV, folder_lock
+
+    if out_dir is None:
+        return contextlib.nullcontext()
+    return folder_lock(out_dir, wait_s=10.0 if os.environ.get(PARENT_LOCK_ENV) else 1.0)
 
 
 def check_attn(attn: str) -> None:
@@ -146,15 +169,14 @@ def run(
                                            "M")] = None,
 ) -> None:
     """Measure every point of the sweep: FLOPs, memory, latency and the tokens each method keeps."""
-    from dynbench.cli.progress import SweepProgress
     from dynbench.cluster import check_options
-    from dynbench.estimate import point_tmacs
+    from dynbench.folder_lock import watch_parent
     from dynbench.measure.roofline import resolve_gpu
     from dynbench.report.tables import run_tables
     from dynbench.shards import manifest, parse_shard, shard_points, write_manifest
     from dynbench.sources import Source
     from dynbench.spec import NoDevice
-    from dynbench.sweep import Sweep, order_points, spec_key
+    from dynbench.sweep import Sweep, order_points
 
     check_options(executor, jobs, shard, parallel, slurm_partition, gpus_per_job, timeout_min)
     this_shard = parse_shard(shard) if shard is not None else None
@@ -182,33 +204,20 @@ def run(
     sweep_points = points
     if this_shard is not None:
         points = shard_points(points, this_shard)
-    costs = [point_tmacs(p) for p in points]  # estimated from the counting rules
     warn = lambda message: err_console().print(f"[yellow]Warning:[/] {message}", highlight=False)  # noqa: E731
-    sweep = Sweep(out_dir_for(out, resume), flops=flops, source=src, warn=warn, gpu=roof_gpu)
-    if this_shard is not None:
-        if sweep.out_dir is not None:
-            write_manifest(sweep.out_dir, manifest(sweep_points, this_shard, points), resume)
-        err_console().print(f"shard {this_shard}: {len(points)} of the sweep's {len(sweep_points)} point(s)",
-                            highlight=False, markup=False)
-        if not points:
-            return
-    todo, skipped = sweep.pending(points, resume)
-    rows = []
-    weight = dict(zip(map(spec_key, points), costs, strict=True))
-    with SweepProgress([weight[spec_key(p)] for p in todo], skipped, len(points), err_console()) as progress:
-        try:
-            for row in sweep.run(todo):
-                rows.append(row)
-                progress.point_done(row)
-        except KeyboardInterrupt:
-            progress.stop()
-            hint = ""
+    out_dir = out_dir_for(out, resume)
+    watch_parent()  # a shard job of `run --executor` ends when its parent is gone
+    with writer_lock(out_dir):
+        check_fresh(out_dir, out, resume)  # again under the lock: another run may just have written it
+        sweep = Sweep(out_dir, flops=flops, source=src, warn=warn, gpu=roof_gpu)
+        if this_shard is not None:
             if sweep.out_dir is not None:
-                argv = [a for a in sys.argv[1:] if a != "--resume"]
-                hint = f"; resume with: dynbench {shlex.join(argv)} --resume"
-            err_console().print(f"Interrupted after {len(rows)} point(s); every finished row is kept{hint}",
+                write_manifest(sweep.out_dir, manifest(sweep_points, this_shard, points), resume)
+            err_console().print(f"shard {this_shard}: {len(points)} of the sweep's {len(sweep_points)} point(s)",
                                 highlight=False, markup=False)
-            raise
+            if not points:
+                return
+        rows, skipped = measure_points(sweep, points, resume)
     if json_out:
         for row in rows:
             print(json.dumps(row, default=str), flush=True)
@@ -225,3 +234,30 @@ def run(
     if errors:
         err_console().print(f"[red]{errors} point(s) failed[/]; their rows have status 'error: …'")
         raise typer.Exit(1)
+
+
+def measure_points(sweep, points: list, resume: bool) -> tuple[list, int]:
+    """Run the points not yet recorded, with a progress bar; (summary rows, points skipped).
+    Ctrl-C: one line saying what is kept and how to resume, then KeyboardInterrupt."""
+    from dynbench.cli.progress import SweepProgress
+    from dynbench.estimate import point_tmacs
+    from dynbench.sweep import spec_key
+
+    todo, skipped = sweep.pending(points, resume)
+    rows: list = []
+    weight = {spec_key(p): point_tmacs(p) for p in points}  # estimated from the counting rules
+    with SweepProgress([weight[spec_key(p)] for p in todo], skipped, len(points), err_console()) as progress:
+        try:
+            for row in sweep.run(todo):
+                rows.append(row)
+                progress.point_done(row)
+        except KeyboardInterrupt:
+            progress.stop()
+            hint = ""
+            if sweep.out_dir is not None:
+                argv = [a for a in sys.argv[1:] if a != "--resume"]
+                hint = f"; resume with: dynbench {shlex.join(argv)} --resume"
+            err_console().print(f"Interrupted after {len(rows)} point(s); every finished row is kept{hint}",
+                                highlight=False, markup=False)
+            raise
+    return rows, skipped
