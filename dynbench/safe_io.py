@@ -37,7 +37,7 @@ class DiskFull(DynbenchError):
 def io_error(exc: OSError, path: Path) -> DynbenchError:
     """One line for an OS error while writing `path` (DiskFull for a full disk or quota)."""
     if exc.errno in _FULL:
-        return DiskFull(f"disk full at {path.parent}: free space and --resume (every finished row is kept)")
+        return DiskFull(f"disk full at {path.parent}; free space and --resume (every finished row is kept)")
     return DynbenchError(f"cannot write {path}: {exc.strerror or exc}; choose a writable path")
 
 

@@ -67,7 +67,12 @@ def plot(
     df = load_many(results)
     skipped: list[str] = []
     console = out_console()
-    for path in plot_all(df, writable_dir(out), skipped=skipped):
+    written = plot_all(df, writable_dir(out), skipped=skipped)
+    for path in written:
         console.print(str(path), highlight=False)
     for reason in skipped:
         err_console().print(f"[yellow]skipped[/] {reason}", highlight=False)
+    if not written:  # exit 0 with nothing on disk would read as success
+        err_console().print(f"nothing to draw: no chart has data in {', '.join(map(str, results))}",
+                            highlight=False, markup=False)
+        raise typer.Exit(1)

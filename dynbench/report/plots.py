@@ -15,6 +15,7 @@ timings are CPU timings or counts come from the meta device. Nothing is smoothed
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -38,6 +39,7 @@ from dynbench.report import plot_data as D
 from dynbench.report import plot_panels as PP
 from dynbench.report.plot_data import Panel, Series
 from dynbench.report.roofline_chart import chart_roofline
+from dynbench.safe_io import write_together
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +433,9 @@ def _slug(*parts: Any) -> str:
 
 def plot_all(df: pd.DataFrame, out_dir: str | os.PathLike, *, skipped: list[str] | None = None,
              charts: Sequence[str] | None = None) -> list[Path]:
-    """Write every chart with data as PNG and SVG under `out_dir`; return the files written.
+    """Write every chart with data as PNG and SVG under `out_dir`; return the files written. They
+    are rendered first and written together at the end (`safe_io.write_together`): a full disk
+    leaves none of them rather than a chart set cut short.
 
     `charts`: names from CHARTS to draw (default: all).
     One chart set per (model, device, dtype): file names are `<chart>.png` when the records
@@ -446,7 +450,7 @@ def plot_all(df: pd.DataFrame, out_dir: str | os.PathLike, *, skipped: list[str]
     out.mkdir(parents=True, exist_ok=True)
     summaries, steps, samples = C.summary_rows(df), C.step_rows(df), C.sample_rows(df)
     groups = sorted({key_of(r, GROUP) for r in summaries + steps}, key=lambda k: tuple(map(str, k)))
-    written: list[Path] = []
+    written: dict[Path, bytes] = {}
     for group in groups:
         g_sum = [r for r in summaries if key_of(r, GROUP) == group]
         g_steps = [r for r in steps if key_of(r, GROUP) == group]
@@ -463,15 +467,16 @@ def plot_all(df: pd.DataFrame, out_dir: str | os.PathLike, *, skipped: list[str]
                 continue
             with matplotlib.rc_context(RC):
                 for ext in FORMATS:
-                    path = out / f"{name}{suffix}.{ext}"
-                    fig.savefig(path, dpi=120 if ext == "png" else None, metadata=METADATA[ext])
-                    written.append(path)
+                    buf = io.BytesIO()
+                    fig.savefig(buf, format=ext, dpi=120 if ext == "png" else None, metadata=METADATA[ext])
+                    written[out / f"{name}{suffix}.{ext}"] = buf.getvalue()
                     # the layout is in figure fractions, the same for every format: solve it once
                     # (constrained layout is most of the drawing time)
                     fig.set_layout_engine("none")
     if not groups and skipped is not None:
         skipped.append("all charts: the records hold no rows")
-    return written
+    write_together(written)
+    return list(written)
 
 
 __all__ = ["CHARTS", "COLORS", "Skip", "color", "plot_all", "style"]
