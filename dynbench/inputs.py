@@ -230,15 +230,9 @@ def preprocess_image(image_path: str | Path, processor, preset: Preset, mode: st
 
 
 def _open_rgb(path: str | Path):
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise DynbenchError("--image needs Pillow: pip install pillow") from None
-    try:
-        with Image.open(Path(path).expanduser()) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DynbenchError(f"cannot read image {path} ({_one_line(exc)})") from None
+    from dynbench.images import decode_rgb
+
+    return decode_rgb(path)
 
 
 # ---- a dataset sample ---------------------------------------------------------------------------

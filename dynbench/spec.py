@@ -11,6 +11,7 @@ belongs to `dynamic-llava`, `random` and a budget-matched `fastv` (the keep it i
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -312,11 +313,29 @@ def _cast(name: str, value, typ: type, where: str):
         try:
             if isinstance(value, bool):
                 raise ValueError
-            return typ(value) if typ is float or not isinstance(value, float) else typ(str(value))
-        except (TypeError, ValueError):
+            cast = typ(value) if typ is float or not isinstance(value, float) else typ(str(value))
+        except (TypeError, ValueError, OverflowError):
             pass
+        else:
+            return _in_range(name, cast, where)
     flag = "--" + name.replace("_", "-")
     raise DynbenchError(f"{where}{flag}: cannot read {value!r} as {typ.__name__}")
+
+
+INT64 = 2**63  # records, tables and torch hold 64-bit integers: a larger one crashed them later
+SEEDS = ("seed", "sample_seed")
+
+
+def _in_range(name: str, value, where: str):
+    """A number that every later stage can hold: finite floats, 64-bit ints, seeds ≥ 0."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DynbenchError(f"{where}{flag}: {value} is not a finite number")
+    if isinstance(value, int) and not -INT64 <= value < INT64:
+        raise DynbenchError(f"{where}{flag}: {value} is out of range (a 64-bit integer)")
+    if name in SEEDS and value < 0:
+        raise DynbenchError(f"{where}{flag}: a seed must be ≥ 0, got {value}")
+    return value
 
 
 def points_from(values: dict, where: str = "", source: dict | None = None) -> list[RunSpec]:
