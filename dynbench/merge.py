@@ -35,7 +35,7 @@ from pathlib import Path
 from dynbench.errors import DynbenchError
 from dynbench.records import is_summary, key_of
 from dynbench.folder_lock import folder_lock
-from dynbench.results import RECORDS_FILE, RESUMABLE_STATUSES, iter_records, jsonable, writable_dir
+from dynbench.results import RECORDS_FILE, RESUMABLE_STATUSES, iter_records, jsonable, require_dynbench, writable_dir
 from dynbench.safe_io import write_together
 from dynbench.shards import MANIFEST_FILE, point_digest, read_manifest
 
@@ -60,7 +60,7 @@ def _folder(path: str | Path) -> Path:
 
 def _read(folder: Path, strict: bool) -> list[dict]:
     if (folder / RECORDS_FILE).is_file():
-        return list(iter_records(folder, strict=strict))
+        return require_dynbench(list(iter_records(folder, strict=strict)), folder / RECORDS_FILE)
     if (folder / MANIFEST_FILE).is_file():
         return []  # a shard that got no point of the sweep
     raise DynbenchError(f"no results at {folder / RECORDS_FILE}: pass folders written by `dynbench run --out DIR`")

@@ -25,14 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from dynbench.errors import DynbenchError
 from dynbench.folder_lock import folder_lock, holds
-from dynbench.records import is_point_summary, key_of
+from dynbench.records import is_point_summary, key_of, validate
 from dynbench.safe_io import append_line, write_atomic  # noqa: F401 — write_atomic: re-exported
 
 if TYPE_CHECKING:
     import pandas as pd
 
 RECORDS_FILE = "records.jsonl"
-RESUMABLE_STATUSES = ("ok", "oom")  # `--resume` skips these; "error: …" points run again
+RESUMABLE_STATUSES = ("ok", "oom")
+DYNBENCH_REQUIRED = ("method", "mode", "status")  # every row dynbench writes names these  # `--resume` skips these; "error: …" points run again
 
 
 def jsonable(value: Any) -> Any:
@@ -73,12 +74,13 @@ def _records_file(path: str | os.PathLike) -> Path:
     return file
 
 
-def iter_records(path: str | os.PathLike, strict: bool = False) -> Iterator[dict]:
+def iter_records(path: str | os.PathLike, strict: bool = False, schema: bool = True) -> Iterator[dict]:
     """Raw records from a records.jsonl file or a folder holding one.
 
     A corrupt last line is skipped with a warning (a crash mid-write) — or, with `strict` (the
     regression gate, which must not judge a run that was cut short), raises DynbenchError; a
-    corrupt line followed by more records means the file was damaged otherwise, and raises.
+    corrupt line followed by more records means the file was damaged otherwise, and raises. With
+    `schema`, a declared column of the wrong type raises too (`check_types`).
     """
     file = _records_file(path)
     bad: tuple[int, str] | None = None  # (line number, reason) of an unparsable line
@@ -97,6 +99,8 @@ def iter_records(path: str | os.PathLike, strict: bool = False) -> Iterator[dict
             if not isinstance(record, dict):
                 bad = (lineno, f"expected a JSON object, got {type(record).__name__}")
                 continue
+            if schema:
+                check_types(record, file, lineno)
             yield record
     if bad is not None:
         if strict:
@@ -105,6 +109,24 @@ def iter_records(path: str | os.PathLike, strict: bool = False) -> Iterator[dict
                                 "or remove that line")
         warnings.warn(f"{file}:{bad[0]}: skipped a truncated last record ({bad[1]})",
                       RuntimeWarning, stacklevel=2)
+
+
+def check_types(record: dict, file: str | os.PathLike, lineno: int) -> None:
+    """A declared column of the wrong type (`records.validate`) is one line naming file, line and
+    column — not a crash in a report later. Undeclared columns pass (another version's records)."""
+    wrong = [p for p in validate(record) if ", expected " in p]
+    if wrong:
+        raise DynbenchError(f"{file}:{lineno}: column {wrong[0][:200]}; fix or delete that line")
+
+
+def require_dynbench(records: list[dict], file: str | os.PathLike) -> list[dict]:
+    """`records` if they are dynbench rows (each names its method, mode and status), else one line."""
+    for i, r in enumerate(records):
+        missing = [c for c in DYNBENCH_REQUIRED if not isinstance(r.get(c), str)]
+        if missing:
+            raise DynbenchError(f"{file}: record {i + 1} is not a dynbench record (no {', '.join(missing)}); pass a "
+                                "folder written by `dynbench run --out DIR`")
+    return records
 
 
 def load(path: str | os.PathLike) -> pd.DataFrame:
