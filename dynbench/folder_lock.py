@@ -38,6 +38,7 @@ LOCK_FILE = ".dynbench.lock"
 RECORDS_FILE = "records.jsonl"  # results.RECORDS_FILE (results imports this module)
 PARENT_LOCK_ENV = "DYNBENCH_PARENT_LOCK"  # set for shard jobs: "<lock path>\t<token>"
 POLL_S = 0.5
+BRIEF_WAIT_S = 60.0  # an unnamed holder appends one row: wait for it rather than refuse
 
 
 class FolderBusy(DynbenchError):
@@ -80,12 +81,15 @@ def _pid_alive(pid) -> bool:
 
 
 def _acquire(folder: Path, wait_s: float) -> int:
+    """The locked descriptor. A holder that names itself (a run, a merge) is waited for `wait_s`;
+    one that does not (a brief append, or a holder between taking the lock and naming itself)
+    up to BRIEF_WAIT_S, as it lets go within milliseconds."""
     path = folder / LOCK_FILE
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
     except OSError as exc:
         raise io_error(exc, path) from None
-    deadline = time.monotonic() + wait_s
+    start = time.monotonic()
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -94,17 +98,19 @@ def _acquire(folder: Path, wait_s: float) -> int:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 os.close(fd)
                 raise io_error(exc, path) from None
-        if time.monotonic() >= deadline:
+        info = holder(folder)
+        if time.monotonic() - start >= (wait_s if info else max(wait_s, BRIEF_WAIT_S)):
             os.close(fd)
-            raise FolderBusy(f"{folder} is being written by {_describe(holder(folder))}: wait for it to finish "
+            raise FolderBusy(f"{folder} is being written by {_describe(info)}: wait for it to finish "
                              "or stop it, or choose another --out (one writer per results folder)")
-        time.sleep(0.05)
+        time.sleep(0.01 if not info else 0.05)
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, wait_s: float = 1.0) -> Iterator[str]:
+def folder_lock(folder: str | os.PathLike, wait_s: float = 1.0, brief: bool = False) -> Iterator[str]:
     """Hold the folder's writer lock (module docstring); yields the holder's token. `wait_s`: how
-    long to wait for a holder that is about to let go (a parent just killed, a watchdog's look)."""
+    long to wait for a named holder that is about to let go (a shard job of a killed parent).
+    `brief`: held for one append, unnamed — others wait for it instead of refusing."""
     folder = Path(folder).resolve()
     with _guard:
         entry = _held.get(folder)
@@ -125,7 +131,8 @@ def folder_lock(folder: str | os.PathLike, wait_s: float = 1.0) -> Iterator[str]
                 "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+            if not brief:
+                os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         except OSError as exc:
             raise io_error(exc, folder / LOCK_FILE) from None
         repair_tail(folder / RECORDS_FILE)  # under the lock, at open: no one else is appending

@@ -61,7 +61,7 @@ def append_record(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
         append_line(path, line)
         return
     writable_dir(path.parent, flag="results folder")
-    with folder_lock(path.parent):
+    with folder_lock(path.parent, brief=True):
         append_line(path, line)
 
 

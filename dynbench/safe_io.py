@@ -17,6 +17,7 @@ others, like any file the user writes; `mkstemp` alone would leave 0600).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -108,6 +109,7 @@ def write_together(files: Mapping[Path, str | bytes]) -> None:
     written are they renamed into place. On any error nothing new is left behind."""
     temps: list[tuple[str, Path]] = []
     path = next(iter(files), Path("."))
+    made = _missing_folders(Path(p).parent for p in files)  # removed again if nothing is written
     try:
         for path, content in files.items():
             path = Path(path)
@@ -117,10 +119,10 @@ def write_together(files: Mapping[Path, str | bytes]) -> None:
         for tmp, path in temps:
             os.replace(tmp, path)
     except OSError as exc:
-        _unlink(tmp for tmp, _ in temps)
+        _undo(temps, made)
         raise io_error(exc, Path(path)) from None
     except BaseException:
-        _unlink(tmp for tmp, _ in temps)
+        _undo(temps, made)
         raise
 
 
@@ -140,9 +142,22 @@ def _write_temp(path: Path, content: str | bytes) -> str:
     return tmp
 
 
-def _unlink(paths) -> None:
-    for tmp in paths:
-        try:
+def _missing_folders(folders) -> list[Path]:
+    """Folders (and their missing parents) that do not exist yet, deepest first."""
+    missing: set[Path] = set()
+    for folder in folders:
+        for p in (folder, *folder.parents):
+            if p.exists():
+                break
+            missing.add(p)
+    return sorted(missing, key=lambda p: len(p.parts), reverse=True)
+
+
+def _undo(temps: list[tuple[str, Path]], made: list[Path]) -> None:
+    """Remove the temp files and the folders this write created (when still empty)."""
+    for tmp, _ in temps:
+        with contextlib.suppress(OSError):
             Path(tmp).unlink(missing_ok=True)
-        except OSError:
-            pass
+    for folder in made:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
