@@ -154,3 +154,64 @@ def test_two_concurrent_resumed_runs_measure_each_point_once(tmp_path):
     else:  # or it started after the first ended, and --resume found nothing left
         assert codes == [0, 0]
         assert any("nothing was left to run" in err for _, err in results)
+
+
+EXECUTOR = ["-m", "dynbench", "run", "--executor", "local", "--jobs", "2", "--mode", "prefill", "--method", "llava",
+            "--prompt-len", "4,8,16,32", "--no-flops", "--warmup", "0", "--repeats", "500", "--yes"]
+
+
+def _shard_pids(out) -> list[int]:
+    pids = []
+    for lock in out.glob("shards/*/" + LOCK_FILE):
+        try:
+            pids.append(json.loads(lock.read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            pass
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
+def test_local_job_arrays_die_with_their_parent(tmp_path, how):
+    """`kill -9` of a `--executor local` parent, or a terminal's Ctrl-C (SIGINT to its process
+    group): no shard job keeps running or writing, and Ctrl-C prints dynbench's line, no traceback."""
+    pytest.importorskip("submitit")
+    out = tmp_path / "sweep"
+    parent = subprocess.Popen([sys.executable, *EXECUTOR, "--out", str(out)], env=ENV, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while len(_shard_pids(out)) < 2 and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.2)
+        shards = _shard_pids(out)
+        assert len(shards) == 2, "the shard jobs did not start"
+        if how == "kill -9":
+            parent.send_signal(signal.SIGKILL)
+        else:
+            os.killpg(parent.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        rc = parent.wait(timeout=60)
+        err = parent.stderr.read()
+        if how == "ctrl-c":
+            assert rc == 130 and "Traceback" not in err and "Interrupted" in err, err
+            assert not [p for p in shards if _alive(p)]  # gone before dynbench returned
+        deadline = time.monotonic() + 20
+        while [p for p in shards if _alive(p)] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [p for p in shards if _alive(p)]
+        sizes = {p: p.stat().st_size for p in out.glob("shards/*/records.jsonl")}
+        time.sleep(1.0)
+        assert sizes == {p: p.stat().st_size for p in out.glob("shards/*/records.jsonl")}  # no one writes
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        for pid in _shard_pids(out):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
