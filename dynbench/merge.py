@@ -18,10 +18,11 @@ Rules (`merge_folders`, in memory; `write_merged` writes them):
   never silently passed; a shard folder with no records (a shard that got no point) is fine.
 
 Writing (`write_merged`, under the target's writer lock): env files, `records.jsonl` and
-`merged.json` (inputs, counts) each to a temp file, renamed together once all were written. An existing `records.jsonl` in the target is refreshed only when
-the target is itself a merge (it holds `merged.json`): its rows are then read as the first input,
-so a re-merge after a shard was resumed keeps every point and drops nothing it had. A folder
-written by `dynbench run` is never written over.
+`merged.json` (inputs, counts) each to a temp file, renamed together once all were written. An
+existing `records.jsonl` in the target is refreshed only when the target is itself a merge (it
+holds `merged.json`): its rows are then read as the first input, so a re-merge after a shard was
+resumed keeps every point and drops nothing it had. A folder written by `dynbench run` is never
+written over.
 """
 
 from __future__ import annotations

@@ -21,8 +21,7 @@ from dynbench.errors import DynbenchError
 from dynbench.records import COLUMNS
 from dynbench.results import RECORDS_FILE
 
-settings.register_profile("fuzz-long", max_examples=2000, deadline=None)
-LONG = settings.default.max_examples > 100  # --hypothesis-profile=fuzz-long
+LONG = settings.default.max_examples > 100  # --hypothesis-profile=fuzz-long (tests/conftest.py)
 FUZZ = settings(max_examples=settings.default.max_examples if LONG else 40, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
 
