@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dynbench.errors import DynbenchError
-from dynbench.records import is_summary, key_of
 from dynbench.folder_lock import folder_lock
+from dynbench.records import is_summary, key_of
 from dynbench.results import RECORDS_FILE, RESUMABLE_STATUSES, iter_records, jsonable, require_dynbench, writable_dir
 from dynbench.safe_io import write_together
 from dynbench.shards import MANIFEST_FILE, point_digest, read_manifest

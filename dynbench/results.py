@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 RECORDS_FILE = "records.jsonl"
-RESUMABLE_STATUSES = ("ok", "oom")
-DYNBENCH_REQUIRED = ("method", "mode", "status")  # every row dynbench writes names these  # `--resume` skips these; "error: …" points run again
+RESUMABLE_STATUSES = ("ok", "oom")  # `--resume` skips these; "error: …" points run again
+DYNBENCH_REQUIRED = ("method", "mode", "status")  # every row dynbench writes names these
 
 
 def jsonable(value: Any) -> Any:

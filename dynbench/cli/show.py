@@ -55,7 +55,8 @@ def show(
     spec = points[0]
     chosen = src.dataset(spec).sample(sample or 0) if spec.dataset is not None else None
     inputs, views = show_views(points, src, get_preset(spec.model), chosen)
-    stem = file_stem(name) if name is not None else _stem(chosen.id if chosen else src.image or src.inputs or f"synthetic-p{spec.prompt_len}")
+    default = chosen.id if chosen else src.image or src.inputs or f"synthetic-p{spec.prompt_len}"
+    stem = file_stem(name) if name is not None else _stem(default)
     info = {"checkpoint": spec.checkpoint, "dataset": spec.dataset, "sample": None if chosen is None else chosen.index,
             "sample_id": None if chosen is None else chosen.id, "image": str(chosen.image) if chosen and chosen.image
             else src.image, "inputs": src.inputs, "prompt": src.prompt, "mode": spec.mode, "gen_len": spec.gen_len,
