@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +39,7 @@ LOCK_FILE = ".dynbench.lock"
 RECORDS_FILE = "records.jsonl"  # results.RECORDS_FILE (results imports this module)
 PARENT_LOCK_ENV = "DYNBENCH_PARENT_LOCK"  # set for shard jobs: "<lock path>\t<token>"
 POLL_S = 0.5
+NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 BRIEF_WAIT_S = 60.0  # an unnamed holder appends one row: wait for it rather than refuse
 
 
@@ -95,6 +97,10 @@ def _acquire(folder: Path, wait_s: float) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return fd
         except OSError as exc:
+            if exc.errno in NO_LOCKS:  # a filesystem without locks: write, unprotected, and say so
+                warnings.warn(f"{folder}: the filesystem does not support file locks ({exc.strerror}); do not "
+                              "point two dynbench commands at this folder at once", RuntimeWarning, stacklevel=4)
+                return fd
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 os.close(fd)
                 raise io_error(exc, path) from None

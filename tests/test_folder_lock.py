@@ -214,3 +214,17 @@ def test_local_job_arrays_die_with_their_parent(tmp_path, how):
         for pid in _shard_pids(out):
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_filesystem_without_locks_is_written_with_a_warning(tmp_path, monkeypatch):
+    import errno
+
+    import dynbench.folder_lock as fl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fl.fcntl, "flock", no_locks)
+    with pytest.warns(RuntimeWarning, match="does not support file locks"):
+        append_record(tmp_path / RECORDS_FILE, {"step": None, "status": "ok"})
+    assert [r["status"] for r in iter_records(tmp_path)] == ["ok"]
