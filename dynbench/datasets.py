@@ -186,7 +186,7 @@ def _parse(record: Any, where: str, image_folder: Path, file_folder: Path) -> Sa
     if "image" in record and question is not None:
         return Sample(0, sample_id, where, image=_image_path(record, image_folder),
                       turns=_prompt_turns(question, record.get("answer")))
-    keys = ", ".join(sorted(record)) or "nothing"
+    keys = ", ".join(repr(k)[1:-1] for k in sorted(record))[:200] or "nothing"  # escaped: one line
     raise BadRecord(f"a record needs `image` + `prompt`, `inputs`, or `conversations` (it has: {keys})")
 
 

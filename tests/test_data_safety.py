@@ -267,3 +267,13 @@ def test_plot_with_nothing_to_draw_exits_1_with_one_line(tmp_path, results, caps
     err = capsys.readouterr().err
     assert "nothing to draw" in err and "Traceback" not in err
     assert not any((tmp_path / "p").glob("*.png"))
+
+
+def test_a_dataset_key_holding_a_newline_is_still_one_line(tmp_path, capsys):
+    """Found by tests/test_fuzz.py::test_datasets (`records=[{'\\n': None}]`)."""
+    from dynbench.datasets import load_dataset
+
+    (tmp_path / "data.json").write_text(json.dumps([{"\n": None}]))
+    with pytest.raises(DynbenchError) as err:
+        load_dataset(tmp_path / "data.json")
+    assert "\n" not in str(err.value) and "it has: \\n" in str(err.value)
