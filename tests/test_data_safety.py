@@ -277,3 +277,21 @@ def test_a_dataset_key_holding_a_newline_is_still_one_line(tmp_path, capsys):
     with pytest.raises(DynbenchError) as err:
         load_dataset(tmp_path / "data.json")
     assert "\n" not in str(err.value) and "it has: \\n" in str(err.value)
+
+
+@pytest.mark.parametrize(("suite", "message"), [
+    ({"batch": [None]}, "--batch: an empty (null) value in the list"),  # was a TypeError (fuzzing)
+    ({"\n": 1}, "unknown key(s) \\n;"),  # was a two-line message (fuzzing)
+    ({1: 2, "x": 3}, "unknown key(s) 1, x;"),  # numbers and text as keys: sorting them was a TypeError
+    ({"defaults": {2: 1, "y": 0}, "sweeps": [{}]}, "unknown key(s) in defaults: 2, y;"),
+])  # fmt: skip
+def test_odd_suites_are_one_line(tmp_path, suite, message):
+    import yaml
+
+    from dynbench.spec import load_suite
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    with pytest.raises(DynbenchError) as err:
+        load_suite(path)
+    assert message in str(err.value) and "\n" not in str(err.value)
