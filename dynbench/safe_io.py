@@ -11,8 +11,8 @@ Two primitives, and every file dynbench writes goes through one of them:
   all of them were written (a command's outputs appear together or not at all).
 
 Every OS error becomes one `DynbenchError` line naming the folder and the fix (`DiskFull` for
-ENOSPC / EDQUOT: "free space and --resume"). Files are created 0644 (readable by the group and
-others, like any file the user writes; `mkstemp` alone would leave 0600).
+ENOSPC / EDQUOT: "free space and --resume"). Files are created 0644 less the umask, like
+`records.jsonl` (`mkstemp` alone would leave 0600).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def _write_temp(path: Path, content: str | bytes) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, FILE_MODE & ~_umask())  # as records.jsonl (O_CREAT 0644): the user's umask applies
         data = content.encode("utf-8") if isinstance(content, str) else content
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -140,6 +140,12 @@ def _write_temp(path: Path, content: str | bytes) -> str:
         Path(tmp).unlink(missing_ok=True)
         raise
     return tmp
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: set it straight back
+    os.umask(mask)
+    return mask
 
 
 def _missing_folders(folders) -> list[Path]:
