@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dynbench.names import MODES
+from dynbench.names import DECODE_PHASE, FORWARD_PHASE, MODES, PREFILL_PHASE
 
 SUMMARY, STEP, BOTH = "summary", "step", "both"
 DECODE = ("no-cache", "kv-cache")
@@ -244,6 +244,9 @@ _DECLARED: tuple[Column, ...] = (
     _c("text_keep_pooled", DATASET, "float", "aggregate row: Σ text_tokens_kept / Σ text_tokens_fed over samples "
        "(token-weighted, the official scripts' mean cache length / mean output length)", rows=SUMMARY,
        modes=DECODE),
+    # ---- step phase (issue 24): what the step ran, so readers never re-derive it from the mode
+    _c("phase", IDENT, "str", "prefill | forward | decode: a prefill (a conversation's next turn too), a "
+       "no-cache forward, a decode step (names.PHASES); older records lack it (`step_phase`)", rows=STEP),
 )
 _BASE = {c.name: c for c in _DECLARED}
 COLUMNS: tuple[Column, ...] = _DECLARED + tuple(
@@ -323,6 +326,16 @@ def is_summary(row: Mapping[str, Any]) -> bool:
 def is_point_summary(row: Mapping[str, Any]) -> bool:
     """The one row that stands for a whole point (what reports, the gate, merge and --resume read)."""
     return row_kind(row) == POINT_ROW
+
+
+def step_phase(row: Mapping[str, Any]) -> str:
+    """A step row's phase: its `phase` column, or for records written before it, the one-round rule
+    (a prefill-mode step and kv-cache step 0 are prefills; no-cache steps forwards; the rest decode)."""
+    if row.get("phase") is not None:
+        return row["phase"]
+    if row.get("mode") == "prefill" or (row.get("mode") == "kv-cache" and row.get("step") == 0):
+        return PREFILL_PHASE
+    return FORWARD_PHASE if row.get("mode") == "no-cache" else DECODE_PHASE
 
 
 def latest_summaries(rows: Iterable[Mapping[str, Any]], fields: Iterable[str] = POINT_KEY) -> dict[tuple, dict]:

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dynbench.errors import DynbenchError
+from dynbench.names import STATUS_OK, STATUS_OOM
 from dynbench.records import is_point_summary, key_of
 
 if TYPE_CHECKING:
     import pandas as pd
 
 RECORDS_FILE = "records.jsonl"
-RESUMABLE_STATUSES = ("ok", "oom")  # `--resume` skips these; "error: …" points run again
+RESUMABLE_STATUSES = (STATUS_OK, STATUS_OOM)  # `--resume` skips these; "error: …" points run again
 
 
 def jsonable(value: Any) -> Any:

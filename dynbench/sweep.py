@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynbench.errors import DynbenchError
+from dynbench.names import ERROR_PREFIX, STATUS_OK, STATUS_OOM
 from dynbench.records import COLUMNS, ENV_COLUMNS, MODEL_KEY, RESUME_KEY, STEP, SUMMARY, is_summary, key_of
 from dynbench.results import RECORDS_FILE, append_record, recorded_keys, write_atomic
 from dynbench.sources import Source
@@ -45,6 +46,11 @@ OOM_MARKERS = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FA
 # (point, sample, round) and step rows
 SUMMARY_NAMES = tuple(c.name for c in COLUMNS if c.rows != STEP)
 STEP_NAMES = tuple(c.name for c in COLUMNS if c.rows != SUMMARY)
+
+
+def failure_status(exc: BaseException) -> str:
+    """The status of a point (or sample) that raised `exc`: oom, or the error and its message."""
+    return STATUS_OOM if is_oom(exc) else f"{ERROR_PREFIX}{type(exc).__name__}: {exc}"
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -179,15 +185,15 @@ class Sweep:
         except DynbenchError:
             raise
         except Exception as exc:  # noqa: BLE001 — an OOM or a failing point must not end the sweep
-            failure = "oom" if is_oom(exc) else f"error: {type(exc).__name__}: {exc}"
+            failure = failure_status(exc)
         if failure is not None:  # outside the handler: the traceback no longer pins the tensors
             self._release()
             row = {**base, "step": None, "status": failure}
             self._write(row)
             return row
         for step_row in rows.steps:
-            self._write({**base, **step_row, "status": "ok"})
-        row = {**base, **rows.summary, "step": None, "status": "ok"}
+            self._write({**base, **step_row, "status": STATUS_OK})
+        row = {**base, **rows.summary, "step": None, "status": STATUS_OK}
         self._write(row)
         return row
 
@@ -248,7 +254,7 @@ class Sweep:
         """One sample: its step rows, round rows and sample row appended; the sample row returned."""
         import dataclasses
 
-        from dynbench.samples import decode_latency, round_rows
+        from dynbench.samples import round_rows
 
         mine = {**base, "sample": sample.index, "sample_id": sample.id}
         failure = None
@@ -267,7 +273,7 @@ class Sweep:
         except DynbenchError:
             raise
         except Exception as exc:  # noqa: BLE001 — one failing sample must not end the point
-            failure = "oom" if is_oom(exc) else f"error: {type(exc).__name__}: {exc}"
+            failure = failure_status(exc)
         if failure is not None:
             self._release()
             row = {**mine, "step": None, "status": failure}
@@ -279,16 +285,15 @@ class Sweep:
                       "evaluation keeps a KV cache); use --mode kv-cache for every round")
         steps = [s for run in measured.runs for s in run.steps]
         for step_row, step in zip(rows.steps, steps, strict=True):
-            self._write({**mine, **step_row, "round": step.round, "status": "ok"})
+            self._write({**mine, **step_row, "round": step.round, "status": STATUS_OK})
         summary = dict(rows.summary, rounds=len(inputs.rounds) if conversation else 1)
         if conversation:
             first = measured.runs[0].steps
-            summary.update(decode_latency(measured.step_ms, [s.round for s in first]))
             prompts = [inputs.layout.seq_len, *(r.prompt_ids.shape[1] for r in inputs.rounds[1:])]
             tmacs = [r.get("tmacs") for r in rows.steps[: len(first)]]
             for round_row in round_rows(first, measured.step_ms, tmacs, loaded.facts.preset.image_tokens, prompts):
-                self._write({**mine, **round_row, "step": None, "status": "ok"})
-        row = {**mine, **summary, "step": None, "status": "ok"}
+                self._write({**mine, **round_row, "step": None, "status": STATUS_OK})
+        row = {**mine, **summary, "step": None, "status": STATUS_OK}
         self._write(row)
         return row
 

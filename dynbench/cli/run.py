@@ -25,6 +25,7 @@ from dynbench.cli.options import (
     point_options,
 )  # fmt: skip
 from dynbench.errors import DynbenchError
+from dynbench.names import is_error
 from dynbench.results import RECORDS_FILE, iter_records, writable_dir
 from dynbench.spec import MAX_POINTS
 
@@ -222,7 +223,7 @@ def run(
         left = "nothing was left to run" if not rows else f"{skipped} point(s) already recorded were skipped"
         err_console().print(f"--resume: {left} in {sweep.out_dir}; `dynbench report {sweep.out_dir}` shows "
                             f"all {len(points)} point(s)", highlight=False, markup=False)
-    errors = sum(str(r.get("status", "")).startswith("error") for r in rows)
+    errors = sum(is_error(r.get("status")) for r in rows)
     if errors:
         err_console().print(f"[red]{errors} point(s) failed[/]; their rows have status 'error: …'")
         raise typer.Exit(1)

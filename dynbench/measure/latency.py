@@ -31,6 +31,7 @@ import torch
 
 from dynbench.measure.env import nvml_handle, warn_once
 from dynbench.measure.poll import Poller
+from dynbench.names import DECODE_PHASE, FORWARD_PHASE, PHASES, PREFILL_PHASE, REGIONS
 from dynbench.stats import median_or_none as _median
 from dynbench.stats import summarize
 
@@ -97,6 +98,7 @@ class LatencyTracker:
 # decode steps. The rest (predictors, token drop, scoring, KV eviction, LM head) sit inside every
 # step and are timed only on request (`--regions`, `dynbench profile`).
 COARSE_REGIONS = frozenset({"vision_tower", "projector", "llm_prefill"})
+assert COARSE_REGIONS <= set(REGIONS)
 
 
 class Regions:
@@ -122,28 +124,31 @@ def _per_run_sum(regions: Sequence[Mapping[str, Sequence[float]]], name: str) ->
 LATENCY_SAMPLE_COLUMNS = ("latency_ms_samples", "ttft_ms_samples", "total_ms_samples")
 
 
-def latency_columns(mode: str, step_ms: Sequence[Sequence[float]],
-                    regions: Sequence[Mapping[str, Sequence[float]]] = ()) -> dict:
+def latency_columns(phases: Sequence[str], step_ms: Sequence[Sequence[float]],
+                    regions: Sequence[Mapping[str, Sequence[float]]] = (), *, headline: str) -> dict:
     """The latency columns of one point, from its raw samples (README "latency").
 
-    `step_ms[r][i]`: milliseconds of step i of measured run r (every run has the same steps:
-    prefill 1, no-cache `gen_len`, kv-cache 1 + `gen_len − 1`). `regions[r][name]`: milliseconds
-    of each call of region `name` in run r (absent = not timed). Definitions:
+    `phases[i]`: the phase of step i (`modes.Step.phase`; every run has the same steps), `step_ms[r][i]`:
+    milliseconds of step i of measured run r. `regions[r][name]`: milliseconds of each call of region
+    `name` in run r (absent = not timed). `headline`: the mode's headline phase (`modes.HEADLINE_PHASE`).
+    Definitions (which steps make which column: `modes.HEADLINE_PHASE`'s comment):
 
-    * `ttft_ms` (prefill, kv-cache) = median over runs of the run's step 0; `ttft_ms_samples` them;
-    * `tpot_ms_*` (kv-cache) over the decode steps (step ≥ 1) of every run;
-    * `step_ms_*` (no-cache) over every forward of every run;
+    * `ttft_ms` (a run opening with a prefill) = median over runs of the run's step 0; `ttft_ms_samples` them;
+    * `tpot_ms_*` over the decode steps of every run (a conversation's next-turn prefills are not decode steps);
+    * `step_ms_*` over the forwards (no-cache) of every run;
     * `total_ms` = median over runs of Σ steps of the run; `total_ms_samples` them;
-    * `latency_ms_samples` = the headline samples: TTFTs (prefill), decode steps (kv-cache), forwards
-      (no-cache); `latency_cv` their std / mean (None below 2 samples);
+    * `latency_ms_samples` = the headline samples, the steps of the `headline` phase: TTFTs (prefill),
+      decode steps (kv-cache), forwards (no-cache); `latency_cv` their std / mean (None below 2 samples);
     * `vision_ms` = median over every vision pass of vision tower + projector; `llm_prefill_ms` =
       median over runs of the LLM part of the prefill; `scoring_ms` = median over runs of Σ of the
       run's `scoring` calls (baselines' attention scoring; timed only with every region).
     """
     if not step_ms or not step_ms[0]:
         raise ValueError("latency_columns() needs at least one run with at least one step")
-    if any(len(run) != len(step_ms[0]) for run in step_ms):
-        raise ValueError(f"runs of one point differ in steps: {[len(run) for run in step_ms]}")
+    if any(len(run) != len(phases) for run in step_ms):
+        raise ValueError(f"runs of one point differ in steps: {[len(run) for run in step_ms]} ({len(phases)} phases)")
+    if headline not in PHASES or any(p not in PHASES for p in phases):
+        raise ValueError(f"unknown phase in {headline!r} / {sorted(set(phases))}; phases are {PHASES}")
     if regions and len(regions) != len(step_ms):
         raise ValueError(f"{len(regions)} region records for {len(step_ms)} runs")
     cols: dict = dict.fromkeys(("ttft_ms", "vision_ms", "llm_prefill_ms", "tpot_ms_median", "tpot_ms_p90",
@@ -156,26 +161,21 @@ def latency_columns(mode: str, step_ms: Sequence[Sequence[float]],
     cols["vision_ms"] = _median(vision)
     scoring = _per_run_sum(regions, "scoring")
     cols["scoring_ms"] = _median(scoring) if scoring is not None else None
-    if mode in ("prefill", "kv-cache"):
+    of_phase = {p: [x for run in step_ms for x, q in zip(run, phases, strict=True) if q == p] for p in PHASES}
+    if phases[0] == PREFILL_PHASE:
         ttft = [run[0] for run in step_ms]
         cols.update(ttft_ms=_median(ttft), ttft_ms_samples=ttft)
         llm = _per_run_sum(regions, "llm_prefill")
         cols["llm_prefill_ms"] = _median(llm) if llm is not None else None
-    if mode == "prefill":
-        headline = [run[0] for run in step_ms]
-    elif mode == "kv-cache":
-        headline = [x for run in step_ms for x in run[1:]]
-        if headline:
-            stats = summarize(headline)
-            cols.update(tpot_ms_median=stats.median, tpot_ms_p90=stats.p90, tpot_ms_p99=stats.p99)
-    elif mode == "no-cache":
-        headline = [x for run in step_ms for x in run]
-        stats = summarize(headline)
+    if of_phase[DECODE_PHASE]:
+        stats = summarize(of_phase[DECODE_PHASE])
+        cols.update(tpot_ms_median=stats.median, tpot_ms_p90=stats.p90, tpot_ms_p99=stats.p99)
+    if of_phase[FORWARD_PHASE]:
+        stats = summarize(of_phase[FORWARD_PHASE])
         cols.update(step_ms_median=stats.median, step_ms_p90=stats.p90)
-    else:
-        raise ValueError(f"unknown mode {mode!r}")
-    cols["latency_ms_samples"] = headline or None
-    cols["latency_cv"] = summarize(headline).cv if len(headline) > 1 else None
+    samples = cols["ttft_ms_samples"] if headline == PREFILL_PHASE else of_phase[headline]
+    cols["latency_ms_samples"] = samples or None
+    cols["latency_cv"] = summarize(samples).cv if samples and len(samples) > 1 else None
     return cols
 
 
