@@ -3,7 +3,7 @@
 A results folder's `records.jsonl` holds one summary row per point (`step` null) and one step row
 per step of every measured run. Every column is declared here with its unit, type, which rows
 carry it and which modes fill it; the runner writes only declared columns (`validate`, tested on
-real sweeps), the report, the plots and the gate read them by these names, and the README's
+real sweeps), the report, the plots and the gate read them by these names, and docs/records.md's
 column list is generated from this table (`report/columns.py`, a test keeps them equal).
 
 Units are suffixes and values raw SI: `_ms` milliseconds, `_bytes` bytes, `tmacs` / `tflops_*`
@@ -42,7 +42,7 @@ WITH_PREFILL = ("prefill", "kv-cache")
 @dataclass(frozen=True)
 class Column:
     name: str
-    group: str  # README section: spec, identity, environment, where it ran, weights and inputs, counts, FLOPs,
+    group: str  # docs/records.md section: spec, identity, environment, where it ran, weights and inputs, counts, FLOPs,
     # memory, latency, roofline
     type: str  # str | int | float | bool | list[int] | list[float] | list | dict
     doc: str

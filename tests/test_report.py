@@ -1,6 +1,6 @@
 """Report tables: every number shown comes from a record, Δ% is recomputed here independently.
 
-The records are synthetic but follow README "Result records" exactly: one summary row per point
+The records are synthetic but follow docs/records.md exactly: one summary row per point
 (`step` null) after its step rows, the full spec on every row, null for what was not measured.
 `synthetic_point` is shared with test_plots.py.
 """

@@ -126,7 +126,7 @@ LATENCY_SAMPLE_COLUMNS = ("latency_ms_samples", "ttft_ms_samples", "total_ms_sam
 
 def latency_columns(phases: Sequence[str], step_ms: Sequence[Sequence[float]],
                     regions: Sequence[Mapping[str, Sequence[float]]] = (), *, headline: str) -> dict:
-    """The latency columns of one point, from its raw samples (README "latency").
+    """The latency columns of one point, from its raw samples (docs/measurement.md).
 
     `phases[i]`: the phase of step i (`modes.Step.phase`; every run has the same steps), `step_ms[r][i]`:
     milliseconds of step i of measured run r. `regions[r][name]`: milliseconds of each call of region
