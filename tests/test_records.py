@@ -72,4 +72,4 @@ def test_point_key_separates_seed_and_weights():
 
 
 def test_readme_lists_the_schema():
-    assert readme_block() in RECORDS_DOC.read_text(encoding="utf-8"), "docs/records.md columns are stale: run `make docs`"
+    assert readme_block() in RECORDS_DOC.read_text(encoding="utf-8"), "docs/records.md is stale: run `make docs`"
