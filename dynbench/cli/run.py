@@ -147,16 +147,11 @@ def run(
                                            "M")] = None,
 ) -> None:
     """Measure every point of the sweep: FLOPs, memory, latency and the tokens each method keeps."""
-    from dynbench.cli.progress import SweepProgress
     from dynbench.cluster import check_options
-    from dynbench.estimate import point_tmacs
     from dynbench.measure.roofline import resolve_gpu
-    from dynbench.records import RESUME_KEY, key_of
-    from dynbench.report.tables import run_tables
     from dynbench.shards import manifest, parse_shard, shard_points, write_manifest
     from dynbench.sources import Source
-    from dynbench.spec import NoDevice
-    from dynbench.sweep import Sweep, order_points
+    from dynbench.sweep import Sweep
 
     check_options(executor, jobs, shard, parallel, slurm_partition, gpus_per_job, timeout_min)
     this_shard = parse_shard(shard) if shard is not None else None
@@ -165,26 +160,16 @@ def run(
     if roof_gpu is not None and not flops:
         raise DynbenchError("--gpu / --gpu-spec bound each step by its FLOPs; drop --no-flops")
     src = Source(**source)
-    try:
-        points = order_points(build_points(point, src, suite))
-    except NoDevice:
-        if executor != "slurm":  # a login node submitting GPU jobs cannot expand them: the shards will
-            raise
-        points = None
-    if points is not None and len(points) > MAX_POINTS and not yes:
-        raise DynbenchError(f"the sweep has {len(points):,} points (over {MAX_POINTS:,}); add --yes to run it")
-    if points is not None and not yes and executor != "slurm":  # Slurm: the nodes' speed is not this machine's
-        refuse_expensive(points)
+    points = expand_points(point, src, suite, executor=executor, yes=yes)
     if executor is not None:  # the jobs get --yes: checked here, or bounded by --timeout-min
         from dynbench.cli.cluster import run_on_executor
 
         return run_on_executor(ctx, points, executor=executor, jobs=jobs, parallel=parallel,
                                partition=slurm_partition, gpus_per_job=gpus_per_job, timeout_min=timeout_min,
-                               out=out, resume=resume, json_out=json_out)  # fmt: skip
+                               out=out, resume=resume, json_out=json_out)
     sweep_points = points
     if this_shard is not None:
         points = shard_points(points, this_shard)
-    costs = [point_tmacs(p) for p in points]  # estimated from the counting rules
     warn = lambda message: err_console().print(f"[yellow]Warning:[/] {message}", highlight=False)  # noqa: E731
     sweep = Sweep(out_dir_for(out, resume), flops=flops, source=src, warn=warn, gpu=roof_gpu)
     if this_shard is not None:
@@ -195,8 +180,37 @@ def run(
         if not points:
             return
     todo, skipped = sweep.pending(points, resume)
-    rows = []
-    weight = {key_of(p, RESUME_KEY): c for p, c in zip(points, costs, strict=True)}
+    rows = measure_points(sweep, points, todo, skipped)
+    say_results(rows, sweep, json_out=json_out, skipped=skipped, total=len(points))
+
+
+def expand_points(point: dict, source, suite: str | None, *, executor: str | None, yes: bool) -> list | None:
+    """The sweep's points, ordered so each model is built once, refused when too many or too
+    expensive (without --yes); None when a Slurm login node cannot expand a GPU sweep (the jobs will)."""
+    from dynbench.spec import NoDevice
+    from dynbench.sweep import order_points
+
+    try:
+        points = order_points(build_points(point, source, suite))
+    except NoDevice:
+        if executor != "slurm":  # a login node submitting GPU jobs cannot expand them: the shards will
+            raise
+        return None
+    if len(points) > MAX_POINTS and not yes:
+        raise DynbenchError(f"the sweep has {len(points):,} points (over {MAX_POINTS:,}); add --yes to run it")
+    if not yes and executor != "slurm":  # Slurm: the nodes' speed is not this machine's
+        refuse_expensive(points)
+    return points
+
+
+def measure_points(sweep, points: list, todo: list, skipped: int) -> list[dict]:
+    """Run `todo` with a progress bar weighed by estimated cost; Ctrl-C prints how to resume."""
+    from dynbench.cli.progress import SweepProgress
+    from dynbench.estimate import point_tmacs
+    from dynbench.records import RESUME_KEY, key_of
+
+    weight = {key_of(p, RESUME_KEY): point_tmacs(p) for p in points}  # estimated from the counting rules
+    rows: list[dict] = []
     with SweepProgress([weight[key_of(p, RESUME_KEY)] for p in todo], skipped, len(points), err_console()) as progress:
         try:
             for row in sweep.run(todo):
@@ -211,6 +225,13 @@ def run(
             err_console().print(f"Interrupted after {len(rows)} point(s); every finished row is kept{hint}",
                                 highlight=False, markup=False)
             raise
+    return rows
+
+
+def say_results(rows: list[dict], sweep, *, json_out: bool, skipped: int, total: int) -> None:
+    """The summary rows (--json), the tables, what --resume skipped; exit 1 when a point failed."""
+    from dynbench.report.tables import run_tables
+
     if json_out:
         for row in rows:
             print(json.dumps(row, default=str), flush=True)
@@ -222,7 +243,7 @@ def run(
     if skipped:
         left = "nothing was left to run" if not rows else f"{skipped} point(s) already recorded were skipped"
         err_console().print(f"--resume: {left} in {sweep.out_dir}; `dynbench report {sweep.out_dir}` shows "
-                            f"all {len(points)} point(s)", highlight=False, markup=False)
+                            f"all {total} point(s)", highlight=False, markup=False)
     errors = sum(is_error(r.get("status")) for r in rows)
     if errors:
         err_console().print(f"[red]{errors} point(s) failed[/]; their rows have status 'error: …'")
