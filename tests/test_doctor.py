@@ -65,7 +65,7 @@ def test_energy_is_the_counter_difference(monkeypatch):
     # a prefill point carries no per-token energy even where a gen_len is given: its gen_len is null
     from dynbench.spec import points_from
 
-    (prefill,) = points_from({"mode": ["prefill"], "gen_len": [6]})
+    (prefill,) = points_from({"mode": ["prefill"], "method": ["llava"], "gen_len": [6]})
     assert prefill.gen_len is None
 
 
