@@ -1,6 +1,6 @@
 """Model inputs: synthetic prompts, a real image + prompt, or exact tensors from an .npz file.
 
-Synthetic layout, fixed and documented (README "Inputs"): `prompt_len` counts text tokens only;
+Synthetic layout, fixed and documented (docs/inputs.md): `prompt_len` counts text tokens only;
 the first min(prompt_len, SYSTEM_TOKENS) of them come before the image (BOS + LLaVA-1.5's system
 prompt and "USER:" are about 35 Vicuna tokens), the rest after it (the instruction). Every batch
 row is the same prompt and image, as in the paper's Table 4 (one prompt replicated).

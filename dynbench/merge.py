@@ -4,9 +4,10 @@ process had run the sweep — `report`, `plot` and `check` read the result like 
 Rules (`merge_folders`, in memory; `write_merged` writes them):
 * **Points are de-duplicated by identity** (`records.POINT_KEY`). The winner is the last `ok` /
   `oom` summary of the point, folders taken in the order given and rows in file order; a point
-  that never finished ok / oom keeps its last summary (its `error: …` shows in reports). The
-  winner's step rows (same `point_id`, same folder) come with it; every other row of the point —
-  earlier attempts, steps of a run cut short — is left out.
+  that never finished ok / oom keeps its last summary (its `error: …` shows in reports). Only a
+  point row (`records.row_kind`) can win; the winner's other rows — steps, and a dataset point's
+  round and sample rows (same `point_id`, same folder) — come with it in file order; every other
+  row of the point — earlier attempts, a run or dataset cut short — is left out.
 * **Disagreement is refused.** Two folders whose last `ok` summaries of one point ran in the same
   environment (`env_id`) must agree on the gate's exact metrics (`regress.checks.EXACT_METRICS`,
   compared by the gate's own exact check); otherwise `DynbenchError` (exit 2) names the point,
@@ -35,8 +36,16 @@ from pathlib import Path
 
 from dynbench.errors import DynbenchError
 from dynbench.folder_lock import folder_lock
-from dynbench.records import is_summary, key_of
-from dynbench.results import RECORDS_FILE, RESUMABLE_STATUSES, iter_records, jsonable, require_dynbench, writable_dir
+from dynbench.records import is_point_summary, key_of
+from dynbench.results import (
+    RECORDS_FILE,
+    RESUMABLE_STATUSES,
+    env_snapshots,
+    iter_records,
+    jsonable,
+    require_dynbench,
+    writable_dir,
+)
 from dynbench.safe_io import write_together
 from dynbench.shards import MANIFEST_FILE, point_digest, read_manifest
 
@@ -45,7 +54,7 @@ MERGED_FILE = "merged.json"
 
 @dataclass
 class Merged:
-    rows: list[dict]  # de-duplicated, each point's step rows then its summary
+    rows: list[dict]  # de-duplicated, each point's step, round and sample rows, then its summary
     environments: dict[str, dict]  # env_id → snapshot
     inputs: list[str]
     points: int = 0
@@ -68,8 +77,6 @@ def _read(folder: Path, strict: bool) -> list[dict]:
 
 
 def _snapshots(folder: Path) -> dict[str, dict]:
-    from dynbench.regress.baseline import env_snapshots
-
     return env_snapshots(folder) if (folder / "env").is_dir() else {}
 
 
@@ -99,7 +106,7 @@ def merge_folders(paths: Sequence[str | Path], strict: bool = False) -> Merged:
     last_ok: dict[tuple, dict[int, dict]] = {}  # point → folder → its last ok summary
     for fi, rows in enumerate(per_folder):
         for ri, row in enumerate(rows):
-            if not is_summary(row):
+            if not is_point_summary(row):
                 continue
             key = key_of(row)
             done = row.get("status") in RESUMABLE_STATUSES
@@ -123,10 +130,10 @@ def merge_folders(paths: Sequence[str | Path], strict: bool = False) -> Merged:
                         f"{first.get('git_sha')} vs {row.get('git_sha')}); merge them separately or re-run one")
             else:
                 seen[env] = (fi, row)
-    by_pid: dict[tuple[int, str], list[dict]] = {}
+    by_pid: dict[tuple[int, str], list[dict]] = {}  # a point's step, round and sample rows
     for fi, rows in enumerate(per_folder):
         for row in rows:
-            if not is_summary(row) and row.get("point_id") is not None:
+            if not is_point_summary(row) and row.get("point_id") is not None:
                 by_pid.setdefault((fi, str(row["point_id"])), []).append(row)
     out: list[dict] = []
     for fi, ri in sorted(winners.values()):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from dynbench.errors import DynbenchError
 from dynbench.folder_lock import folder_lock, holds
+from dynbench.names import STATUS_OK, STATUS_OOM
 from dynbench.records import is_point_summary, key_of, validate
 from dynbench.safe_io import append_line, write_atomic  # noqa: F401 — write_atomic: re-exported
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 RECORDS_FILE = "records.jsonl"
-RESUMABLE_STATUSES = ("ok", "oom")  # `--resume` skips these; "error: …" points run again
+RESUMABLE_STATUSES = (STATUS_OK, STATUS_OOM)  # `--resume` skips these; "error: …" points run again
 DYNBENCH_REQUIRED = ("method", "mode", "status")  # every row dynbench writes names these
 
 
@@ -137,6 +138,21 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
     if not records:
         raise DynbenchError(f"{_records_file(path)} holds no records: run `dynbench run` first")
     return pd.DataFrame.from_records(records)
+
+
+def env_snapshots(results_path: str | os.PathLike) -> dict[str, dict]:
+    """env_id → snapshot from the `env/<env_id>.json` files a run writes beside its records."""
+    folder = Path(results_path)
+    folder = folder if folder.is_dir() else folder.parent
+    snaps = {}
+    for file in sorted((folder / "env").glob("*.json")):
+        try:
+            snap = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # a damaged snapshot only loses detail: rows carry the key fields
+        if isinstance(snap, dict):
+            snaps[str(snap.get("env_id") or file.stem)] = snap
+    return snaps
 
 
 def recorded_keys(path: str | os.PathLike, fields: Iterable[str]) -> set[tuple]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dynbench.cli.app import main
+from dynbench.cli import main
 from dynbench.errors import DynbenchError
 from dynbench.results import RECORDS_FILE, iter_records
 from dynbench.safe_io import DiskFull, append_line, write_together

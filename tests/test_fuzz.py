@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from dynbench.cli.app import main
+from dynbench.cli import main
 from dynbench.errors import DynbenchError
 from dynbench.records import COLUMNS
 from dynbench.results import RECORDS_FILE

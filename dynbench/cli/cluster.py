@@ -151,10 +151,10 @@ def _run_jobs(ctx, points, target: Path, token: str, *, executor: str, jobs: int
 
 
 def _print_rows(merged, json_out: bool) -> None:
-    from dynbench.records import is_summary
+    from dynbench.records import is_point_summary
     from dynbench.report.tables import run_tables
 
-    summaries = [r for r in merged.rows if is_summary(r)]
+    summaries = [r for r in merged.rows if is_point_summary(r)]  # as plain `run` prints: one row per point
     if json_out:
         for row in summaries:
             print(json.dumps(row, default=str), flush=True)

@@ -23,7 +23,7 @@ INPUTS = "Inputs"
 MEASURE = "Measurement"
 OUTPUT = "Output"
 BASELINES = "Baselines' parameters"
-CLUSTER = "Shards and jobs (README: Run on a cluster)"
+CLUSTER = "Shards and jobs (docs/cluster.md)"
 DATASETS = "Datasets"
 
 

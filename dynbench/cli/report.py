@@ -43,7 +43,7 @@ def report(
                                                 metavar="KEY[,…]")] = None,
 ) -> None:
     """Tables of every method against llava at the same point, with Δ% (terminal, Markdown or CSV)."""
-    from dynbench.report.tables import build_report
+    from dynbench.report.build import build_report
     from dynbench.results import load_many
 
     rendered = build_report(load_many(results), format, paper, columns=columns, wide=wide)

@@ -26,6 +26,7 @@ from dynbench.cli.options import (
     point_options,
 )  # fmt: skip
 from dynbench.errors import DynbenchError
+from dynbench.names import is_error
 from dynbench.results import RECORDS_FILE, iter_records, writable_dir
 from dynbench.spec import MAX_POINTS
 
@@ -172,11 +173,9 @@ def run(
     from dynbench.cluster import check_options
     from dynbench.folder_lock import watch_parent
     from dynbench.measure.roofline import resolve_gpu
-    from dynbench.report.tables import run_tables
     from dynbench.shards import manifest, parse_shard, shard_points, write_manifest
     from dynbench.sources import Source
-    from dynbench.spec import NoDevice
-    from dynbench.sweep import Sweep, order_points
+    from dynbench.sweep import Sweep
 
     check_options(executor, jobs, shard, parallel, slurm_partition, gpus_per_job, timeout_min)
     this_shard = parse_shard(shard) if shard is not None else None
@@ -185,22 +184,13 @@ def run(
     if roof_gpu is not None and not flops:
         raise DynbenchError("--gpu / --gpu-spec bound each step by its FLOPs; drop --no-flops")
     src = Source(**source)
-    try:
-        points = order_points(build_points(point, src, suite))
-    except NoDevice:
-        if executor != "slurm":  # a login node submitting GPU jobs cannot expand them: the shards will
-            raise
-        points = None
-    if points is not None and len(points) > MAX_POINTS and not yes:
-        raise DynbenchError(f"the sweep has {len(points):,} points (over {MAX_POINTS:,}); add --yes to run it")
-    if points is not None and not yes and executor != "slurm":  # Slurm: the nodes' speed is not this machine's
-        refuse_expensive(points)
+    points = expand_points(point, src, suite, executor=executor, yes=yes)
     if executor is not None:  # the jobs get --yes: checked here, or bounded by --timeout-min
         from dynbench.cli.cluster import run_on_executor
 
         return run_on_executor(ctx, points, executor=executor, jobs=jobs, parallel=parallel,
                                partition=slurm_partition, gpus_per_job=gpus_per_job, timeout_min=timeout_min,
-                               out=out, resume=resume, json_out=json_out)  # fmt: skip
+                               out=out, resume=resume, json_out=json_out)
     sweep_points = points
     if this_shard is not None:
         points = shard_points(points, this_shard)
@@ -217,36 +207,39 @@ def run(
                                 highlight=False, markup=False)
             if not points:
                 return
-        rows, skipped = measure_points(sweep, points, resume)
-    if json_out:
-        for row in rows:
-            print(json.dumps(row, default=str), flush=True)
-    console = err_console() if json_out else out_console()
-    if rows:
-        folder = list(iter_records(sweep.out_dir / RECORDS_FILE)) if sweep.out_dir is not None else None
-        for table in run_tables(rows, folder):
-            console.print(table)
-    if skipped:
-        left = "nothing was left to run" if not rows else f"{skipped} point(s) already recorded were skipped"
-        err_console().print(f"--resume: {left} in {sweep.out_dir}; `dynbench report {sweep.out_dir}` shows "
-                            f"all {len(points)} point(s)", highlight=False, markup=False)
-    errors = sum(str(r.get("status", "")).startswith("error") for r in rows)
-    if errors:
-        err_console().print(f"[red]{errors} point(s) failed[/]; their rows have status 'error: …'")
-        raise typer.Exit(1)
+        todo, skipped = sweep.pending(points, resume)
+        rows = measure_points(sweep, points, todo, skipped)
+    say_results(rows, sweep, json_out=json_out, skipped=skipped, total=len(points))
 
 
-def measure_points(sweep, points: list, resume: bool) -> tuple[list, int]:
-    """Run the points not yet recorded, with a progress bar; (summary rows, points skipped).
-    Ctrl-C: one line saying what is kept and how to resume, then KeyboardInterrupt."""
+def expand_points(point: dict, source, suite: str | None, *, executor: str | None, yes: bool) -> list | None:
+    """The sweep's points, ordered so each model is built once, refused when too many or too
+    expensive (without --yes); None when a Slurm login node cannot expand a GPU sweep (the jobs will)."""
+    from dynbench.spec import NoDevice
+    from dynbench.sweep import order_points
+
+    try:
+        points = order_points(build_points(point, source, suite))
+    except NoDevice:
+        if executor != "slurm":  # a login node submitting GPU jobs cannot expand them: the shards will
+            raise
+        return None
+    if len(points) > MAX_POINTS and not yes:
+        raise DynbenchError(f"the sweep has {len(points):,} points (over {MAX_POINTS:,}); add --yes to run it")
+    if not yes and executor != "slurm":  # Slurm: the nodes' speed is not this machine's
+        refuse_expensive(points)
+    return points
+
+
+def measure_points(sweep, points: list, todo: list, skipped: int) -> list[dict]:
+    """Run `todo` with a progress bar weighed by estimated cost; Ctrl-C prints how to resume."""
     from dynbench.cli.progress import SweepProgress
     from dynbench.estimate import point_tmacs
-    from dynbench.sweep import spec_key
+    from dynbench.records import RESUME_KEY, key_of
 
-    todo, skipped = sweep.pending(points, resume)
-    rows: list = []
-    weight = {spec_key(p): point_tmacs(p) for p in points}  # estimated from the counting rules
-    with SweepProgress([weight[spec_key(p)] for p in todo], skipped, len(points), err_console()) as progress:
+    weight = {key_of(p, RESUME_KEY): point_tmacs(p) for p in points}  # estimated from the counting rules
+    rows: list[dict] = []
+    with SweepProgress([weight[key_of(p, RESUME_KEY)] for p in todo], skipped, len(points), err_console()) as progress:
         try:
             for row in sweep.run(todo):
                 rows.append(row)
@@ -260,4 +253,26 @@ def measure_points(sweep, points: list, resume: bool) -> tuple[list, int]:
             err_console().print(f"Interrupted after {len(rows)} point(s); every finished row is kept{hint}",
                                 highlight=False, markup=False)
             raise
-    return rows, skipped
+    return rows
+
+
+def say_results(rows: list[dict], sweep, *, json_out: bool, skipped: int, total: int) -> None:
+    """The summary rows (--json), the tables, what --resume skipped; exit 1 when a point failed."""
+    from dynbench.report.tables import run_tables
+
+    if json_out:
+        for row in rows:
+            print(json.dumps(row, default=str), flush=True)
+    console = err_console() if json_out else out_console()
+    if rows:
+        folder = list(iter_records(sweep.out_dir / RECORDS_FILE)) if sweep.out_dir is not None else None
+        for table in run_tables(rows, folder):
+            console.print(table)
+    if skipped:
+        left = "nothing was left to run" if not rows else f"{skipped} point(s) already recorded were skipped"
+        err_console().print(f"--resume: {left} in {sweep.out_dir}; `dynbench report {sweep.out_dir}` shows "
+                            f"all {total} point(s)", highlight=False, markup=False)
+    errors = sum(is_error(r.get("status")) for r in rows)
+    if errors:
+        err_console().print(f"[red]{errors} point(s) failed[/]; their rows have status 'error: …'")
+        raise typer.Exit(1)

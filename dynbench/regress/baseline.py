@@ -19,7 +19,7 @@ from dynbench.errors import DynbenchError
 from dynbench.records import POINT_KEY, latest_summaries
 from dynbench.regress.checks import STATUS_RANK
 from dynbench.report.format import point_label
-from dynbench.results import check_types, iter_records, jsonable, require_dynbench, write_atomic
+from dynbench.results import check_types, env_snapshots, iter_records, jsonable, require_dynbench, write_atomic
 
 BASELINE_FORMAT = 1  # header field `dynbench_baseline`; bump when the file layout changes
 # Environment columns a row may carry (`measure.env.snapshot` names); kept in the baseline header.
@@ -62,21 +62,6 @@ def environments_of(rows: Iterable[Mapping[str, Any]],
             env.update({k: v for k, v in extra[env_id].items() if k in ENV_FIELDS})
         env.update({k: row[k] for k in ENV_FIELDS if k in row and k not in env})
     return {str(k): v for k, v in envs.items()}
-
-
-def env_snapshots(results_path: str | os.PathLike) -> dict[str, dict]:
-    """env_id → snapshot from the `env/<env_id>.json` files a run writes beside its records."""
-    folder = Path(results_path)
-    folder = folder if folder.is_dir() else folder.parent
-    snaps = {}
-    for file in sorted((folder / "env").glob("*.json")):
-        try:
-            snap = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # a damaged snapshot only loses detail: rows carry the key fields
-        if isinstance(snap, dict):
-            snaps[str(snap.get("env_id") or file.stem)] = snap
-    return snaps
 
 
 def write_baseline(results_path: str | os.PathLike, out_path: str | os.PathLike, *,

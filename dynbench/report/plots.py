@@ -37,22 +37,12 @@ from dynbench.records import key_of
 from dynbench.report import compare as C
 from dynbench.report import plot_data as D
 from dynbench.report import plot_panels as PP
-from dynbench.report.plot_data import Panel, Series
+from dynbench.report.plot_data import COLORS, Panel, Series, Skip, color  # noqa: F401 — chart API
 from dynbench.report.roofline_chart import chart_roofline
 from dynbench.safe_io import write_together
 
 log = logging.getLogger(__name__)
 
-# one colour per method in every chart (Okabe–Ito, colour-blind safe)
-COLORS = {
-    "llava": "#0072B2",  # blue
-    "dynamic-llava": "#D55E00",  # vermillion
-    "random": "#7F7F7F",  # grey
-    "fastv": "#009E73",  # green
-    "h2o": "#CC79A7",  # purple
-    "streaming-llm": "#E69F00",  # orange
-}
-EXTRA_COLORS = ("#56B4E9", "#F0E442", "#000000")  # methods not listed above, by name
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", ":", "-.")
 FORMATS = ("png", "svg")
@@ -62,16 +52,6 @@ RC = {"svg.hashsalt": "dynbench", "svg.fonttype": "none"}  # stable SVG ids; tex
 GROUP = ("model", "device", "dtype")  # one chart set per group: titles name these
 TITLE_CHARS = 50  # a panel title wraps at about the width of its axes (10 pt text, 5 in panel)
 PANEL_W, PANEL_H = 5.0, 3.5  # inches
-
-
-class Skip(Exception):
-    """A chart's data is absent; the message says what is missing."""
-
-
-def color(method: str | None) -> str:
-    if method in COLORS:
-        return COLORS[method]
-    return EXTRA_COLORS[sum(map(ord, method or "")) % len(EXTRA_COLORS)]
 
 
 def style(s: Series) -> dict[str, Any]:
