@@ -23,14 +23,14 @@ smoke:
 lint:
 	$(PYTHON) -m ruff check dynbench tests
 
-# The README's chart set without a GPU: 7B counts on the meta device + measured tiny-preset CPU runs.
+# The chart set of docs/reports.md without a GPU: 7B counts on the meta device + measured tiny-preset CPU runs.
 figures:
 	rm -rf results/figures-meta results/figures-cpu
 	dynbench run --suite suites/figures-meta.yaml --gpu h100-sxm --out results/figures-meta
 	dynbench run --suite suites/smoke.yaml --out results/figures-cpu
 	dynbench plot results/figures-meta results/figures-cpu --out docs/figures
 
-# The README's column list, generated from the record schema (dynbench/records.py); a test checks it.
+# docs/records.md's column list, generated from the record schema (dynbench/records.py); a test checks it.
 docs:
 	$(PYTHON) -m dynbench.report.columns
 

@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dynbench.records import STEP_ROW, is_point_summary, row_kind
+
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 
 
@@ -170,8 +172,8 @@ def cpu_latency_columns(ctx: Context) -> str:
     rows = _sweep_rows(ctx, "latency", {"mode": ["prefill", "kv-cache"], "method": ["llava", "dynamic-llava"],
                                         "prompt_len": 8, "gen_len": 4, "warmup": 0, "repeats": 3, "device": "cpu"})
     checked = 0
-    for s in (r for r in rows if r["step"] is None):
-        steps = [r for r in rows if r["point_id"] == s["point_id"] and r["step"] is not None]
+    for s in (r for r in rows if is_point_summary(r)):
+        steps = [r for r in rows if r["point_id"] == s["point_id"] and row_kind(r) == STEP_ROW]
         per_run = {}
         for r in steps:
             per_run.setdefault(r["repeat"], []).append((r["step"], r["step_ms"]))
@@ -205,7 +207,7 @@ def _gate(ctx: Context, name: str, point: dict, delay_ms: float, gate_cpu: bool,
     # A/A: on CPU latency is reported, not gated (shared CPUs are noisy); on CUDA it is gated
     aa = check_results(ctx.work / f"{name}-b", baseline, gate_cpu_latency=False, latency_tol=tol)
     assert aa.exit_code == 0, f"A/A check exited {aa.exit_code}: {[(r.metric, r.note) for r in aa.regressions]}"
-    tpot = max(r["tpot_ms_median"] for r in rows if r["step"] is None)
+    tpot = max(r["tpot_ms_median"] for r in rows if is_point_summary(r))
     delay_ms = max(delay_ms, 4 * tpot)
     _sweep_rows(ctx, f"{name}-slow", {**point, "debug_decode_delay_ms": delay_ms}, flops=flops)
     slow = check_results(ctx.work / f"{name}-slow", baseline, gate_cpu_latency=gate_cpu, latency_tol=tol)
@@ -222,11 +224,11 @@ def aa_tolerance(rows_a: list[dict], rows_b: list[dict], floor: float) -> float:
     median(B) / median(A) over the points, as a distance from 1, and never below `floor`. Host-bound
     decode steps jitter by more than a fixed 5 %; two runs of the same code must pass by construction,
     and an injected slowdown (≥ 4 × TPOT) still lies far outside."""
-    from dynbench.measure.latency import MIN_CI_SAMPLES, ratio_of_medians_ci
+    from dynbench.stats import MIN_CI_SAMPLES, ratio_of_medians_ci
 
-    b_of = {(r["method"], r["mode"]): r for r in rows_b if r["step"] is None}
+    b_of = {(r["method"], r["mode"]): r for r in rows_b if is_point_summary(r)}
     widest = floor
-    for a in (r for r in rows_a if r["step"] is None):
+    for a in (r for r in rows_a if is_point_summary(r)):
         b = b_of.get((a["method"], a["mode"]), {})
         xs, ys = a.get("latency_ms_samples") or [], b.get("latency_ms_samples") or []
         if min(len(xs), len(ys)) >= MIN_CI_SAMPLES:
@@ -294,7 +296,7 @@ def allocator_peak(ctx: Context) -> str:
     assert extra == 256 * 2**20, f"peak − live = {extra:,} B, expected {256 * 2**20:,} B"
     rows = _sweep_rows(ctx, "peak", {"model": ctx.model, "mode": "kv-cache", "method": "llava", "gen_len": 8,
                                      "dtype": "bfloat16", "device": "cuda"})
-    s = next(r for r in rows if r["step"] is None)
+    s = next(r for r in rows if is_point_summary(r))
     assert s["peak_alloc_bytes"] >= s["weights_bytes"] + s["kv_bytes"], "peak below weights + KV"
     return (f"256 MiB inside → +{extra:,} B; 2 GiB freed before: not counted; {ctx.model} kv-cache peak "
             f"{s['peak_alloc_bytes'] / 2**30:.2f} GiB ≥ weights {s['weights_bytes'] / 2**30:.2f} + KV "
@@ -380,7 +382,7 @@ def nvml_memory(ctx: Context) -> str:
     _need_cuda(ctx)
     rows = _sweep_rows(ctx, "nvml", {"model": "tiny", "mode": "kv-cache", "method": "llava", "gen_len": 32,
                                      "device": "cuda"})
-    s = next(r for r in rows if r["step"] is None)
+    s = next(r for r in rows if is_point_summary(r))
     return nvml_memory_verdict(s)
 
 
@@ -411,7 +413,7 @@ def nvml_energy(ctx: Context) -> str:
     # ten generations: the counter updates every few ms to ~100 ms, a window of ~1 s or more is read safely
     rows = _sweep_rows(ctx, "energy", {"model": ctx.model, "mode": "kv-cache", "method": "llava", "gen_len": 32,
                                        "repeats": 10, "dtype": "bfloat16", "device": "cuda"})
-    return nvml_energy_verdict(next(r for r in rows if r["step"] is None))
+    return nvml_energy_verdict(next(r for r in rows if is_point_summary(r)))
 
 
 def nvml_energy_verdict(s: dict) -> str:

@@ -58,12 +58,15 @@ def test_energy_is_the_counter_difference(monkeypatch):
     with meter.track():
         pass
     assert meter.joules == 12.5
-    assert energy_columns(12.5, runs=5, mode="kv-cache", gen_len=10) == {"energy_j": 2.5, "energy_j_per_token": 0.25}
-    assert energy_columns(12.5, runs=5, mode="prefill", gen_len=None) == {"energy_j": 2.5, "energy_j_per_token": None}
-    assert energy_columns(None, runs=1, mode="kv-cache", gen_len=4) == {"energy_j": None, "energy_j_per_token": None}
-    assert energy_columns(3.0, runs=1, mode="no-cache", gen_len=6) == {"energy_j": 3.0, "energy_j_per_token": 0.5}
-    # a prefill point carries no per-token energy even where a gen_len is given
-    assert energy_columns(3.0, runs=1, mode="prefill", gen_len=6) == {"energy_j": 3.0, "energy_j_per_token": None}
+    assert energy_columns(12.5, runs=5, tokens=10) == {"energy_j": 2.5, "energy_j_per_token": 0.25}
+    assert energy_columns(12.5, runs=5, tokens=None) == {"energy_j": 2.5, "energy_j_per_token": None}
+    assert energy_columns(None, runs=1, tokens=4) == {"energy_j": None, "energy_j_per_token": None}
+    assert energy_columns(3.0, runs=1, tokens=6) == {"energy_j": 3.0, "energy_j_per_token": 0.5}
+    # a prefill point carries no per-token energy even where a gen_len is given: its gen_len is null
+    from dynbench.spec import points_from
+
+    (prefill,) = points_from({"mode": ["prefill"], "method": ["llava"], "gen_len": [6]})
+    assert prefill.gen_len is None
 
 
 def test_energy_unsupported_is_null(monkeypatch):

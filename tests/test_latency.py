@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from dynbench.measure import env, latency
-from dynbench.measure.latency import ClockMonitor, LatencyTracker, summarize
+from dynbench.measure.latency import ClockMonitor, LatencyTracker
+from dynbench.stats import summarize
 
 VALUES = [12.0, 10.5, 11.0, 30.0, 10.0, 10.25, 9.75, 11.5, 10.0, 13.0, 10.8]
 

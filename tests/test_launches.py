@@ -80,10 +80,12 @@ def test_counts_are_deterministic_and_views_do_not_count(pair, prompt, decode_op
 
 
 def test_launch_columns_by_hand():
-    assert launch_columns("kv-cache", [191, 160, 162, 160]) == {"ops_per_step": 160, "ops_total": 673}
-    assert launch_columns("no-cache", [193, 194, 195]) == {"ops_per_step": 194, "ops_total": 582}
-    assert launch_columns("prefill", [191]) == {"ops_per_step": 191, "ops_total": 191}
-    assert launch_columns("kv-cache", None) == {"ops_per_step": None, "ops_total": None}
+    assert launch_columns(["prefill", "decode", "decode", "decode"], [191, 160, 162, 160],
+                          headline="decode") == {"ops_per_step": 160, "ops_total": 673}
+    assert launch_columns(["forward"] * 3, [193, 194, 195],
+                          headline="forward") == {"ops_per_step": 194, "ops_total": 582}
+    assert launch_columns(["prefill"], [191], headline="prefill") == {"ops_per_step": 191, "ops_total": 191}
+    assert launch_columns(["prefill"], None, headline="decode") == {"ops_per_step": None, "ops_total": None}
 
 
 def test_host_bound_rule_by_hand():
@@ -93,10 +95,12 @@ def test_host_bound_rule_by_hand():
     assert host_bound(5.0 * (1 + 2 * HOST_BOUND_TOL), 5.0) is False
     assert host_bound(None, 5.0) is None and host_bound(5.0, None) is None
     # kv-cache: step 0 (prefill) is left out; 2 of the 4 decode steps host-bound
-    cols = host_columns("kv-cache", [[30.0, 5.0, 9.0], [31.0, 5.1, 9.5]], [[2.0, 5.0, 3.0], [2.0, 5.0, 3.0]])
+    cols = host_columns(["prefill", "decode", "decode"], [[30.0, 5.0, 9.0], [31.0, 5.1, 9.5]],
+                        [[2.0, 5.0, 3.0], [2.0, 5.0, 3.0]], headline="decode")
     assert cols == {"host_ms_median": 4.0, "host_bound_frac": 0.5}
     assert dominates(cols) and not dominates({"host_bound_frac": 0.25}) and not dominates({"host_bound_frac": None})
-    assert host_columns("kv-cache", [[1.0, 2.0]], None) == {"host_ms_median": None, "host_bound_frac": None}
+    assert host_columns(["prefill", "decode"], [[1.0, 2.0]], None,
+                        headline="decode") == {"host_ms_median": None, "host_bound_frac": None}
 
 
 def test_a_cpu_sweep_records_ops_and_null_host_columns(tmp_path):

@@ -13,7 +13,6 @@ from rich.console import Console
 
 from dynbench import regress
 from dynbench.errors import DynbenchError
-from dynbench.measure.latency import ratio_of_medians_ci
 from dynbench.regress import (
     EXACT_METRICS,
     Baseline,
@@ -26,6 +25,7 @@ from dynbench.regress import (
 )
 from dynbench.report import check as render_check
 from dynbench.results import RECORDS_FILE, append_record, load
+from dynbench.stats import ratio_of_medians_ci
 
 N, SEEDS, CV = 30, range(20), 0.05
 GPU_ENV = {
@@ -537,9 +537,9 @@ def test_workflow_is_valid_and_runs_the_gate():
 def test_gpu_suites_expand_and_build_each_model_once(tmp_path):
     """The GPU suites expand (on meta here: no GPU needed), and `order_points` builds each model once
     although ci-gpu.yaml alternates methods."""
-    from dynbench.records import key_of
+    from dynbench.records import MODEL_KEY, key_of
     from dynbench.spec import load_suite
-    from dynbench.sweep import MODEL_KEY, order_points
+    from dynbench.sweep import order_points
 
     def builds(points):
         keys = [key_of(p.as_dict(), MODEL_KEY) for p in points]

@@ -1,6 +1,6 @@
 """Report tables: every number shown comes from a record, Δ% is recomputed here independently.
 
-The records are synthetic but follow README "Result records" exactly: one summary row per point
+The records are synthetic but follow docs/records.md exactly: one summary row per point
 (`step` null) after its step rows, the full spec on every row, null for what was not measured.
 `synthetic_point` is shared with test_plots.py.
 """
@@ -19,6 +19,7 @@ import pytest
 from rich.console import Console
 
 from dynbench.errors import DynbenchError
+from dynbench.report import build as B
 from dynbench.report import compare as C
 from dynbench.report import format as F
 from dynbench.report import paper as P
@@ -397,7 +398,7 @@ def test_paper_table_view(tmp_path):
     assert dyn["keep v/t"] == "0.2/0.5"
     assert dyn["w/ cache peak mem, gen 32"].endswith("(—)")  # llava OOM: nothing to compare with
     assert len(P.render_paper_table(ptab)) == 1
-    back = pd.read_csv(io.StringIO(T.build_report(df, "csv", paper=True)))
+    back = pd.read_csv(io.StringIO(B.build_report(df, "csv", paper=True)))
     assert len(back) == len(ptab)
 
 
@@ -453,11 +454,11 @@ def test_compact_tables_fit_120_columns(full):
 
 def test_build_report_formats(full):
     df = full[1]
-    assert isinstance(T.build_report(df, "md"), str)
-    assert len(T.build_report(df, "table")) == 3
-    assert T.build_report(df, "csv").startswith("model,mode,")
+    assert isinstance(B.build_report(df, "md"), str)
+    assert len(B.build_report(df, "table")) == 3
+    assert B.build_report(df, "csv").startswith("model,mode,")
     with pytest.raises(DynbenchError, match="--format must be one of"):
-        T.build_report(df, "html")
+        B.build_report(df, "html")
 
 
 def test_units_only_when_rendering():
@@ -509,7 +510,7 @@ def test_only_step_rows_is_a_clear_error(tmp_path):
     rows = synthetic_point("llava", "kv-cache", gen_len=4)[:-1]  # interrupted before its summary
     df = load_many([write(tmp_path, rows)])
     with pytest.raises(DynbenchError, match="no summary rows"):
-        T.build_report(df)
+        B.build_report(df)
 
 
 def test_latency_delta_carries_its_noise():

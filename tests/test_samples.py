@@ -5,9 +5,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from dynbench.measure.latency import latency_columns
 from dynbench.records import is_point_summary, latest_summaries, row_kind, validate
 from dynbench.results import append_record, recorded_keys
-from dynbench.samples import aggregate, decode_latency, percentile, round_rows
+from dynbench.samples import aggregate, percentile, round_rows
 
 
 def _sample(i, kept, fed, tmacs, kv, tpot, peak, status="ok", **extra):
@@ -80,8 +81,10 @@ def test_round_rows_by_hand():
     assert (r0["tmacs"], r1["tmacs"]) == (7.0, 4.0)
     assert (r0["ttft_ms"], r1["ttft_ms"]) == (55.0, 8.0)  # the round's opening forward, median over runs
     assert (r0["total_ms"], r1["total_ms"]) == (60.0, 13.0)  # runs: (55, 65) and (13, 13) → medians
-    lat = decode_latency(ms, [s.round for s in steps])  # one-token steps only: 2, 3, 4, 2, 3, 6
+    phases = ["prefill", "decode", "decode", "prefill", "decode"]  # round 1 opens with a prefill of its turn
+    lat = latency_columns(phases, ms, headline="decode")  # TPOT over one-token steps only: 2, 3, 4, 2, 3, 6
     assert lat["latency_ms_samples"] == [2.0, 3.0, 4.0, 2.0, 3.0, 6.0] and lat["tpot_ms_median"] == 3.0
+    assert lat["ttft_ms"] == 55.0 and lat["total_ms_samples"] == [68.0, 78.0]
 
 
 def test_readers_take_the_aggregate_only(tmp_path):

@@ -43,7 +43,7 @@ def report(
                                                 metavar="KEY[,…]")] = None,
 ) -> None:
     """Tables of every method against llava at the same point, with Δ% (terminal, Markdown or CSV)."""
-    from dynbench.report.tables import build_report
+    from dynbench.report.build import build_report
     from dynbench.results import load_many
 
     rendered = build_report(load_many(results), format, paper, columns=columns, wide=wide)
@@ -67,7 +67,12 @@ def plot(
     df = load_many(results)
     skipped: list[str] = []
     console = out_console()
-    for path in plot_all(df, writable_dir(out), skipped=skipped):
+    written = plot_all(df, writable_dir(out), skipped=skipped)
+    for path in written:
         console.print(str(path), highlight=False)
     for reason in skipped:
         err_console().print(f"[yellow]skipped[/] {reason}", highlight=False)
+    if not written:  # exit 0 with nothing on disk would read as success
+        err_console().print(f"nothing to draw: no chart has data in {', '.join(map(str, results))}",
+                            highlight=False, markup=False)
+        raise typer.Exit(1)

@@ -52,10 +52,11 @@ class EnergyMeter:
         self.joules = (after - before) / 1000.0
 
 
-def energy_columns(joules: float | None, runs: int, mode: str, gen_len: int | None) -> dict:
-    """`energy_j` (per measured run) and `energy_j_per_token` (decode modes) from the total."""
+def energy_columns(joules: float | None, runs: int, tokens: int | None) -> dict:
+    """`energy_j` (per measured run) and `energy_j_per_token` from the total; `tokens`: what a run
+    generates (the point's gen_len — null in prefill, so no per-token energy there)."""
     if joules is None or runs < 1:
         return {"energy_j": None, "energy_j_per_token": None}
     per_run = joules / runs
-    per_token = per_run / gen_len if mode != "prefill" and gen_len else None
+    per_token = per_run / tokens if tokens else None
     return {"energy_j": per_run, "energy_j_per_token": per_token}

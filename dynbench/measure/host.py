@@ -30,23 +30,20 @@ def host_bound(device_ms: float | None, host_ms: float | None) -> bool | None:
     return device_ms <= host_ms * (1.0 + HOST_BOUND_TOL)
 
 
-def host_columns(mode: str, step_ms: Sequence[Sequence[float]] | None,
-                 host_ms: Sequence[Sequence[float]] | None) -> dict:
-    """`host_ms_median` and `host_bound_frac` over the headline steps of every run; null off CUDA."""
+def host_columns(phases: Sequence[str], step_ms: Sequence[Sequence[float]] | None,
+                 host_ms: Sequence[Sequence[float]] | None, *, headline: str) -> dict:
+    """`host_ms_median` and `host_bound_frac` over the headline steps of every run (the steps whose
+    phase, `phases[i]`, is `headline`: `modes.HEADLINE_PHASE`); null off CUDA."""
     cols = {"host_ms_median": None, "host_bound_frac": None}
     if not host_ms or not step_ms:
         return cols
     pairs = [(d, h) for dev, host in zip(step_ms, host_ms, strict=True)
-             for d, h in zip(_headline(mode, dev), _headline(mode, host), strict=True)]  # fmt: skip
+             for d, h, phase in zip(dev, host, phases, strict=True) if phase == headline]
     if not pairs:
         return cols
     cols["host_ms_median"] = statistics.median(h for _, h in pairs)
     cols["host_bound_frac"] = sum(bool(host_bound(d, h)) for d, h in pairs) / len(pairs)
     return cols
-
-
-def _headline(mode: str, run: Sequence[float]) -> Sequence[float]:
-    return run[1:] if mode == "kv-cache" else run
 
 
 def dominates(row) -> bool:

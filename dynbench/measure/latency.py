@@ -6,8 +6,7 @@
   pruning logic, `.item()` syncs) shows up as GPU idle time inside the window, which is real cost.
   On CPU (and meta) it uses `time.perf_counter_ns` (`timer == "cpu"`).
   Warm-up runs are simply not tracked (or dropped with `reset()`).
-- `summarize()` turns raw samples into `LatencyStats` (pytest-benchmark style: statistics are
-  derived from the kept samples, never measured directly), and `latency_columns()` turns the
+- `latency_columns()` (statistics from `dynbench.stats`, torch-free) turns the
   per-run step samples and region samples of one point into its record columns — a pure
   function of lists, tested on lists.
 - `Regions` lets a model's named regions through to a tracker: by default only the coarse ones
@@ -22,83 +21,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from dynbench.measure.env import nvml_handle, nvml_why, warn_once
 from dynbench.measure.poll import NVML_POLL_INTERVAL_S, Poller
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """Statistics of raw samples, in the samples' unit (ms throughout dynbench)."""
-
-    n: int
-    median: float
-    p90: float
-    p99: float
-    mean: float
-    std: float  # sample standard deviation (ddof=1); 0 for a single sample
-    cv: float  # std / mean
-    min: float
-    max: float
-
-    def as_dict(self, prefix: str) -> dict[str, float]:
-        """Record columns, e.g. `as_dict("tpot_ms")` -> {"tpot_ms_median": …, "tpot_ms_p90": …}."""
-        return {f"{prefix}_{f.name}": getattr(self, f.name) for f in dataclasses.fields(self)}
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """q-th percentile (0–100), linear between closest ranks (numpy's default `method="linear"`).
-
-    The one definition: latency statistics, dataset spreads and chart bands all use it."""
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def summarize(values_ms: Sequence[float]) -> LatencyStats:
-    """Statistics of raw samples; raises ValueError on an empty sequence."""
-    values = sorted(float(v) for v in values_ms)
-    n = len(values)
-    if n == 0:
-        raise ValueError("summarize() needs at least one sample")
-    mean = math.fsum(values) / n
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    cv = std / mean if mean != 0 else (0.0 if std == 0 else math.nan)
-    return LatencyStats(
-        n=n, median=percentile(values, 50), p90=percentile(values, 90),
-        p99=percentile(values, 99), mean=mean, std=std, cv=cv, min=values[0], max=values[-1],
-    )
-
-
-MIN_CI_SAMPLES = 5  # per side: fewer give a bootstrap interval that means nothing
-
-
-def ratio_of_medians_ci(current: Sequence[float], baseline: Sequence[float], *, seed: int = 0,
-                        resamples: int = 2000, confidence: float = 0.95) -> tuple[float, float, float]:
-    """(median(current) / median(baseline), CI low, CI high): percentile bootstrap, resampling
-    both sides independently with `numpy.random.default_rng(seed)` (all baseline resamples drawn
-    first, then all current ones). The regression gate's rule and the report's noise marks."""
-    import numpy as np
-
-    y = np.asarray(current, dtype=float)
-    x = np.asarray(baseline, dtype=float)
-    rng = np.random.default_rng(seed)
-    xb = np.median(x[rng.integers(0, x.size, (resamples, x.size))], axis=1)
-    yb = np.median(y[rng.integers(0, y.size, (resamples, y.size))], axis=1)
-    alpha = (1.0 - confidence) / 2
-    lo, hi = np.quantile(yb / xb, [alpha, 1.0 - alpha])
-    return float(np.median(y) / np.median(x)), float(lo), float(hi)
+from dynbench.names import DECODE_PHASE, FORWARD_PHASE, PHASES, PREFILL_PHASE, REGIONS
+from dynbench.stats import median_or_none as _median
+from dynbench.stats import summarize
 
 
 class _Region:
@@ -173,6 +109,7 @@ class LatencyTracker:
 # decode steps. The rest (predictors, token drop, scoring, KV eviction, LM head) sit inside every
 # step and are timed only on request (`--regions`, `dynbench profile`).
 COARSE_REGIONS = frozenset({"vision_tower", "projector", "llm_prefill"})
+assert COARSE_REGIONS <= set(REGIONS)
 
 
 class Regions:
@@ -188,10 +125,6 @@ class Regions:
         return nullcontext()
 
 
-def _median(values: Sequence[float]) -> float | None:
-    return summarize(values).median if values else None
-
-
 def _per_run_sum(regions: Sequence[Mapping[str, Sequence[float]]], name: str) -> list[float] | None:
     """Σ of one region's calls in each run; None when the region was not timed in some run."""
     if not regions or any(name not in run for run in regions):
@@ -202,28 +135,31 @@ def _per_run_sum(regions: Sequence[Mapping[str, Sequence[float]]], name: str) ->
 LATENCY_SAMPLE_COLUMNS = ("latency_ms_samples", "ttft_ms_samples", "total_ms_samples")
 
 
-def latency_columns(mode: str, step_ms: Sequence[Sequence[float]],
-                    regions: Sequence[Mapping[str, Sequence[float]]] = ()) -> dict:
-    """The latency columns of one point, from its raw samples (README "latency").
+def latency_columns(phases: Sequence[str], step_ms: Sequence[Sequence[float]],
+                    regions: Sequence[Mapping[str, Sequence[float]]] = (), *, headline: str) -> dict:
+    """The latency columns of one point, from its raw samples (docs/measurement.md).
 
-    `step_ms[r][i]`: milliseconds of step i of measured run r (every run has the same steps:
-    prefill 1, no-cache `gen_len`, kv-cache 1 + `gen_len − 1`). `regions[r][name]`: milliseconds
-    of each call of region `name` in run r (absent = not timed). Definitions:
+    `phases[i]`: the phase of step i (`modes.Step.phase`; every run has the same steps), `step_ms[r][i]`:
+    milliseconds of step i of measured run r. `regions[r][name]`: milliseconds of each call of region
+    `name` in run r (absent = not timed). `headline`: the mode's headline phase (`modes.HEADLINE_PHASE`).
+    Definitions (which steps make which column: `modes.HEADLINE_PHASE`'s comment):
 
-    * `ttft_ms` (prefill, kv-cache) = median over runs of the run's step 0; `ttft_ms_samples` them;
-    * `tpot_ms_*` (kv-cache) over the decode steps (step ≥ 1) of every run;
-    * `step_ms_*` (no-cache) over every forward of every run;
+    * `ttft_ms` (a run opening with a prefill) = median over runs of the run's step 0; `ttft_ms_samples` them;
+    * `tpot_ms_*` over the decode steps of every run (a conversation's next-turn prefills are not decode steps);
+    * `step_ms_*` over the forwards (no-cache) of every run;
     * `total_ms` = median over runs of Σ steps of the run; `total_ms_samples` them;
-    * `latency_ms_samples` = the headline samples: TTFTs (prefill), decode steps (kv-cache), forwards
-      (no-cache); `latency_cv` their std / mean (None below 2 samples);
+    * `latency_ms_samples` = the headline samples, the steps of the `headline` phase: TTFTs (prefill),
+      decode steps (kv-cache), forwards (no-cache); `latency_cv` their std / mean (None below 2 samples);
     * `vision_ms` = median over every vision pass of vision tower + projector; `llm_prefill_ms` =
       median over runs of the LLM part of the prefill; `scoring_ms` = median over runs of Σ of the
       run's `scoring` calls (baselines' attention scoring; timed only with every region).
     """
     if not step_ms or not step_ms[0]:
         raise ValueError("latency_columns() needs at least one run with at least one step")
-    if any(len(run) != len(step_ms[0]) for run in step_ms):
-        raise ValueError(f"runs of one point differ in steps: {[len(run) for run in step_ms]}")
+    if any(len(run) != len(phases) for run in step_ms):
+        raise ValueError(f"runs of one point differ in steps: {[len(run) for run in step_ms]} ({len(phases)} phases)")
+    if headline not in PHASES or any(p not in PHASES for p in phases):
+        raise ValueError(f"unknown phase in {headline!r} / {sorted(set(phases))}; phases are {PHASES}")
     if regions and len(regions) != len(step_ms):
         raise ValueError(f"{len(regions)} region records for {len(step_ms)} runs")
     cols: dict = dict.fromkeys(("ttft_ms", "vision_ms", "llm_prefill_ms", "tpot_ms_median", "tpot_ms_p90",
@@ -236,26 +172,21 @@ def latency_columns(mode: str, step_ms: Sequence[Sequence[float]],
     cols["vision_ms"] = _median(vision)
     scoring = _per_run_sum(regions, "scoring")
     cols["scoring_ms"] = _median(scoring) if scoring is not None else None
-    if mode in ("prefill", "kv-cache"):
+    of_phase = {p: [x for run in step_ms for x, q in zip(run, phases, strict=True) if q == p] for p in PHASES}
+    if phases[0] == PREFILL_PHASE:
         ttft = [run[0] for run in step_ms]
         cols.update(ttft_ms=_median(ttft), ttft_ms_samples=ttft)
         llm = _per_run_sum(regions, "llm_prefill")
         cols["llm_prefill_ms"] = _median(llm) if llm is not None else None
-    if mode == "prefill":
-        headline = [run[0] for run in step_ms]
-    elif mode == "kv-cache":
-        headline = [x for run in step_ms for x in run[1:]]
-        if headline:
-            stats = summarize(headline)
-            cols.update(tpot_ms_median=stats.median, tpot_ms_p90=stats.p90, tpot_ms_p99=stats.p99)
-    elif mode == "no-cache":
-        headline = [x for run in step_ms for x in run]
-        stats = summarize(headline)
+    if of_phase[DECODE_PHASE]:
+        stats = summarize(of_phase[DECODE_PHASE])
+        cols.update(tpot_ms_median=stats.median, tpot_ms_p90=stats.p90, tpot_ms_p99=stats.p99)
+    if of_phase[FORWARD_PHASE]:
+        stats = summarize(of_phase[FORWARD_PHASE])
         cols.update(step_ms_median=stats.median, step_ms_p90=stats.p90)
-    else:
-        raise ValueError(f"unknown mode {mode!r}")
-    cols["latency_ms_samples"] = headline or None
-    cols["latency_cv"] = summarize(headline).cv if len(headline) > 1 else None
+    samples = cols["ttft_ms_samples"] if headline == PREFILL_PHASE else of_phase[headline]
+    cols["latency_ms_samples"] = samples or None
+    cols["latency_cv"] = summarize(samples).cv if samples and len(samples) > 1 else None
     return cols
 
 
@@ -289,7 +220,7 @@ class ClockResult:
     throttle_reasons: tuple[str, ...]  # names of the THROTTLE_REASONS bits set, and of power / thermal violations
     throttled: bool | None  # None: neither the reasons nor a power / thermal counter could be read
     violation_ms: dict[str, float] | None = None  # per policy, accrued during the region (None: unsupported)
-    unavailable: dict[str, str] = dataclasses.field(default_factory=dict)  # quantity → why it is missing
+    unavailable: dict[str, str] = field(default_factory=dict)  # quantity → why it is missing
 
 
 class ClockMonitor:

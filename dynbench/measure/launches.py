@@ -17,7 +17,7 @@ other op, including copies (`_to_copy`, `copy_`, `clone`) and device→host read
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -82,11 +82,13 @@ def count_launches(mode: str, net, inputs, drop, gen_len: int = 1, reuse_vision:
     return counter.per_step
 
 
-def launch_columns(mode: str, per_step: list[int] | None) -> dict:
-    """`ops_per_step` (the headline steps' median: decode steps in kv-cache, forwards in no-cache,
-    the prefill in prefill) and `ops_total` (Σ over the run's steps); null when not counted."""
+def launch_columns(phases: Sequence[str], per_step: list[int] | None, *, headline: str) -> dict:
+    """`ops_per_step` (the median over the headline steps, those whose phase is `headline`
+    (`modes.HEADLINE_PHASE`): decode steps in kv-cache, forwards in no-cache, the prefill in
+    prefill; a run without one, all its steps) and `ops_total` (Σ over the run's steps); null when
+    not counted."""
     if not per_step:
         return {"ops_per_step": None, "ops_total": None}
-    headline = per_step[1:] if mode == "kv-cache" and len(per_step) > 1 else per_step
-    ordered = sorted(headline)
+    chosen = [n for n, phase in zip(per_step, phases, strict=True) if phase == headline] or per_step
+    ordered = sorted(chosen)
     return {"ops_per_step": ordered[(len(ordered) - 1) // 2], "ops_total": sum(per_step)}

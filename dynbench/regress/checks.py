@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from dynbench.measure.latency import MIN_CI_SAMPLES, ratio_of_medians_ci
+from dynbench.names import STATUS_OK, STATUS_OOM
 from dynbench.report.format import run_length
+from dynbench.stats import MIN_CI_SAMPLES, ratio_of_medians_ci
 
 VERSION_FIELDS = ("torch_version", "transformers_version", "fvcore_version")  # shift fvcore counts
 LATENCY_ENV_FIELDS = ("gpu_name", "driver_version")
@@ -36,7 +37,7 @@ LATENCY_METRIC = "latency_ms_samples"
 PASS, REGRESSION, IMPROVEMENT = "pass", "regression", "improvement"
 NOT_COMPARABLE, MISSING, INFO = "not comparable", "missing", "info"
 VERDICTS = (REGRESSION, IMPROVEMENT, MISSING, NOT_COMPARABLE, INFO, PASS)  # display order
-STATUS_RANK = {"ok": 0, "oom": 1}  # anything else ("error: …") ranks 2
+STATUS_RANK = {STATUS_OK: 0, STATUS_OOM: 1}  # anything else ("error: …") ranks 2
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from dynbench.errors import DynbenchError
 from dynbench.records import COMPARISON_KEY, POINT_KEY, latest_summaries
-from dynbench.regress.baseline import ENV_FIELDS, Baseline, env_snapshots, read_baseline
+from dynbench.regress.baseline import ENV_FIELDS, Baseline, read_baseline
 from dynbench.regress.checks import (
     IMPROVEMENT,
     MISSING,
@@ -24,7 +24,7 @@ from dynbench.regress.checks import (
     Outcome,
     default_checks,
 )  # fmt: skip
-from dynbench.results import iter_records, jsonable
+from dynbench.results import env_snapshots, iter_records, jsonable
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,7 +23,6 @@ from dynbench.report.compare import (
     compare,
     env_labels,
     records,
-    summary_rows,
 )  # fmt: skip
 from dynbench.report.format import DASH, fmt_bytes, fmt_ms, fmt_pct, fmt_t, md_table, run_length
 
@@ -397,38 +396,16 @@ def to_csv(cmp: pd.DataFrame) -> str:
     return cmp.to_csv(index=False, lineterminator="\n")
 
 
-FORMATS = ("table", "md", "csv")
-
-
-def build_report(df: pd.DataFrame, fmt: str = "table", paper: bool = False, columns: str | None = None,
-                 wide: bool = False) -> list | str:
-    """`dynbench report`: rich Tables for `table`, a string for `md` / `csv` (every column)."""
-    keys = column_keys(columns)
-    if fmt not in FORMATS:
-        raise DynbenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if not summary_rows(df):
-        raise DynbenchError("the results hold no summary rows (step null): the run was interrupted "
-                            "before any point finished; run it again with --resume")
-    from dynbench.report.paper import paper_table, paper_to_markdown, render_paper_table
-
-    data = paper_table(df) if paper else compare(df)
-    if fmt == "csv":
-        return to_csv(data)
-    if fmt == "md":
-        return paper_to_markdown(data) if paper else to_markdown(data, keys, wide)
-    return render_paper_table(data) if paper else render_table(data, keys, wide)
-
-
 def run_tables(rows: list[dict], folder_rows: Sequence[Mapping[str, Any]] | None = None) -> list:
     """What `dynbench run` prints: the compact mode tables of the points it ran. With the results
     folder's records (`folder_rows`), Δ% also finds a `llava` row recorded there earlier (a
     resumed sweep), its environment difference flagged as in `report`."""
-    from dynbench.records import POINT_KEY
+    from dynbench.records import is_point_summary
 
-    mine = {key_of(r, POINT_KEY) for r in rows if r.get("step") is None}
-    source = list(folder_rows) if folder_rows is not None else [r for r in rows if r.get("step") is None]
+    mine = {key_of(r) for r in rows if is_point_summary(r)}
+    source = list(folder_rows) if folder_rows is not None else [r for r in rows if is_point_summary(r)]
     cmp = compare(pd.DataFrame.from_records(source))
-    shown = cmp[[key_of(r, POINT_KEY) in mine for r in records(cmp)]]
+    shown = cmp[[key_of(r) in mine for r in records(cmp)]]
     return render_table(shown)
 
 
