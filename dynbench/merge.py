@@ -4,9 +4,10 @@ process had run the sweep — `report`, `plot` and `check` read the result like 
 Rules (`merge_folders`, in memory; `write_merged` writes them):
 * **Points are de-duplicated by identity** (`records.POINT_KEY`). The winner is the last `ok` /
   `oom` summary of the point, folders taken in the order given and rows in file order; a point
-  that never finished ok / oom keeps its last summary (its `error: …` shows in reports). The
-  winner's step rows (same `point_id`, same folder) come with it; every other row of the point —
-  earlier attempts, steps of a run cut short — is left out.
+  that never finished ok / oom keeps its last summary (its `error: …` shows in reports). Only a
+  point row (`records.row_kind`) can win; the winner's other rows — steps, and a dataset point's
+  round and sample rows (same `point_id`, same folder) — come with it in file order; every other
+  row of the point — earlier attempts, a run or dataset cut short — is left out.
 * **Disagreement is refused.** Two folders whose last `ok` summaries of one point ran in the same
   environment (`env_id`) must agree on the gate's exact metrics (`regress.checks.EXACT_METRICS`,
   compared by the gate's own exact check); otherwise `DynbenchError` (exit 2) names the point,
@@ -17,11 +18,12 @@ Rules (`merge_folders`, in memory; `write_merged` writes them):
 * **Shards** (`shard.json`): shards or points missing from the merge are reported (`notes`),
   never silently passed; a shard folder with no records (a shard that got no point) is fine.
 
-Writing (`write_merged`): env files, then `records.jsonl` in one temp file + rename, then
-`merged.json` (inputs, counts). An existing `records.jsonl` in the target is refreshed only when
-the target is itself a merge (it holds `merged.json`): its rows are then read as the first input,
-so a re-merge after a shard was resumed keeps every point and drops nothing it had. A folder
-written by `dynbench run` is never written over.
+Writing (`write_merged`, under the target's writer lock): env files, `records.jsonl` and
+`merged.json` (inputs, counts) each to a temp file, renamed together once all were written. An
+existing `records.jsonl` in the target is refreshed only when the target is itself a merge (it
+holds `merged.json`): its rows are then read as the first input, so a re-merge after a shard was
+resumed keeps every point and drops nothing it had. A folder written by `dynbench run` is never
+written over.
 """
 
 from __future__ import annotations
@@ -33,8 +35,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dynbench.errors import DynbenchError
-from dynbench.records import is_summary, key_of
-from dynbench.results import RECORDS_FILE, RESUMABLE_STATUSES, iter_records, jsonable, writable_dir, write_atomic
+from dynbench.folder_lock import folder_lock
+from dynbench.records import is_point_summary, key_of
+from dynbench.results import (
+    RECORDS_FILE,
+    RESUMABLE_STATUSES,
+    env_snapshots,
+    iter_records,
+    jsonable,
+    require_dynbench,
+    writable_dir,
+)
+from dynbench.safe_io import write_together
 from dynbench.shards import MANIFEST_FILE, point_digest, read_manifest
 
 MERGED_FILE = "merged.json"
@@ -42,7 +54,7 @@ MERGED_FILE = "merged.json"
 
 @dataclass
 class Merged:
-    rows: list[dict]  # de-duplicated, each point's step rows then its summary
+    rows: list[dict]  # de-duplicated, each point's step, round and sample rows, then its summary
     environments: dict[str, dict]  # env_id → snapshot
     inputs: list[str]
     points: int = 0
@@ -58,15 +70,13 @@ def _folder(path: str | Path) -> Path:
 
 def _read(folder: Path, strict: bool) -> list[dict]:
     if (folder / RECORDS_FILE).is_file():
-        return list(iter_records(folder, strict=strict))
+        return require_dynbench(list(iter_records(folder, strict=strict)), folder / RECORDS_FILE)
     if (folder / MANIFEST_FILE).is_file():
         return []  # a shard that got no point of the sweep
     raise DynbenchError(f"no results at {folder / RECORDS_FILE}: pass folders written by `dynbench run --out DIR`")
 
 
 def _snapshots(folder: Path) -> dict[str, dict]:
-    from dynbench.regress.baseline import env_snapshots
-
     return env_snapshots(folder) if (folder / "env").is_dir() else {}
 
 
@@ -96,7 +106,7 @@ def merge_folders(paths: Sequence[str | Path], strict: bool = False) -> Merged:
     last_ok: dict[tuple, dict[int, dict]] = {}  # point → folder → its last ok summary
     for fi, rows in enumerate(per_folder):
         for ri, row in enumerate(rows):
-            if not is_summary(row):
+            if not is_point_summary(row):
                 continue
             key = key_of(row)
             done = row.get("status") in RESUMABLE_STATUSES
@@ -120,10 +130,10 @@ def merge_folders(paths: Sequence[str | Path], strict: bool = False) -> Merged:
                         f"{first.get('git_sha')} vs {row.get('git_sha')}); merge them separately or re-run one")
             else:
                 seen[env] = (fi, row)
-    by_pid: dict[tuple[int, str], list[dict]] = {}
+    by_pid: dict[tuple[int, str], list[dict]] = {}  # a point's step, round and sample rows
     for fi, rows in enumerate(per_folder):
         for row in rows:
-            if not is_summary(row) and row.get("point_id") is not None:
+            if not is_point_summary(row) and row.get("point_id") is not None:
                 by_pid.setdefault((fi, str(row["point_id"])), []).append(row)
     out: list[dict] = []
     for fi, ri in sorted(winners.values()):
@@ -167,8 +177,14 @@ def _check_shards(merged: Merged, folders, winners, per_folder, finished) -> Non
 
 
 def write_merged(paths: Sequence[str | Path], out: str | Path) -> Merged:
-    """Merge `paths` into the folder `out` (module docstring: what may be written over)."""
+    """Merge `paths` into the folder `out` (module docstring: what may be written over), holding
+    its writer lock; env snapshots, records and merged.json appear together or not at all."""
     target = writable_dir(out)
+    with folder_lock(target):
+        return _write_merged(paths, out, target)
+
+
+def _write_merged(paths: Sequence[str | Path], out: str | Path, target: Path) -> Merged:
     inputs = [Path(p) for p in paths]
     before: list[str] = []
     if (target / RECORDS_FILE).exists():
@@ -181,13 +197,13 @@ def write_merged(paths: Sequence[str | Path], out: str | Path) -> Merged:
         except (OSError, ValueError, AttributeError):
             before = []
     merged = merge_folders(inputs)
-    for env_id, snap in merged.environments.items():
-        write_atomic(target / "env" / f"{env_id}.json", json.dumps(snap, indent=2, sort_keys=True) + "\n")
-    write_atomic(target / RECORDS_FILE, "".join(json.dumps(jsonable(r), allow_nan=False) + "\n"
-                                                for r in merged.rows))
+    files = {target / "env" / f"{env_id}.json": json.dumps(snap, indent=2, sort_keys=True) + "\n"
+             for env_id, snap in merged.environments.items()}
+    files[target / RECORDS_FILE] = "".join(json.dumps(jsonable(r), allow_nan=False) + "\n" for r in merged.rows)
     info = {"merged_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "inputs": list(dict.fromkeys([*before, *(i for i in merged.inputs if Path(i) != target.resolve())])),
             "points": merged.points,
             "rows": len(merged.rows), "shards": merged.shards, "notes": merged.notes}  # fmt: skip
-    write_atomic(target / MERGED_FILE, json.dumps(info, indent=1) + "\n")
+    files[target / MERGED_FILE] = json.dumps(info, indent=1) + "\n"
+    write_together(files)
     return merged

@@ -18,7 +18,9 @@ multi-token forward (`forward_chunk`: every token cached in every layer, the out
 predictor does not run on them) that produces the round's first token, then decodes. A round's
 last produced token is never fed (the official `</s>`); earlier answers stay in the cache as they
 were decided when fed; the image is pruned once, in round 0. Prefill and no-cache run round 0.
-Steps carry their `round`; `text_tokens_fed` / `_kept` count over the whole conversation.
+Steps carry their `round` and `phase` (a later round's turn is a prefill over the cache);
+`text_tokens_fed` / `_kept` count over the whole conversation. `HEADLINE_PHASE` says which steps
+make TTFT, TPOT and the totals.
 
 Each step yields a `Step`. Drivers never synchronize the device themselves (token ids stay on
 it until the run ends), so a caller can time each step with CUDA events (`run_mode(step_timer=…)`)
@@ -60,11 +62,18 @@ from dynbench.models.rules import (
     layer_attn,
     streaming_prompt_kept,
 )  # fmt: skip
-from dynbench.names import KV_METHODS, MODES
+from dynbench.names import DECODE_PHASE, FORWARD_PHASE, KV_METHODS, MODES, PREFILL_PHASE
 from dynbench.quality import token_nll
 
+# Which steps make a mode's latency and roofline columns, by phase (`Step.phase`): TTFT = a run's first
+# step when it is a prefill; TPOT = its decode steps; the no-cache step statistics = its forwards;
+# totals = every step. The headline samples (`latency_ms_samples`) are the steps of the mode's headline
+# phase: the TTFT of each run (prefill), every decode step (kv-cache), every forward (no-cache).
+HEADLINE_PHASE = {"prefill": PREFILL_PHASE, "no-cache": FORWARD_PHASE, "kv-cache": DECODE_PHASE}
+assert tuple(HEADLINE_PHASE) == MODES
 
-@dataclass
+
+@dataclass(kw_only=True)
 class Step:
     step: int  # 0 = prefill / first forward; i = the i-th decode step after it
     tokens: torch.Tensor | None  # (B,) the token this step produced, on the device
@@ -88,6 +97,7 @@ class Step:
     layer_attn: list[str] | None = None  # attention implementation of each decoder layer
     token_ids: list[int] | None = None  # `tokens` on the host, filled in when the run ends
     round: int = 0  # conversations: the round the step belongs to
+    phase: str  # PREFILL_PHASE, FORWARD_PHASE or DECODE_PHASE (names.PHASES): what the step ran
     # teacher forcing (quality.py): cross-entropy of the answer token this step predicts, (B,) on the
     # device until `to_host` (then batch row 0's, a float); None where the step predicts no answer token
     nll: object = None
@@ -213,12 +223,14 @@ def _prefill(model, inputs: ModelInputs, drop: DropConfig, label: torch.Tensor |
     token, nll = _predict(model, out.hidden[:, -1], label)  # (B,)
     cache.mark_prompt()
     image_kept = out.image_kept if out.image_kept is not None else layout.image_tokens
+    kv_prompt, kv_generated = cache.kv_bytes()
     step = Step(
-        0, token, out.layer_seq_lens, cache.lengths(), image_kept, 0, 0, *cache.kv_bytes(),
-        layer_shapes=[(n, n) for n in out.layer_seq_lens], vision_ran=True,
+        step=0, tokens=token, layer_seq_lens=out.layer_seq_lens, layer_cache_lens=cache.lengths(),
+        image_tokens_kept=image_kept, text_tokens_fed=0, text_tokens_kept=0, kv_bytes_prompt=kv_prompt,
+        kv_bytes_generated=kv_generated, layer_shapes=[(n, n) for n in out.layer_seq_lens], vision_ran=True,
         image_scored=out.image_scored, layer_image_tokens=_layer_image_tokens(model, out, layout),
-        layer_attn=_layer_attn(model, drop, "prefill"), nll=nll,
-    )  # fmt: skip
+        layer_attn=_layer_attn(model, drop, PREFILL_PHASE), phase=PREFILL_PHASE, nll=nll,
+    )
     step.kept_index = out.kept_index
     return step, cache, token
 
@@ -246,14 +258,14 @@ def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
         token, nll = _predict(model, out.hidden[:, -1], _label(answers, i))
         n_fed = fed.shape[1]
         step = Step(
-            i, token, out.layer_seq_lens, None,
-            out.image_kept if out.image_kept is not None else layout.image_tokens,
-            n_fed, out.text_kept if out.text_kept is not None else n_fed, None, None,
-            layer_shapes=[(n, n) for n in out.layer_seq_lens], vision_ran=ran_vision,
-            image_scored=out.image_scored, text_scored=out.text_scored,
-            layer_image_tokens=_layer_image_tokens(model, out, layout), layer_attn=_layer_attn(model, drop, "forward"),
-            nll=nll,
-        )  # fmt: skip
+            step=i, tokens=token, layer_seq_lens=out.layer_seq_lens, layer_cache_lens=None,
+            image_tokens_kept=out.image_kept if out.image_kept is not None else layout.image_tokens,
+            text_tokens_fed=n_fed, text_tokens_kept=out.text_kept if out.text_kept is not None else n_fed,
+            kv_bytes_prompt=None, kv_bytes_generated=None, layer_shapes=[(n, n) for n in out.layer_seq_lens],
+            vision_ran=ran_vision, image_scored=out.image_scored, text_scored=out.text_scored,
+            layer_image_tokens=_layer_image_tokens(model, out, layout),
+            layer_attn=_layer_attn(model, drop, FORWARD_PHASE), phase=FORWARD_PHASE, nll=nll,
+        )
         step.kept_index = out.kept_index
         yield step
 
@@ -268,7 +280,7 @@ def run_kv_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
     decider = TextDecider(drop.text_policy, drop.text_keep) if model.method == "dynamic-llava" else None
     image_kept = step.image_tokens_kept
     position, j, fed_total = inputs.layout.seq_len, 0, 0  # next absolute position, step, tokens fed
-    attn = _layer_attn(model, drop, "decode")
+    attn = _layer_attn(model, drop, DECODE_PHASE)
     for r, rnd in enumerate(rounds):
         if r > 0:  # the next turn after the cache: one multi-token forward, every token cached
             turn = rnd.prompt_ids
@@ -278,11 +290,12 @@ def run_kv_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
                 token, nll = _predict(model, hidden[:, -1], _label(rnd.answer_ids, 0))
             cache.add_prompt(turn.shape[1])
             position, j = position + turn.shape[1], j + 1
-            yield Step(
-                j, token, None, cache.lengths(), image_kept, fed_total, _text_kept(model.method, decider, fed_total),
-                *cache.kv_bytes(), layer_shapes=[(turn.shape[1], n + turn.shape[1]) for n in before],
-                layer_attn=attn, round=r, nll=nll,
-            )  # fmt: skip
+            yield _cached_step(  # a prefill of the turn over the cache: the round's first token
+                cache, step=j, tokens=token, image_tokens_kept=image_kept, text_tokens_fed=fed_total,
+                text_tokens_kept=_text_kept(model.method, decider, fed_total),
+                layer_shapes=[(turn.shape[1], n + turn.shape[1]) for n in before], layer_attn=attn, round=r,
+                phase=PREFILL_PHASE, nll=nll,
+            )
         for i in range(rnd.gen_len - 1):
             fed = _feed(rnd.answer_ids, token, i)  # (B,)
             before = cache.lengths()
@@ -290,11 +303,19 @@ def run_kv_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
                 hidden, _ = model.forward_token(model.embed_tokens(fed[:, None]), position, cache, decider)
                 token, nll = _predict(model, hidden[:, -1], _label(rnd.answer_ids, i + 1))
             position, j, fed_total = position + 1, j + 1, fed_total + 1
-            yield Step(
-                j, token, None, cache.lengths(), image_kept, fed_total, _text_kept(model.method, decider, fed_total),
-                *cache.kv_bytes(), layer_shapes=[(1, n + 1) for n in before],  # the token attends to itself too
-                text_scored=1 if decider is not None else 0, layer_attn=attn, round=r, nll=nll,
-            )  # fmt: skip
+            yield _cached_step(
+                cache, step=j, tokens=token, image_tokens_kept=image_kept, text_tokens_fed=fed_total,
+                text_tokens_kept=_text_kept(model.method, decider, fed_total),
+                layer_shapes=[(1, n + 1) for n in before],  # the token attends to itself too
+                text_scored=1 if decider is not None else 0, layer_attn=attn, round=r, phase=DECODE_PHASE, nll=nll,
+            )
+
+
+def _cached_step(cache, **fields) -> Step:
+    """A step over the cache: its lengths and KV bytes after the step."""
+    kv_prompt, kv_generated = cache.kv_bytes()
+    return Step(layer_seq_lens=None, layer_cache_lens=cache.lengths(), kv_bytes_prompt=kv_prompt,
+                kv_bytes_generated=kv_generated, **fields)
 
 
 def _text_kept(method: str, decider: TextDecider | None, fed: int) -> int | None:
@@ -353,18 +374,8 @@ def run_mode(
     return result
 
 
-def plan_mode(
-    preset: Preset,
-    method: str,
-    mode: str,
-    prompt_len: int,
-    gen_len: int = 1,
-    drop: DropConfig | None = None,
-    reuse_vision: bool = False,
-    batch: int = 1,
-    element_bytes: int = 4,
-    attn: str = "sdpa",
-) -> ModeResult:
+def plan_mode(preset: Preset, method: str, mode: str, prompt_len: int, gen_len: int = 1, drop: DropConfig | None = None,
+              reuse_vision: bool = False, batch: int = 1, element_bytes: int = 4, attn: str = "sdpa") -> ModeResult:
     """The steps `run_mode` would produce, from the counting rules alone (no model is run).
 
     Exact for `llava`, the baselines and `dynamic-llava` under the budget policy; learned
@@ -396,41 +407,54 @@ def plan_mode(
     prompt_lens = [min(n, budget) for n in seq_lens] if evicts else seq_lens
     if mode in ("prefill", "kv-cache"):
         result.steps.append(Step(
-            0, None, seq_lens, list(prompt_lens), k, 0, 0, kv(prompt_lens), 0,
-            layer_shapes=[(n, n) for n in seq_lens], vision_ran=True,
-            image_scored=N if dynamic else 0, layer_image_tokens=image_lens, layer_attn=attn_of("prefill"),
-        ))  # fmt: skip
+            step=0, tokens=None, layer_seq_lens=seq_lens, layer_cache_lens=list(prompt_lens), image_tokens_kept=k,
+            text_tokens_fed=0, text_tokens_kept=0, kv_bytes_prompt=kv(prompt_lens), kv_bytes_generated=0,
+            layer_shapes=[(n, n) for n in seq_lens], vision_ran=True, image_scored=N if dynamic else 0,
+            layer_image_tokens=image_lens, layer_attn=attn_of(PREFILL_PHASE), phase=PREFILL_PHASE,
+        ))
     if mode == "kv-cache":
-        decider = TextDecider(drop.text_policy, drop.text_keep) if dynamic else None
-        cache, n_prompt = list(prompt_lens), list(prompt_lens)  # entries, prompt entries per layer
-        split_known = True  # h2o's split stays known until decoding evicts
-        for j in range(1, gen_len):
-            keep = decider.decide(None) if dynamic else True
-            shapes = [(1, n + 1) for n in cache]
-            grown = [n + 1 if (i < s or keep) else n for i, n in enumerate(cache)]
-            if evicts:
-                if method == "streaming-llm":
-                    window = budget - SINK_TOKENS
-                    n_prompt = [streaming_prompt_kept(p, n, window) if n > budget else p
-                                for p, n in zip(n_prompt, grown, strict=True)]  # fmt: skip
-                split_known = split_known and (method != "h2o" or max(grown) <= budget)
-                grown = [min(n, budget) for n in grown]
-            cache = grown
-            kv_prompt = kv(n_prompt) if split_known else None
-            kv_generated = kv(cache) - kv_prompt if split_known else None
-            result.steps.append(Step(
-                j, None, None, list(cache), k, j, decider.kept if dynamic else (None if evicts else j),
-                kv_prompt, kv_generated, layer_shapes=shapes, text_scored=1 if dynamic else 0,
-                layer_attn=attn_of("decode"),
-            ))  # fmt: skip
+        result.steps += _plan_decode(method, drop, gen_len, cache=list(prompt_lens), sparse_layer=s, image_kept=k,
+                                     budget=budget, kv=kv, attn=attn_of(DECODE_PHASE))
     if mode == "no-cache":
         for i in range(gen_len):  # i generated tokens fed; i - 1 of them are candidates
             kept = i if not dynamic else (keep_count(drop.text_keep, i - 1) + 1 if i else 0)
             lens = split(P + i, P - (N - k) + kept) if dynamic else split(P + i, P - (N - k) + i)
             result.steps.append(Step(
-                i, None, lens, None, k, i, kept, None, None,
+                step=i, tokens=None, layer_seq_lens=lens, layer_cache_lens=None, image_tokens_kept=k,
+                text_tokens_fed=i, text_tokens_kept=kept, kv_bytes_prompt=None, kv_bytes_generated=None,
                 layer_shapes=[(n, n) for n in lens], vision_ran=i == 0 or not reuse_vision,
                 image_scored=N if dynamic else 0, text_scored=max(i - 1, 0) if dynamic else 0,
-                layer_image_tokens=image_lens, layer_attn=attn_of("forward"),
-            ))  # fmt: skip
+                layer_image_tokens=image_lens, layer_attn=attn_of(FORWARD_PHASE), phase=FORWARD_PHASE,
+            ))
     return result
+
+
+def _plan_decode(method: str, drop: DropConfig, gen_len: int, *, cache: list[int], sparse_layer: int,
+                 image_kept: int, budget: int | None, kv: Callable, attn: list[str]) -> list[Step]:
+    """The planned decode steps 1 … gen_len − 1 after a prefill that left `cache` entries per layer
+    (`budget`: the KV-eviction methods' entries per layer at most, else None)."""
+    dynamic, evicts = method == "dynamic-llava", budget is not None
+    decider = TextDecider(drop.text_policy, drop.text_keep) if dynamic else None
+    n_prompt = list(cache)  # prompt entries per layer
+    split_known = True  # h2o's split stays known until decoding evicts
+    steps = []
+    for j in range(1, gen_len):
+        keep = decider.decide(None) if dynamic else True
+        shapes = [(1, n + 1) for n in cache]
+        grown = [n + 1 if (i < sparse_layer or keep) else n for i, n in enumerate(cache)]
+        if evicts:
+            if method == "streaming-llm":
+                window = budget - SINK_TOKENS
+                n_prompt = [streaming_prompt_kept(p, n, window) if n > budget else p
+                            for p, n in zip(n_prompt, grown, strict=True)]
+            split_known = split_known and (method != "h2o" or max(grown) <= budget)
+            grown = [min(n, budget) for n in grown]
+        cache = grown
+        kv_prompt = kv(n_prompt) if split_known else None
+        steps.append(Step(
+            step=j, tokens=None, layer_seq_lens=None, layer_cache_lens=list(cache), image_tokens_kept=image_kept,
+            text_tokens_fed=j, text_tokens_kept=decider.kept if dynamic else (None if evicts else j),
+            kv_bytes_prompt=kv_prompt, kv_bytes_generated=kv(cache) - kv_prompt if split_known else None,
+            layer_shapes=shapes, text_scored=1 if dynamic else 0, layer_attn=attn, phase=DECODE_PHASE,
+        ))
+    return steps

@@ -3,23 +3,27 @@
 A results folder's `records.jsonl` holds one summary row per point (`step` null) and one step row
 per step of every measured run. Every column is declared here with its unit, type, which rows
 carry it and which modes fill it; the runner writes only declared columns (`validate`, tested on
-real sweeps), the report, the plots and the gate read them by these names, and the README's
+real sweeps), the report, the plots and the gate read them by these names, and docs/records.md's
 column list is generated from this table (`report/columns.py`, a test keeps them equal).
 
 Units are suffixes and values raw SI: `_ms` milliseconds, `_bytes` bytes, `tmacs` / `tflops_*`
 tera multiply-adds / FLOPs (the convention in the name). null means "not measured", never 0.
 
-Keys:
+Keys (every reader — merge, check, --resume, shards, report, printing — uses these, never its own):
 * `COMPARISON_KEY` — what must match for two rows to be compared at all ("the same point" for
   Δ% vs `llava`): model, mode, batch, prompt_len, gen_len, dtype, device, attn.
 * `POINT_KEY` — one measured point: the comparison key plus the method and everything that
   changes what it computes or how it is timed (keeps, policies, baseline parameters, seed,
   weights and inputs, fine regions). Readers take a point's last summary row
   (`latest_summaries`): a point run again after an error is appended again.
+* `SHOWN_KEY` — a point as shown (report, plots): POINT_KEY and env_id (two machines, two points).
+* `RESUME_KEY` — what `--resume` and a sweep's fingerprint compare: every spec field.
+* `MODEL_KEY` — the points that build the same model (built once; a shard keeps them together).
 
 Dataset points (`--dataset`) write, per sample, its step rows, its round rows (conversations of
-several turns) and its sample row, then the point's aggregate row (`row_kind`); only the aggregate
-is the point's summary (`is_point_summary`), so readers never mix a sample into a comparison.
+several turns) and its sample row, then the point's aggregate row. `row_kind` tells the four kinds
+apart (step, round, sample, point); only the point row stands for the point (`is_point_summary`),
+so readers never mix a sample into a comparison, and merge keeps a point's other rows with it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dynbench.names import MODES
+from dynbench.names import DECODE_PHASE, FORWARD_PHASE, MODES, PREFILL_PHASE
 
 SUMMARY, STEP, BOTH = "summary", "step", "both"
 DECODE = ("no-cache", "kv-cache")
@@ -38,7 +42,7 @@ WITH_PREFILL = ("prefill", "kv-cache")
 @dataclass(frozen=True)
 class Column:
     name: str
-    group: str  # README section: spec, identity, environment, where it ran, weights and inputs, counts, FLOPs,
+    group: str  # docs/records.md section: spec, identity, environment, where it ran, weights and inputs, counts, FLOPs,
     # memory, latency, roofline
     type: str  # str | int | float | bool | list[int] | list[float] | list | dict
     doc: str
@@ -203,9 +207,9 @@ _DECLARED: tuple[Column, ...] = (
     _c("total_ms_samples", LATENCY, "list[float]", "Σ steps of each run", "ms", SUMMARY),
     _c("latency_cv", LATENCY, "float", "std / mean of latency_ms_samples", rows=SUMMARY),
     _c("scoring_ms", LATENCY, "float", "baselines' attention scoring, Σ per run (with --regions)", "ms", SUMMARY),
-    _c("throttled", LATENCY, "bool", "a power / thermal / board limit held the clocks down during the measured "
-       "runs (NVML violation counters and sampled clocks-event reasons)", rows=SUMMARY),
-    _c("sm_clock_mhz", LATENCY, "int", "median SM clock while the measured runs ran (NVML, sampled every 10 ms)",
+    _c("throttled", LATENCY, "bool", "a power or thermal limit held the clocks down during the measured runs "
+       "(NVML violation counters and sampled clocks-event reasons)", rows=SUMMARY),
+    _c("sm_clock_mhz", LATENCY, "int", "median SM clock while the measured runs ran (NVML, sampled every 50 ms)",
        "MHz", SUMMARY),
     _c("step_ms", LATENCY, "float", "this step's time", "ms", STEP),
     # ---- roofline (measure/roofline.py): analytic lower bounds on roofline_gpu, null without one
@@ -232,6 +236,24 @@ _DECLARED: tuple[Column, ...] = (
     _c("tpot_roofline_ratio", ROOFLINE, "float", "tpot_ms_median / tpot_roofline_ms (CUDA only)", rows=SUMMARY,
        modes=("kv-cache",)),
     _c("total_roofline_ratio", ROOFLINE, "float", "total_ms / total_roofline_ms (CUDA only)", rows=SUMMARY),
+    # ---- GPU first contact (issue 25): host-bound steps, kernel launches, why NVML figures are null
+    _c("host_ms", LATENCY, "float", "CUDA: wall time from the step's start event until its last launch returned "
+       "(no sync); null on CPU, where execution is synchronous", "ms", STEP),
+    _c("host_bound", LATENCY, "bool", "CUDA: step_ms ≤ host_ms × 1.05 — the GPU waited for the host (Python "
+       "launching ops), so step_ms measures the host", rows=STEP),
+    _c("host_ms_median", LATENCY, "float", "CUDA: median host_ms over the headline steps (decode steps, "
+       "forwards, the prefill)", "ms", SUMMARY),
+    _c("host_bound_frac", LATENCY, "float", "CUDA: share of the headline steps that are host_bound (≥ 0.5: the "
+       "report labels TPOT and its roofline ratio host-bound)", rows=SUMMARY),
+    _c("ops_per_step", COUNTS, "int", "kernel-launching aten ops one step dispatches (views, empty and metadata "
+       "ops excluded), counted in one untimed run; summary: median over the headline steps. Exact, gated",
+       "ops"),
+    _c("ops_total", COUNTS, "int", "Σ ops_per_step over one run's steps. Exact, gated", "ops", SUMMARY),
+    _c("nvml_unavailable", MEMORY, "dict", "CUDA: NVML quantities that could not be read (sm_clock, "
+       "clock_event_reasons, violation_counters, memory, energy) → why (NotSupported, NoPermission, a frozen "
+       "energy counter); their columns are null", rows=SUMMARY),
+    _c("nvml_poll_ms", MEMORY, "float", "CUDA: interval of the NVML sampling thread (clocks, reasons, memory)",
+       "ms", SUMMARY),
     # ---- datasets (dynbench/samples.py): per-sample, per-round and aggregate rows of a dataset point
     _c("rounds", DATASET, "int", "rounds of the sample's conversation (human turns run)", rows=SUMMARY),
     _c("round_prompt_tokens", DATASET, "int", "round rows: prompt tokens the round added (round 0: P with the "
@@ -261,6 +283,9 @@ _DECLARED: tuple[Column, ...] = (
        "mean over samples", rows=SUMMARY, modes=DECODE),
     _c("output_tokens", QUALITY, "int", "free run: tokens produced before the first EOS (Σ over rounds)",
        "tokens", SUMMARY, DECODE),
+    # ---- step phase (issue 24): what the step ran, so readers never re-derive it from the mode
+    _c("phase", IDENT, "str", "prefill | forward | decode: a prefill (a conversation's next turn too), a "
+       "no-cache forward, a decode step (names.PHASES); older records lack it (`step_phase`)", rows=STEP),
 )
 _BASE = {c.name: c for c in _DECLARED}
 COLUMNS: tuple[Column, ...] = _DECLARED + tuple(
@@ -281,6 +306,18 @@ POINT_KEY = COMPARISON_KEY + ("method", "vision_keep", "text_keep", "text_policy
                               "kv_budget", "match_budget", "reuse_vision", "seed", "checkpoint", "inputs",
                               "teacher_force", "regions", "image_folder")  # fmt: skip
 assert set(POINT_KEY) <= set(SPEC_COLUMNS)
+# one point as shown (report, plots): its identity and the environment it ran in
+SHOWN_KEY = POINT_KEY + ("env_id",)
+# what `--resume` compares: every RunSpec field (warm-up and repeats included, unlike POINT_KEY)
+RESUME_KEY = SPEC_COLUMNS
+# the points that build the same model: the sweep builds it once, a shard keeps them together
+MODEL_KEY = ("model", "method", "dtype", "device", "attn", "seed", "checkpoint")
+assert set(MODEL_KEY) <= set(POINT_KEY)
+
+# row kinds (`row_kind`): a step of a measured run, one round of a sample's conversation, one sample
+# of a dataset point, and the point's own summary (a dataset point's aggregate)
+STEP_ROW, ROUND_ROW, SAMPLE_ROW, POINT_ROW = "step", "round", "sample", "point"
+ROW_KINDS = (STEP_ROW, ROUND_ROW, SAMPLE_ROW, POINT_ROW)
 
 _PY_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict,
              "list[int]": list, "list[float]": list, "list": list}  # fmt: skip
@@ -297,33 +334,47 @@ def hashable(value: Any) -> Any:
     return value
 
 
-def key_of(row: Mapping[str, Any], fields: Iterable[str] = POINT_KEY) -> tuple:
-    """The values of `fields` in order (missing → None): `key_of(row)` is the point's identity."""
-    return tuple(hashable(row.get(name)) for name in fields)
+def key_of(row: Mapping[str, Any] | Any, fields: Iterable[str] = POINT_KEY) -> tuple:
+    """The values of `fields` in order (missing → None) of a row or a RunSpec: `key_of(row)` is the
+    point's identity, `key_of(spec, RESUME_KEY)` what --resume compares, `key_of(spec, MODEL_KEY)`
+    the model it needs."""
+    values = row.as_dict() if hasattr(row, "as_dict") else row
+    return tuple(hashable(values.get(name)) for name in fields)
 
 
 def _null(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def is_summary(row: Mapping[str, Any]) -> bool:
-    """A summary-shaped row (`step` null): a point's summary, or a dataset point's sample or round row."""
-    return _null(row.get("step"))
-
-
 def row_kind(row: Mapping[str, Any]) -> str:
-    """"step" (a step of a measured run), "round" (one round of a sample's conversation), "sample" (one
-    sample of a dataset point) or "point" (the point's summary: for a dataset point, the aggregate)."""
-    if not is_summary(row):
-        return "step"
+    """STEP_ROW (a step of a measured run: `step` set), ROUND_ROW (one round of a sample's conversation),
+    SAMPLE_ROW (one sample of a dataset point) or POINT_ROW (the point's summary: for a dataset point,
+    the aggregate). A sample's and a round's rows share their point's key and `point_id`."""
+    if not _null(row.get("step")):
+        return STEP_ROW
     if not _null(row.get("round")):
-        return "round"
-    return "point" if _null(row.get("sample")) else "sample"
+        return ROUND_ROW
+    return POINT_ROW if _null(row.get("sample")) else SAMPLE_ROW
+
+
+def is_summary(row: Mapping[str, Any]) -> bool:
+    """Summary-shaped (any kind but a step row): the schema's summary columns apply to it."""
+    return row_kind(row) != STEP_ROW
 
 
 def is_point_summary(row: Mapping[str, Any]) -> bool:
-    """The one row that stands for a whole point (what reports, the gate and --resume read)."""
-    return row_kind(row) == "point"
+    """The one row that stands for a whole point (what reports, the gate, merge and --resume read)."""
+    return row_kind(row) == POINT_ROW
+
+
+def step_phase(row: Mapping[str, Any]) -> str:
+    """A step row's phase: its `phase` column, or for records written before it, the one-round rule
+    (a prefill-mode step and kv-cache step 0 are prefills; no-cache steps forwards; the rest decode)."""
+    if row.get("phase") is not None:
+        return row["phase"]
+    if row.get("mode") == "prefill" or (row.get("mode") == "kv-cache" and row.get("step") == 0):
+        return PREFILL_PHASE
+    return FORWARD_PHASE if row.get("mode") == "no-cache" else DECODE_PHASE
 
 
 def latest_summaries(rows: Iterable[Mapping[str, Any]], fields: Iterable[str] = POINT_KEY) -> dict[tuple, dict]:

@@ -3,7 +3,7 @@
 The rule (`partition`):
 1. Each point costs its estimate from the counting rules (`estimate.point_tmacs`: MACs of every
    run, warm-ups included — a 4K no-cache point weighs what it costs, not one unit).
-2. Points that build the same model (`sweep.MODEL_KEY`) form one unit of work, so that model is
+2. Points that build the same model (`records.MODEL_KEY`) form one unit of work, so that model is
    built once — unless the group alone costs more than a fair share (total / N): kept whole it
    would be the slowest shard, so each of its points becomes a unit (a shard still builds each
    model once: `sweep.order_points` runs a model's points together).
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynbench.errors import DynbenchError
-from dynbench.records import key_of
+from dynbench.records import MODEL_KEY, RESUME_KEY, key_of
 from dynbench.results import write_atomic
 
 MANIFEST_FILE = "shard.json"
@@ -70,15 +70,12 @@ def digest(value) -> str:
 
 def point_digest(row_or_spec) -> str:
     """The identity of a point (`records.POINT_KEY`) as a digest; same for a RunSpec and its rows."""
-    values = row_or_spec.as_dict() if hasattr(row_or_spec, "as_dict") else row_or_spec
-    return digest(key_of(values))
+    return digest(key_of(row_or_spec))
 
 
 def sweep_fingerprint(points: Sequence) -> str:
     """The sweep a shard belongs to: every field of every point, order-free."""
-    from dynbench.sweep import spec_key
-
-    return digest(sorted(digest(spec_key(p)) for p in points))
+    return digest(sorted(digest(key_of(p, RESUME_KEY)) for p in points))
 
 
 def _lpt(units: list[tuple[float, str, list]], n: int) -> list[list]:
@@ -96,8 +93,6 @@ def _lpt(units: list[tuple[float, str, list]], n: int) -> list[list]:
 def partition(points: Sequence, n: int, cost=None) -> list[list]:
     """The points of each of `n` shards (module docstring); each shard's points keep the sweep's
     order. `cost(point)` defaults to `estimate.point_tmacs`."""
-    from dynbench.sweep import MODEL_KEY
-
     if cost is None:
         from dynbench.estimate import point_tmacs as cost
     costs = [float(cost(p)) for p in points]
@@ -105,7 +100,7 @@ def partition(points: Sequence, n: int, cost=None) -> list[list]:
     fair = total / n if n else math.inf
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(points):
-        groups.setdefault(key_of(p.as_dict(), MODEL_KEY), []).append(i)
+        groups.setdefault(key_of(p, MODEL_KEY), []).append(i)
     units = []
     for key, members in groups.items():
         group_cost = sum(costs[i] for i in members)

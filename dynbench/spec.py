@@ -11,6 +11,7 @@ belongs to `dynamic-llava`, `random` and a budget-matched `fastv` (the keep it i
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -282,6 +283,7 @@ FIELDS: dict[str, tuple[type, bool, object]] = {
     "free_run": (bool, False, None),
 }
 MAX_POINTS = 10_000
+NULLABLE_AXES = ("prompt_len", "gen_len")  # null: each dataset sample's own / prefill's single token
 
 
 class NoDevice(DynbenchError):
@@ -312,19 +314,37 @@ def _cast(name: str, value, typ: type, where: str):
         try:
             if isinstance(value, bool):
                 raise ValueError
-            return typ(value) if typ is float or not isinstance(value, float) else typ(str(value))
-        except (TypeError, ValueError):
+            cast = typ(value) if typ is float or not isinstance(value, float) else typ(str(value))
+        except (TypeError, ValueError, OverflowError):
             pass
+        else:
+            return _in_range(name, cast, where)
     flag = "--" + name.replace("_", "-")
     raise DynbenchError(f"{where}{flag}: cannot read {value!r} as {typ.__name__}")
+
+
+INT64 = 2**63  # records, tables and torch hold 64-bit integers: a larger one crashed them later
+SEEDS = ("seed", "sample_seed")
+
+
+def _in_range(name: str, value, where: str):
+    """A number that every later stage can hold: finite floats, 64-bit ints, seeds ≥ 0."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DynbenchError(f"{where}{flag}: {value} is not a finite number")
+    if isinstance(value, int) and not -INT64 <= value < INT64:
+        raise DynbenchError(f"{where}{flag}: {value} is out of range (a 64-bit integer)")
+    if name in SEEDS and value < 0:
+        raise DynbenchError(f"{where}{flag}: a seed must be ≥ 0, got {value}")
+    return value
 
 
 def points_from(values: dict, where: str = "", source: dict | None = None) -> list[RunSpec]:
     """Sweep points from flag or suite values: field → value, list of values, or None (default).
     `source` (checkpoint / inputs / teacher_force labels) is the same for every point."""
-    unknown = sorted(set(values) - set(FIELDS))
+    unknown = _unknown(values, FIELDS)
     if unknown:
-        raise DynbenchError(f"{where}unknown key(s) {', '.join(unknown)}; allowed: {', '.join(FIELDS)}")
+        raise DynbenchError(f"{where}unknown key(s) {unknown}; allowed: {', '.join(FIELDS)}")
     if values.get("dataset") is not None and values.get("prompt_len") is not None:
         raise DynbenchError(f"{where}--prompt-len is set by each sample of --dataset; drop it")
     axes, fixed = {}, {}
@@ -334,6 +354,9 @@ def points_from(values: dict, where: str = "", source: dict | None = None) -> li
             value = default
         if is_axis:
             items = value if isinstance(value, list) else [value]
+            if None in items and default is not None and name not in NULLABLE_AXES:  # `batch: [null]`
+                raise DynbenchError(f"{where}--{name.replace('_', '-')}: an empty (null) value in the list; "
+                                    "give a value or leave the key out")
             axes[name] = [None if v is None else _cast(name, v, typ, where) for v in items]
         else:
             if isinstance(value, list):
@@ -346,6 +369,12 @@ def points_from(values: dict, where: str = "", source: dict | None = None) -> li
         axes["text_keep"] = [DEFAULT_TEXT_KEEP]
     fixed["device"] = resolve_device(fixed["device"])
     return expand(axes, {**fixed, **(source or {})})
+
+
+def _unknown(keys, allowed) -> str:
+    """The keys not in `allowed`, escaped and sorted as text (YAML keys can be numbers, or hold a
+    newline): one line, or "" when none."""
+    return ", ".join(sorted(repr(str(k))[1:-1] for k in keys if k not in allowed))[:200]
 
 
 def _dataset_path(path: str, where: str) -> str:
@@ -379,16 +408,16 @@ def load_suite(path: str | Path, source: dict | None = None) -> list[RunSpec]:
         raise DynbenchError(f"suite {path} must be a mapping of settings (see suites/smoke.yaml)")
     if "sweeps" not in data:
         data = {"description": data.pop("description", None), "sweeps": [data]}
-    unknown = sorted(set(data) - set(SUITE_KEYS))
+    unknown = _unknown(data, SUITE_KEYS)
     if unknown:
         allowed = ", ".join(SUITE_KEYS)
-        raise DynbenchError(f"suite {path}: unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
+        raise DynbenchError(f"suite {path}: unknown key(s) {unknown}; allowed: {allowed}")
     defaults, sweeps = data.get("defaults") or {}, data["sweeps"]
     if not isinstance(defaults, dict) or not isinstance(sweeps, list) or not sweeps:
         raise DynbenchError(f"suite {path}: `defaults` must be a mapping and `sweeps` a non-empty list")
-    unknown = sorted(set(defaults) - set(FIELDS))
+    unknown = _unknown(defaults, FIELDS)
     if unknown:
-        raise DynbenchError(f"suite {path}: unknown key(s) in defaults: {', '.join(unknown)}; "
+        raise DynbenchError(f"suite {path}: unknown key(s) in defaults: {unknown}; "
                             f"allowed: {', '.join(FIELDS)}")
     points: dict[RunSpec, None] = {}
     for i, sweep in enumerate(sweeps, start=1):

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynbench.errors import DynbenchError
-from dynbench.records import COLUMNS, ENV_COLUMNS, SPEC_COLUMNS, STEP, SUMMARY, is_summary, key_of
+from dynbench.names import ERROR_PREFIX, STATUS_OK, STATUS_OOM
+from dynbench.records import COLUMNS, ENV_COLUMNS, MODEL_KEY, RESUME_KEY, STEP, SUMMARY, is_summary, key_of
 from dynbench.results import RECORDS_FILE, append_record, recorded_keys, write_atomic
 from dynbench.sources import Source
 
-MODEL_KEY = ("model", "method", "dtype", "device", "attn", "seed", "checkpoint")
 # the allocator's message, cuBLAS failing to allocate its workspace, and older gVisor sandboxes,
 # where PyTorch's OOM report trips an NVML assertion inside the caching allocator
 OOM_MARKERS = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FAILED",
@@ -46,6 +46,11 @@ OOM_MARKERS = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FA
 # (point, sample, round) and step rows
 SUMMARY_NAMES = tuple(c.name for c in COLUMNS if c.rows != STEP)
 STEP_NAMES = tuple(c.name for c in COLUMNS if c.rows != SUMMARY)
+
+
+def failure_status(exc: BaseException) -> str:
+    """The status of a point (or sample) that raised `exc`: oom, or the error and its message."""
+    return STATUS_OOM if is_oom(exc) else f"{ERROR_PREFIX}{type(exc).__name__}: {exc}"
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -61,13 +66,8 @@ def order_points(points: Iterable) -> list:
     """Points grouped by the model they need (first appearance order), so each is built once."""
     groups: dict[tuple, list] = {}
     for p in points:
-        groups.setdefault(key_of(p.as_dict(), MODEL_KEY), []).append(p)
+        groups.setdefault(key_of(p, MODEL_KEY), []).append(p)
     return [p for group in groups.values() for p in group]
-
-
-def spec_key(spec) -> tuple:
-    """What `--resume` compares: every RunSpec field."""
-    return key_of(spec.as_dict(), SPEC_COLUMNS)
 
 
 @dataclass
@@ -76,11 +76,17 @@ class LoadedModel:
 
     net: object  # models.llava.LlavaForBench
     memory: object  # measure.memory.MemoryTracker
-    cost: object  # measure.model_cost.ModelCost
+    cost: object  # measure.model_cost.ModelCost; None with --no-flops (fvcore is then never imported)
     env: dict
     env_id: str
     facts: object  # rows.ModelFacts
     gpu_uuid: str | None = None  # where it ran (CUDA): a row column, not in the env snapshot
+
+
+def _model_cost(net):
+    from dynbench.measure.model_cost import ModelCost  # imports fvcore: only where FLOPs are counted
+
+    return ModelCost(net)
 
 
 class Sweep:
@@ -100,8 +106,8 @@ class Sweep:
 
     def pending(self, points: list, resume: bool) -> tuple[list, int]:
         """(points still to run, how many `--resume` skips)."""
-        done = recorded_keys(self.out_dir / RECORDS_FILE, SPEC_COLUMNS) if resume and self.out_dir else set()
-        todo = [p for p in points if spec_key(p) not in done]
+        done = recorded_keys(self.out_dir / RECORDS_FILE, RESUME_KEY) if resume and self.out_dir else set()
+        todo = [p for p in points if key_of(p, RESUME_KEY) not in done]
         return todo, len(points) - len(todo)
 
     def run(self, points: Iterable) -> Iterator[dict]:
@@ -114,12 +120,11 @@ class Sweep:
 
         from dynbench.measure import env as envmod
         from dynbench.measure.memory import MemoryTracker, weights_bytes
-        from dynbench.measure.model_cost import ModelCost
         from dynbench.measure.roofline import module_bytes
         from dynbench.models.build import DTYPES, count_parameters
         from dynbench.rows import ModelFacts
 
-        key = key_of(spec.as_dict(), MODEL_KEY)
+        key = key_of(spec, MODEL_KEY)
         if self._loaded is not None and self._loaded[0] == key:
             return self._loaded[1]
         self._release()  # free the previous model before building the next
@@ -129,7 +134,7 @@ class Sweep:
             torch.cuda.synchronize()
         snap = envmod.snapshot(spec.device, DTYPES[spec.dtype], spec.attn)
         facts = ModelFacts(net.preset, count_parameters(net), weights_bytes(net), module_bytes(net))
-        loaded = LoadedModel(net, memory, ModelCost(net), snap, envmod.env_id(snap), facts,
+        loaded = LoadedModel(net, memory, _model_cost(net) if self.flops else None, snap, envmod.env_id(snap), facts,
                              envmod.gpu_uuid(spec.device))
         if self.out_dir is not None:
             snapshot = json.dumps(snap, indent=2, sort_keys=True) + "\n"
@@ -176,7 +181,7 @@ class Sweep:
                 **self.source.columns(), **self.where()}  # fmt: skip
         if spec.dataset is not None:
             return self._run_dataset(spec, base)
-        failure = None
+        failure = loaded = None
         try:
             loaded = self.model(spec)
             base.update(env_id=loaded.env_id, git_sha=loaded.env.get("git_sha"), gpu_uuid=loaded.gpu_uuid,
@@ -185,15 +190,16 @@ class Sweep:
         except DynbenchError:
             raise
         except Exception as exc:  # noqa: BLE001 — an OOM or a failing point must not end the sweep
-            failure = "oom" if is_oom(exc) else f"error: {type(exc).__name__}: {exc}"
+            failure = failure_status(exc)
         if failure is not None:  # outside the handler: the traceback no longer pins the tensors
+            loaded = None  # nor this frame: the model goes before the cache is emptied
             self._release()
             row = {**base, "step": None, "status": failure}
             self._write(row)
             return row
         for step_row in rows.steps:
-            self._write({**base, **step_row, "status": "ok"})
-        row = {**base, **rows.summary, "step": None, "status": "ok"}
+            self._write({**base, **step_row, "status": STATUS_OK})
+        row = {**base, **rows.summary, "step": None, "status": STATUS_OK}
         self._write(row)
         return row
 
@@ -260,7 +266,7 @@ class Sweep:
         import dataclasses
 
         from dynbench.quality import conversation_ppl
-        from dynbench.samples import decode_latency, round_rows
+        from dynbench.samples import round_rows
 
         mine = {**base, "sample": sample.index, "sample_id": sample.id}
         failure = None
@@ -279,8 +285,9 @@ class Sweep:
         except DynbenchError:
             raise
         except Exception as exc:  # noqa: BLE001 — one failing sample must not end the point
-            failure = "oom" if is_oom(exc) else f"error: {type(exc).__name__}: {exc}"
+            failure = failure_status(exc)
         if failure is not None:
+            loaded = inputs = None  # this frame must not pin the model or its inputs through the release
             self._release()
             row = {**mine, "step": None, "status": failure}
             self._write(row)
@@ -291,12 +298,11 @@ class Sweep:
                       "evaluation keeps a KV cache); use --mode kv-cache for every round")
         steps = [s for run in measured.runs for s in run.steps]
         for step_row, step in zip(rows.steps, steps, strict=True):
-            self._write({**mine, **step_row, "round": step.round, "status": "ok"})
+            self._write({**mine, **step_row, "round": step.round, "status": STATUS_OK})
         summary = dict(rows.summary, rounds=len(inputs.rounds) if conversation else 1)
         rounds = []
         if conversation:
             first = measured.runs[0].steps
-            summary.update(decode_latency(measured.step_ms, [s.round for s in first]))
             prompts = [inputs.layout.seq_len, *(r.prompt_ids.shape[1] for r in inputs.rounds[1:])]
             tmacs = [r.get("tmacs") for r in rows.steps[: len(first)]]
             rounds = round_rows(first, measured.step_ms, tmacs, loaded.facts.preset.image_tokens, prompts)
@@ -304,8 +310,8 @@ class Sweep:
         if spec.mode != "prefill":
             self._score_free_run(sample, inputs, summary, rounds)
         for round_row in rounds:
-            self._write({**mine, **round_row, "step": None, "status": "ok"})
-        row = {**mine, **summary, "step": None, "status": "ok"}
+            self._write({**mine, **round_row, "step": None, "status": STATUS_OK})
+        row = {**mine, **summary, "step": None, "status": STATUS_OK}
         self._write(row)
         return row
 

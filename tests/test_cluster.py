@@ -5,6 +5,7 @@ whole run of suites/smoke.yaml; tests/test_smoke_baseline.py keeps a fresh whole
 and the gate's exact check; brute-force optimum for the balance bound.
 """
 
+import collections
 import itertools
 import json
 import os
@@ -24,7 +25,7 @@ from dynbench.cli import main
 from dynbench.errors import DynbenchError
 from dynbench.measure.env import where_it_ran
 from dynbench.merge import MERGED_FILE, merge_folders, write_merged
-from dynbench.records import is_summary, key_of, validate
+from dynbench.records import is_summary, key_of, row_kind, validate
 from dynbench.regress import check_results, write_baseline
 from dynbench.results import RECORDS_FILE, append_record, iter_records
 from dynbench.spec import RunSpec, load_suite
@@ -189,6 +190,46 @@ def test_merge_keeps_the_last_finished_summary_with_its_steps(tmp_path):
     assert [r["point_id"] for r in iter_records(out, strict=True)] == [r["point_id"] for r in merged.rows]
 
 
+def write_dataset_point(folder, point, pid, samples=2, rounds=1, steps=2):
+    """A dataset point as the sweep writes it: per sample its step rows, its round rows (a conversation:
+    `rounds` > 1) and its sample row; then the point's aggregate row."""
+    base = {**point.as_dict(), "point_id": pid, "env_id": "e1", "dataset": "d.jsonl"}
+    for s in range(samples):
+        mine = {**base, "sample": s, "sample_id": f"line {s + 1}"}
+        for r in range(rounds):
+            for i in range(steps):
+                append_record(folder / RECORDS_FILE, {**mine, "step": r * steps + i, "status": "ok",
+                                                      "round": r if rounds > 1 else None})  # fmt: skip
+        for r in range(rounds if rounds > 1 else 0):
+            append_record(folder / RECORDS_FILE, {**mine, "step": None, "round": r, "status": "ok"})
+        append_record(folder / RECORDS_FILE, {**mine, "step": None, "status": "ok", "rounds": rounds})
+    append_record(folder / RECORDS_FILE, {**base, "step": None, "status": "ok", "samples": samples})
+
+
+def kinds(rows):
+    return collections.Counter(row_kind(r) for r in rows)
+
+
+def test_merge_keeps_every_row_kind_of_dataset_conversation_and_executor_folders(tmp_path):
+    """By hand: a dataset point (3 samples of 2 steps), a conversation (2 samples of 3 rounds of 2 steps) and a
+    plain point, in two shard folders; merged, then the merge refreshed like `--executor` does."""
+    fa, fb, out = tmp_path / "a", tmp_path / "b", tmp_path / "m"
+    write_dataset_point(fa, spec(seed=0), "ds", samples=3)
+    write_dataset_point(fa, spec(seed=1), "conv", samples=2, rounds=3)
+    write_point(fb, spec(seed=2), "plain", steps=2)
+    write_dataset_point(fb, spec(seed=3), "cut", samples=2)  # cut short: no aggregate, left out
+    (fb / RECORDS_FILE).write_text("".join(json.dumps(r) + "\n" for r in list(iter_records(fb))[:-1]))
+    expected = {"step": 3 * 2 + 2 * 3 * 2 + 2, "round": 2 * 3, "sample": 3 + 2, "point": 3}
+    merged = merge_folders([fa, fb])
+    assert kinds(merged.rows) == expected and merged.points == 3
+    assert merged.dropped == 2 * 2 + 2 and not any(r["point_id"] == "cut" for r in merged.rows)
+    written = list(iter_records(fa)) + list(iter_records(fb))[:3]
+    assert merged.rows == [r for r in written if r["point_id"] != "cut"]  # file order kept, nothing else
+    write_merged([fa], out)
+    write_merged([fb], out)  # a refresh, as `run --executor --resume` does: the target is the first input
+    assert kinds(iter_records(out, strict=True)) == expected
+
+
 def test_merge_refuses_disagreeing_exact_metrics_in_one_environment(tmp_path, capsys):
     a = spec()
     for name, env, kept in (("x", "e1", 115), ("y", "e1", 116), ("z", "e2", 116)):
@@ -279,22 +320,25 @@ def test_local_slots_give_each_job_its_own_gpu_or_a_share_of_the_cores(monkeypat
     assert len(cluster.local_slots({"cpu"}, 16, None, 1)) == 8
 
 
+class FakeJob:
+    """A Slurm array task, run in this process when its result is asked for."""
+
+    def __init__(self, task):
+        self.task, self.job_id = task, f"777_{task.shard - 1}"
+        self.paths = type("P", (), {"stderr": Path(task.cwd) / f"{self.job_id}.err"})  # never written
+
+    def result(self):
+        return main(list(self.task.argv))
+
+
 def test_slurm_submits_one_array_and_merges(tmp_path, capsys, monkeypatch, fake_slurm, one_thread):
     """Slurm itself is faked: each array task's job runs its argv in this process."""
     pytest.importorskip("submitit")
     submitted = []
 
-    class Job:
-        def __init__(self, task):
-            self.task, self.job_id = task, f"777_{task.shard - 1}"
-            self.paths = type("P", (), {"stderr": tmp_path / f"{self.job_id}.err"})
-
-        def result(self):
-            return main(list(self.task.argv))
-
     def fake_submit(tasks, opts):
         submitted.append((list(tasks), opts))
-        return [Job(t) for t in tasks]
+        return [FakeJob(t) for t in tasks]
 
     monkeypatch.setattr(cluster, "submit_slurm", fake_submit)
     out = tmp_path / "sweep"
@@ -318,6 +362,35 @@ def test_slurm_submits_one_array_and_merges(tmp_path, capsys, monkeypatch, fake_
     assert sorted(map(key_of, summaries(out)), key=str) == sorted(expected, key=str)
     assert main(argv) == 2  # the folder holds shards: --resume to continue
     assert "add --resume" in capsys.readouterr().err
+
+
+def test_executor_keeps_a_dataset_points_samples_and_prints_only_point_rows(tmp_path, capsys, monkeypatch,
+                                                                           fake_slurm, one_thread):
+    """A real dataset sweep (3 npz samples, 2 methods) as 2 faked Slurm jobs with --json: the merged folder
+    holds every row its shards wrote, by kind; stdout holds one row per point, like plain `run`."""
+    pytest.importorskip("submitit")
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(3):
+        ids = np.concatenate([[1], rng.integers(3, 32000, 4 + 2 * i), [-200], rng.integers(3, 32000, 3)])
+        np.savez(tmp_path / f"p{i}.npz", input_ids=ids, pixel_values=rng.standard_normal((3, 336, 336)).astype("f4"))
+        lines.append(json.dumps({"inputs": f"p{i}.npz"}))
+    (tmp_path / "data.jsonl").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(cluster, "submit_slurm", lambda tasks, opts: [FakeJob(t) for t in tasks])
+    out = tmp_path / "sweep"
+    assert main(["run", "--dataset", str(tmp_path / "data.jsonl"), "--mode", "kv-cache", "--gen-len", "3",
+                 "--no-flops", "--warmup", "0", "--repeats", "1", "--executor", "slurm", "--jobs", "2",
+                 "--slurm-partition", "gpu", "--out", str(out), "--json"]) == 0  # fmt: skip
+    out_lines = capsys.readouterr().out.splitlines()  # the in-process jobs' tables, then the sweep's rows
+    printed = [json.loads(line) for line in out_lines if line.startswith("{")]
+    assert sorted((r["method"], row_kind(r), r["samples"]) for r in printed) == [("dynamic-llava", "point", 3),
+                                                                                ("llava", "point", 3)]
+    shard_rows = [r for k in (1, 2) for r in iter_records(out / "shards" / str(k))]
+    merged = list(iter_records(out, strict=True))
+    assert kinds(merged) == kinds(shard_rows)
+    assert kinds(merged) == {"step": 2 * 3 * 3, "sample": 2 * 3, "point": 2}  # 3 steps (gen_len) per sample
 
 
 @pytest.fixture

@@ -6,9 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 
+from dynbench.measure.latency import latency_columns
 from dynbench.records import is_point_summary, latest_summaries, row_kind, validate
 from dynbench.results import append_record, recorded_keys
-from dynbench.samples import aggregate, decode_latency, percentile, round_rows
+from dynbench.samples import aggregate, percentile, round_rows
 
 
 def _sample(i, kept, fed, tmacs, kv, tpot, peak, status="ok", **extra):
@@ -84,8 +85,10 @@ def test_round_rows_by_hand():
     assert (r0["total_ms"], r1["total_ms"]) == (60.0, 13.0)  # runs: (55, 65) and (13, 13) → medians
     assert (r0["answer_tokens"], r0["nll_mean"], r0["answer_argmax"]) == (2, 2.0, [11, 12])
     assert (r1["answer_tokens"], r1["ppl"], r1["answer_argmax"]) == (1, math.exp(0.5), [14])
-    lat = decode_latency(ms, [s.round for s in steps])  # one-token steps only: 2, 3, 4, 2, 3, 6
+    phases = ["prefill", "decode", "decode", "prefill", "decode"]  # round 1 opens with a prefill of its turn
+    lat = latency_columns(phases, ms, headline="decode")  # TPOT over one-token steps only: 2, 3, 4, 2, 3, 6
     assert lat["latency_ms_samples"] == [2.0, 3.0, 4.0, 2.0, 3.0, 6.0] and lat["tpot_ms_median"] == 3.0
+    assert lat["ttft_ms"] == 55.0 and lat["total_ms_samples"] == [68.0, 78.0]
 
 
 def test_readers_take_the_aggregate_only(tmp_path):

@@ -2,7 +2,7 @@
 
 Exact metrics (per-layer lengths, keep counts, KV bytes, parameter and FLOP counts) must equal
 `results/baselines/smoke-cpu.jsonl`; CPU latency is reported, not gated. Refresh the baseline
-(README "Use in CI") when a change to those numbers is intended.
+(docs/ci.md) when a change to those numbers is intended.
 """
 
 import json

@@ -1,14 +1,10 @@
-"""The Typer app and the error map: every user error is one line on stderr and exit code 2."""
+"""The Typer app the commands register on (`main.py` runs it and maps errors to exit codes)."""
 
 from __future__ import annotations
 
-import os
-import sys
 from importlib.metadata import PackageNotFoundError, version
 
 import typer
-
-from dynbench.errors import DynbenchError
 
 app = typer.Typer(
     add_completion=True,
@@ -42,37 +38,3 @@ def _root(
                                   callback=_show_version, is_eager=True),
 ) -> None:
     """Efficiency benchmarking of Dynamic-LLaVA against dense LLaVA-1.5."""
-
-
-def _is_usage_error(exc: BaseException) -> bool:
-    """click's UsageError family (also typer's vendored copy): exit code 2 and a message."""
-    return getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point: exit 0 ok, 1 failure, 2 usage or input error (one line on stderr)."""
-    import dynbench.cli.commands  # noqa: F401 — registers the commands on `app`
-
-    debug = os.environ.get("DYNBENCH_DEBUG") == "1"
-    args = sys.argv[1:] if argv is None else argv
-    try:
-        rc = app(args=args, prog_name="dynbench", standalone_mode=False)
-        return rc if isinstance(rc, int) else 0
-    except DynbenchError as e:
-        if debug:
-            raise
-        print(f"Error: {e}", file=sys.stderr)
-        return e.exit_code
-    except typer.Exit as e:  # typer's own (older typer: click's, which typer.Exit then is)
-        return e.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        print("Interrupted.", file=sys.stderr)
-        return 130
-    except Exception as e:
-        if not _is_usage_error(e):
-            raise
-        if debug:
-            raise
-        command = f" {args[0]}" if args and not args[0].startswith("-") else ""
-        print(f"Error: {e.format_message()} (see dynbench{command} --help)", file=sys.stderr)
-        return 2

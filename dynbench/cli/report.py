@@ -39,13 +39,13 @@ def report(
     columns: Annotated[str | None, typer.Option(help="these columns, comma-separated: method, prompt, gen, keep, "
                                                 "image, text, layers, cache, macs, flops, equiv, peak, kv_prompt, "
                                                 "kv_gen, kv, ttft, tpot, tpot_p90, step, step_p90, total, "
-                                                "ttft_roof, tpot_roof, step_roof, total_roof, scoring, energy, "
-                                                "energy_tok, samples, text_spread, tpot_spread, tokens, ppl, meteor, "
-                                                "top1, status",
+                                                "ttft_roof, tpot_roof, step_roof, total_roof, scoring, host, ops, "
+                                                "energy, energy_tok, samples, text_spread, tpot_spread, tokens, ppl, "
+                                                "meteor, top1, status",
                                                 metavar="KEY[,…]")] = None,
 ) -> None:
     """Tables of every method against llava at the same point, with Δ% (terminal, Markdown or CSV)."""
-    from dynbench.report.tables import build_report
+    from dynbench.report.build import build_report
     from dynbench.results import load_many
 
     rendered = build_report(load_many(results), format, paper, columns=columns, wide=wide)
@@ -69,7 +69,12 @@ def plot(
     df = load_many(results)
     skipped: list[str] = []
     console = out_console()
-    for path in plot_all(df, writable_dir(out), skipped=skipped):
+    written = plot_all(df, writable_dir(out), skipped=skipped)
+    for path in written:
         console.print(str(path), highlight=False)
     for reason in skipped:
         err_console().print(f"[yellow]skipped[/] {reason}", highlight=False)
+    if not written:  # exit 0 with nothing on disk would read as success
+        err_console().print(f"nothing to draw: no chart has data in {', '.join(map(str, results))}",
+                            highlight=False, markup=False)
+        raise typer.Exit(1)

@@ -14,6 +14,10 @@ seed, weights and inputs; several methods and keeps share one comparison key):
   cannot flip on near-ties of predictor scores. `tmacs` is *not comparable* when torch,
   transformers or fvcore versions differ (op decompositions shift fvcore's counts), or when
   `flops_source` differs; the other exact metrics are still compared.
+* **kernel launches** (`LAUNCH_METRICS`: `ops_per_step`, `ops_total`, `measure/launches.py`) must
+  equal the baseline exactly, on any device (CPU CI included): a change that adds per-layer
+  Python or tensor bookkeeping adds ops, which is latency on a host-bound GPU. Not comparable
+  across torch, transformers or fvcore versions (op decompositions change).
 * **latency**, on the raw samples of the summary row (`latency_ms_samples`: one TTFT per repeat
   in prefill, every decode step in the decode modes). The statistical rule, exactly:
 
@@ -76,6 +80,7 @@ from dynbench.regress.checks import (
     IMPROVEMENT,
     INFO,
     LATENCY_METRIC,
+    LAUNCH_METRICS,
     MEMORY_METRICS,
     MISSING,
     NOT_COMPARABLE,
@@ -94,7 +99,8 @@ from dynbench.regress.checks import (
 from dynbench.regress.gate import CheckReport, CheckResult, check, check_results
 
 __all__ = [
-    "BASELINE_FORMAT", "ENV_FIELDS", "EXACT_METRICS", "IMPROVEMENT", "INFO", "LATENCY_METRIC", "MEMORY_METRICS",
+    "BASELINE_FORMAT", "ENV_FIELDS", "EXACT_METRICS", "IMPROVEMENT", "INFO", "LATENCY_METRIC", "LAUNCH_METRICS",
+    "MEMORY_METRICS",
     "MISSING", "NOT_COMPARABLE", "PASS", "REGRESSION", "VERDICTS", "Baseline", "Check", "CheckReport",
     "CheckResult", "ExactCheck", "LatencyCheck", "Outcome", "PeakMemoryCheck", "StatusCheck", "check",
     "check_results", "classify_ratio", "default_checks", "env_snapshots", "read_baseline", "write_baseline",

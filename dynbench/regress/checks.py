@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from dynbench.measure.latency import MIN_CI_SAMPLES, ratio_of_medians_ci
+from dynbench.names import STATUS_OK, STATUS_OOM
 from dynbench.report.format import run_length
+from dynbench.stats import MIN_CI_SAMPLES, ratio_of_medians_ci
 
 VERSION_FIELDS = ("torch_version", "transformers_version", "fvcore_version")  # shift fvcore counts
 LATENCY_ENV_FIELDS = ("gpu_name", "driver_version")
@@ -27,6 +28,9 @@ EXACT_METRICS = (
     "text_tokens_kept", "kv_bytes", "kv_bytes_prompt", "kv_bytes_generated", "params", "tmacs",
     "tflops_paper", "tmacs_fastv",
 )  # fmt: skip
+# kernel-launching ops per step (measure/launches.py): exact on any device, and torch / transformers
+# releases change the op decompositions, so not comparable across them
+LAUNCH_METRICS = ("ops_per_step", "ops_total")
 MEMORY_METRICS = ("peak_alloc_bytes", "peak_reserved_bytes")
 # generation ability (dynbench/quality.py): metric → higher is better
 QUALITY_METRICS = {"ppl": False, "ppl_pooled": False, "meteor": True}
@@ -35,7 +39,7 @@ LATENCY_METRIC = "latency_ms_samples"
 PASS, REGRESSION, IMPROVEMENT = "pass", "regression", "improvement"
 NOT_COMPARABLE, MISSING, INFO = "not comparable", "missing", "info"
 VERDICTS = (REGRESSION, IMPROVEMENT, MISSING, NOT_COMPARABLE, INFO, PASS)  # display order
-STATUS_RANK = {"ok": 0, "oom": 1}  # anything else ("error: …") ranks 2
+STATUS_RANK = {STATUS_OK: 0, STATUS_OOM: 1}  # anything else ("error: …") ranks 2
 
 
 @dataclass(frozen=True)
@@ -289,5 +293,6 @@ def default_checks(*, latency_tol: float = 0.05, mem_tol: float = 0.01, gate_cpu
         else ExactCheck(m) for m in EXACT_METRICS
     )  # fmt: skip
     quality = (QualityCheck(m, rel_tol=quality_tol, higher_is_better=up) for m, up in QUALITY_METRICS.items())
-    return (StatusCheck(), *exact, *quality, *(PeakMemoryCheck(m, rel_tol=mem_tol) for m in MEMORY_METRICS),
+    launches = tuple(ExactCheck(m, rel_tol=0.0, version_fields=VERSION_FIELDS) for m in LAUNCH_METRICS)
+    return (StatusCheck(), *exact, *launches, *quality, *(PeakMemoryCheck(m, rel_tol=mem_tol) for m in MEMORY_METRICS),
             LatencyCheck(tol=latency_tol, gate_cpu=gate_cpu_latency, seed=seed))

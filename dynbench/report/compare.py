@@ -31,25 +31,23 @@ from dynbench.records import (
     COMPARISON_KEY,
     POINT_KEY,
     QUANTILES,
+    SHOWN_KEY,
     SPREAD_METRICS,
+    STEP_ROW,
     is_point_summary,
-    is_summary,
     key_of,
     row_kind,
-)  # fmt: skip
+)
 from dynbench.report.format import delta_pct
 
-KEY = COMPARISON_KEY
-# a shown point: the point key, and the environment — the same point measured on two machines
-# is shown twice, never merged
-SHOWN_POINT = POINT_KEY + ("env_id",)
 VARIANT = ("vision_keep", "text_keep", "text_policy", "fastv_k", "fastv_r", "kv_budget", "match_budget")
-SPEC = tuple(f for f in POINT_KEY if f not in KEY)  # method, VARIANT, reuse_vision, seed, weights, inputs, …
+SPEC = tuple(f for f in POINT_KEY if f not in COMPARISON_KEY)  # method, VARIANT, reuse_vision, seed, weights, inputs, …
 # metrics compared with the baseline (value and `<name>_delta_pct`)
 DELTA_METRICS = (
     "tmacs", "tflops_paper", "equivalent_tokens", "peak_mem_bytes", "kv_bytes", "kv_bytes_prompt", "kv_bytes_generated",
     "ttft_ms", "tpot_ms_median", "tpot_ms_p90", "step_ms_median", "step_ms_p90", "total_ms",
     "energy_j", "energy_j_per_token",
+    "ops_per_step",  # kernel launches per step (measure/launches.py)
     "ppl", "ppl_pooled", "meteor",  # quality (dynbench/quality.py)
 )  # fmt: skip
 # roofline bounds (measure/roofline.py), compared with llava's on the same roofline_gpu only
@@ -64,6 +62,7 @@ CARRIED = (
     "status", "image_tokens", "image_tokens_kept", "vision_keep_realized", "text_tokens_fed",
     "text_tokens_kept", "text_keep_realized", "timer", "mem_source", "throttled", "env_id",
     "matched_ratio", "scoring_ms", "layer_seq_lens", "layer_cache_lens", *ROOFLINE_CARRIED,
+    "host_bound_frac", "host_ms_median",  # measure/host.py: the report labels host-bound TPOTs
 )  # fmt: skip
 # a dataset point's aggregate: how many samples, and the spread over them (samples.py)
 DATASET_CARRIED = ("samples", "samples_skipped", "text_keep_pooled",
@@ -114,9 +113,9 @@ def step_rows(df: pd.DataFrame) -> list[dict]:
     point (`sample_rows` and the sample-distribution chart do)."""
     latest: dict[tuple, dict] = {}
     for row in records(df):
-        if is_summary(row) or row.get("sample") is not None:
+        if row_kind(row) != STEP_ROW or row.get("sample") is not None:
             continue
-        key = key_of(row, SHOWN_POINT + ("repeat", "step"))
+        key = key_of(row, SHOWN_KEY + ("repeat", "step"))
         latest.pop(key, None)
         latest[key] = row
     return list(latest.values())
@@ -137,7 +136,7 @@ def summary_rows_of(rows: Iterable[dict]) -> list[dict]:
     latest: dict[tuple, dict] = {}
     for row in rows:
         if is_point_summary(row):
-            key = key_of(row, SHOWN_POINT)
+            key = key_of(row, SHOWN_KEY)
             latest.pop(key, None)  # re-insert so the order follows the last write
             latest[key] = row
     return list(latest.values())
@@ -146,7 +145,7 @@ def summary_rows_of(rows: Iterable[dict]) -> list[dict]:
 def delta_ci(samples: Any, base_samples: Any) -> tuple[float, float] | None:
     """95 % bootstrap CI of Δ% = (ratio of medians − 1) × 100, the gate's rule; None with fewer
     than MIN_CI_SAMPLES samples on a side (then the Δ% cannot be told from noise)."""
-    from dynbench.measure.latency import MIN_CI_SAMPLES, ratio_of_medians_ci
+    from dynbench.stats import MIN_CI_SAMPLES, ratio_of_medians_ci
 
     xs = [v for v in samples or () if v is not None]
     bs = [v for v in base_samples or () if v is not None]
@@ -192,7 +191,7 @@ def _sort_key(row: Mapping[str, Any]) -> tuple:
     return (
         MODES.index(mode) if mode in MODES else len(MODES), str(mode),
         *(none_last(row.get(k)) if k not in ("model", "dtype", "device", "attn")
-          else (row.get(k) is None, str(row.get(k))) for k in KEY if k != "mode"),
+          else (row.get(k) is None, str(row.get(k))) for k in COMPARISON_KEY if k != "mode"),
         method_rank(row.get("method")), none_last(row.get("vision_keep")),
         none_last(row.get("text_keep")), str(row.get("text_policy")), none_last(row.get("fastv_k")),
         none_last(row.get("fastv_r")), none_last(row.get("kv_budget")), str(row.get("match_budget")),
@@ -229,7 +228,7 @@ def env_labels(env_ids: Iterable[str | None]) -> dict[str | None, str]:
 
 
 COMPARE_COLUMNS = (
-    *KEY, *SPEC, "is_baseline", "note", "env", "env_id", "baseline_env_id", "env_mismatch",
+    *COMPARISON_KEY, *SPEC, "is_baseline", "note", "env", "env_id", "baseline_env_id", "env_mismatch",
     "env_mixed", "status", "image_tokens", "image_tokens_kept", "vision_keep_realized",
     "text_tokens_fed", "text_tokens_kept", "text_keep_realized", "token_agreement", "top1_agree",
     "answer_tokens", "output_tokens", "timer",
@@ -237,7 +236,7 @@ COMPARE_COLUMNS = (
     *(c for m in DELTA_METRICS for c in (m, f"{m}_delta_pct")),
     *ROOFLINE_CARRIED, *(c for m in ROOFLINE_METRICS for c in (m, f"{m}_delta_pct")),
     *(c for m in LATENCY_SAMPLES for c in (f"{m}_delta_ci_low", f"{m}_delta_ci_high", f"{m}_delta_noise")),
-    *DATASET_CARRIED,
+    *DATASET_CARRIED, "host_bound_frac", "host_ms_median",
 )  # fmt: skip
 _NULLABLE_INT = [c for c in COMPARE_COLUMNS if c in INT_FIELDS or c.endswith("_bytes")
                  or c in ("kv_bytes_prompt", "kv_bytes_generated")]  # fmt: skip
@@ -281,16 +280,16 @@ def compare(df: pd.DataFrame) -> pd.DataFrame:
     labels = env_labels(r.get("env_id") for r in rows)
     by_key: dict[tuple, list[dict]] = {}
     for r in rows:
-        by_key.setdefault(key_of(r, KEY), []).append(r)
+        by_key.setdefault(key_of(r, COMPARISON_KEY), []).append(r)
     mode_envs: dict[Any, set] = {}
     for r in rows:
         mode_envs.setdefault(r.get("mode"), set()).add(r.get("env_id"))
     out = []
     for r in rows:
         is_base = r.get("method") == BASELINE
-        bases = [b for b in by_key[key_of(r, KEY)] if b.get("method") == BASELINE]
+        bases = [b for b in by_key[key_of(r, COMPARISON_KEY)] if b.get("method") == BASELINE]
         base = r if is_base else _pick_baseline(r, bases)
-        carried = (*KEY, *SPEC, *CARRIED, *DATASET_CARRIED, *QUALITY_CARRIED)
+        carried = (*COMPARISON_KEY, *SPEC, *CARRIED, *DATASET_CARRIED, *QUALITY_CARRIED)
         item: dict[str, Any] = {k: r.get(k) for k in carried}
         item.update(
             is_baseline=is_base,

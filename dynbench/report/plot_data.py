@@ -27,19 +27,41 @@ from typing import Any
 
 import pandas as pd
 
-from dynbench.measure.latency import percentile
 from dynbench.names import BASELINE
+from dynbench.records import SHOWN_KEY as SHOWN
 from dynbench.records import hashable, key_of
 from dynbench.report import compare as C
 from dynbench.report.format import engineering_scale, fmt_pct
+from dynbench.stats import percentile
 
-SHOWN = C.SHOWN_POINT  # one point as shown: its key and environment
 # fields that tell points of one method variant apart; shown in a label only where they vary
 CONTEXT = ("prompt_len", "gen_len", "batch", "attn", "reuse_vision", "seed", "checkpoint", "inputs",
            "teacher_force", "regions", "env_id")  # fmt: skip
 MEM_SOURCES = {"torch_allocator": "torch allocator peak", "cpu_tensors": "CPU tensors",
                "rss_sampled_approx": "process RSS, approx."}  # fmt: skip
 NOISE = "~"  # a latency Δ% within noise (as in the tables)
+
+
+# one colour per method in every chart (Okabe–Ito, colour-blind safe)
+COLORS = {
+    "llava": "#0072B2",  # blue
+    "dynamic-llava": "#D55E00",  # vermillion
+    "random": "#7F7F7F",  # grey
+    "fastv": "#009E73",  # green
+    "h2o": "#CC79A7",  # purple
+    "streaming-llm": "#E69F00",  # orange
+}
+EXTRA_COLORS = ("#56B4E9", "#F0E442", "#000000")  # methods not listed above, by name
+
+
+class Skip(Exception):
+    """A chart's data is absent; the message says what is missing."""
+
+
+def color(method: str | None) -> str:
+    if method in COLORS:
+        return COLORS[method]
+    return EXTRA_COLORS[sum(map(ord, method or "")) % len(EXTRA_COLORS)]
 
 
 @dataclass

@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dynbench.names import BASELINE, MODES
-from dynbench.records import key_of
+from dynbench.records import COMPARISON_KEY, SHOWN_KEY, key_of
 from dynbench.report import compare as C
 from dynbench.report.format import engineering_scale
 from dynbench.report.plot_data import (
     MEM_SOURCES,
-    SHOWN,
     UNITS,
     Labeller,
     Panel,
@@ -96,7 +95,7 @@ def prefill_panels(summaries: Sequence[dict]) -> list[Panel]:
             bands = [spread(r.get(samples)) for r in group] if samples else []
             s = Series(label(group[-1]), group[-1]["method"], [keep_x(r) for r in group], [r[metric] for r in group],
                        None if not bands or None in bands else bands,
-                       texts=[delta_text(cmp.get(key_of(r, SHOWN)), metric) for r in group])  # fmt: skip
+                       texts=[delta_text(cmp.get(key_of(r, SHOWN_KEY)), metric) for r in group])  # fmt: skip
             if s.method == BASELINE:  # no keep ratio: a reference line at its last row
                 s = Series(s.label, s.method, [], s.y[-1:], None if s.band is None else s.band[-1:], ref=True)
             series.append(s)
@@ -205,7 +204,7 @@ def summary_panels(summaries: Sequence[dict]) -> list[tuple[str, list[Panel]]]:
         if not rows:
             continue
         top = max(rows, key=lambda r: tuple(sortable(r.get(f))[1] for f in ("prompt_len", "gen_len", "batch")))
-        at = [r for r in rows if key_of(r, C.KEY) == key_of(top, C.KEY)]
+        at = [r for r in rows if key_of(r, COMPARISON_KEY) == key_of(top, COMPARISON_KEY)]
         label = Labeller(at)
         ordered = [g[-1] for _, g in groups(at)]
         ticks = [label(r) for r in ordered]

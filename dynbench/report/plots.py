@@ -15,6 +15,7 @@ timings are CPU timings or counts come from the meta device. Nothing is smoothed
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -36,21 +37,12 @@ from dynbench.records import key_of
 from dynbench.report import compare as C
 from dynbench.report import plot_data as D
 from dynbench.report import plot_panels as PP
-from dynbench.report.plot_data import Panel, Series
+from dynbench.report.plot_data import COLORS, Panel, Series, Skip, color  # noqa: F401 — chart API
 from dynbench.report.roofline_chart import chart_roofline
+from dynbench.safe_io import write_together
 
 log = logging.getLogger(__name__)
 
-# one colour per method in every chart (Okabe–Ito, colour-blind safe)
-COLORS = {
-    "llava": "#0072B2",  # blue
-    "dynamic-llava": "#D55E00",  # vermillion
-    "random": "#7F7F7F",  # grey
-    "fastv": "#009E73",  # green
-    "h2o": "#CC79A7",  # purple
-    "streaming-llm": "#E69F00",  # orange
-}
-EXTRA_COLORS = ("#56B4E9", "#F0E442", "#000000")  # methods not listed above, by name
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", ":", "-.")
 FORMATS = ("png", "svg")
@@ -60,16 +52,6 @@ RC = {"svg.hashsalt": "dynbench", "svg.fonttype": "none"}  # stable SVG ids; tex
 GROUP = ("model", "device", "dtype")  # one chart set per group: titles name these
 TITLE_CHARS = 50  # a panel title wraps at about the width of its axes (10 pt text, 5 in panel)
 PANEL_W, PANEL_H = 5.0, 3.5  # inches
-
-
-class Skip(Exception):
-    """A chart's data is absent; the message says what is missing."""
-
-
-def color(method: str | None) -> str:
-    if method in COLORS:
-        return COLORS[method]
-    return EXTRA_COLORS[sum(map(ord, method or "")) % len(EXTRA_COLORS)]
 
 
 def style(s: Series) -> dict[str, Any]:
@@ -448,7 +430,9 @@ def _slug(*parts: Any) -> str:
 
 def plot_all(df: pd.DataFrame, out_dir: str | os.PathLike, *, skipped: list[str] | None = None,
              charts: Sequence[str] | None = None) -> list[Path]:
-    """Write every chart with data as PNG and SVG under `out_dir`; return the files written.
+    """Write every chart with data as PNG and SVG under `out_dir`; return the files written. They
+    are rendered first and written together at the end (`safe_io.write_together`): a full disk
+    leaves none of them rather than a chart set cut short.
 
     `charts`: names from CHARTS to draw (default: all).
     One chart set per (model, device, dtype): file names are `<chart>.png` when the records
@@ -463,7 +447,7 @@ def plot_all(df: pd.DataFrame, out_dir: str | os.PathLike, *, skipped: list[str]
     out.mkdir(parents=True, exist_ok=True)
     summaries, steps, samples = C.summary_rows(df), C.step_rows(df), C.sample_rows(df)
     groups = sorted({key_of(r, GROUP) for r in summaries + steps}, key=lambda k: tuple(map(str, k)))
-    written: list[Path] = []
+    written: dict[Path, bytes] = {}
     for group in groups:
         g_sum = [r for r in summaries if key_of(r, GROUP) == group]
         g_steps = [r for r in steps if key_of(r, GROUP) == group]
@@ -480,15 +464,16 @@ def plot_all(df: pd.DataFrame, out_dir: str | os.PathLike, *, skipped: list[str]
                 continue
             with matplotlib.rc_context(RC):
                 for ext in FORMATS:
-                    path = out / f"{name}{suffix}.{ext}"
-                    fig.savefig(path, dpi=120 if ext == "png" else None, metadata=METADATA[ext])
-                    written.append(path)
+                    buf = io.BytesIO()
+                    fig.savefig(buf, format=ext, dpi=120 if ext == "png" else None, metadata=METADATA[ext])
+                    written[out / f"{name}{suffix}.{ext}"] = buf.getvalue()
                     # the layout is in figure fractions, the same for every format: solve it once
                     # (constrained layout is most of the drawing time)
                     fig.set_layout_engine("none")
     if not groups and skipped is not None:
         skipped.append("all charts: the records hold no rows")
-    return written
+    write_together(written)
+    return list(written)
 
 
 __all__ = ["CHARTS", "COLORS", "Skip", "color", "plot_all", "style"]

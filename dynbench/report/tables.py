@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from dynbench.errors import DynbenchError
+from dynbench.measure.host import dominates as host_bound_dominates
 from dynbench.names import BASELINE, MODES
 from dynbench.records import key_of
 from dynbench.report.compare import (
@@ -22,7 +23,6 @@ from dynbench.report.compare import (
     compare,
     env_labels,
     records,
-    summary_rows,
 )  # fmt: skip
 from dynbench.report.format import DASH, fmt_bytes, fmt_ms, fmt_pct, fmt_score, fmt_t, md_table, run_length
 
@@ -108,8 +108,24 @@ def _roofline(row: Mapping[str, Any], name: str, ratio: str | None = None) -> st
     if row.get("roofline_projected"):
         text += " proj."
     elif ratio is not None and row.get(ratio) is not None:
-        text += f" ×{row[ratio]:.2f}"
+        text += f" ×{row[ratio]:.2f}" + (HOST_BOUND if ratio != "ttft_roofline_ratio" and host_bound_dominates(row)
+                                         else "")
     return _with_delta(text, row, name)
+
+
+# a decode latency measured mostly on host-bound steps (measure/host.py): it times Python launching
+# ops, not the kernels, and a roofline ratio from it says nothing about the GPU
+HOST_BOUND = " host-bound"
+
+
+def _host_labelled(metric: str) -> Any:
+    """A decode latency cell, labelled where most of the point's headline steps were host-bound."""
+    return lambda r: _with_delta(fmt_ms(r.get(metric)) + (HOST_BOUND if host_bound_dominates(r) else ""), r,
+                                 metric)
+
+
+def _share(value: float | None) -> str:
+    return DASH if value is None or value != value else f"{value:.0%}"
 
 
 def _samples(row: Mapping[str, Any]) -> str:
@@ -184,9 +200,9 @@ COLUMNS = (
     Column("kv_gen", "KV generated", _delta_cell("kv_bytes_generated", fmt_bytes), ("kv_bytes_generated",)),
     Column("kv", "KV total", _delta_cell("kv_bytes", fmt_bytes), ("kv_bytes",)),
     Column("ttft", "TTFT", _delta_cell("ttft_ms", fmt_ms), ("ttft_ms",)),
-    Column("tpot", "TPOT", _delta_cell("tpot_ms_median", fmt_ms), ("tpot_ms_median",)),
+    Column("tpot", "TPOT", _host_labelled("tpot_ms_median"), ("tpot_ms_median",)),
     Column("tpot_p90", "TPOT med / p90", lambda r: _latency(r, "tpot_ms"), ("tpot_ms_median",)),
-    Column("step", "step", _delta_cell("step_ms_median", fmt_ms), ("step_ms_median",)),
+    Column("step", "step", _host_labelled("step_ms_median"), ("step_ms_median",)),
     Column("step_p90", "step med / p90", lambda r: _latency(r, "step_ms"), ("step_ms_median",)),
     Column("total", "total", _delta_cell("total_ms", fmt_ms), ("total_ms",)),
     Column("ttft_roof", "TTFT roofline", lambda r: _roofline(r, "ttft_roofline_ms", "ttft_roofline_ratio"),
@@ -198,6 +214,9 @@ COLUMNS = (
     Column("total_roof", "total roofline", lambda r: _roofline(r, "total_roofline_ms", "total_roofline_ratio"),
            ("total_roofline_ms",)),
     Column("scoring", "scoring", lambda r: fmt_ms(r.get("scoring_ms")), ("scoring_ms",)),
+    Column("host", "host-bound steps", lambda r: _share(r.get("host_bound_frac")), ("host_bound_frac",)),
+    Column("ops", "ops / step", _delta_cell("ops_per_step", lambda v: DASH if v is None or v != v else f"{int(v):,}"),
+           ("ops_per_step",)),
     Column("energy", "energy / run", _delta_cell("energy_j", _fmt_joules), ("energy_j",)),
     Column("energy_tok", "energy / token", _delta_cell("energy_j_per_token", _fmt_joules), ("energy_j_per_token",)),
     Column("samples", "samples", lambda r: _samples(r), ("samples",)),
@@ -382,56 +401,16 @@ def to_csv(cmp: pd.DataFrame) -> str:
     return cmp.to_csv(index=False, lineterminator="\n")
 
 
-FORMATS = ("table", "md", "csv")
-
-
-def build_report(df: pd.DataFrame, fmt: str = "table", paper: bool = False, columns: str | None = None,
-                 wide: bool = False) -> list | str:
-    """`dynbench report`: rich Tables for `table`, a string for `md` / `csv` (every column)."""
-    keys = column_keys(columns)
-    if fmt not in FORMATS:
-        raise DynbenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if not summary_rows(df):
-        raise DynbenchError("the results hold no summary rows (step null): the run was interrupted "
-                            "before any point finished; run it again with --resume")
-    if paper:
-        return _paper_views(df, fmt)
-    data = compare(df)
-    if fmt == "csv":
-        return to_csv(data)
-    if fmt == "md":
-        return to_markdown(data, keys, wide)
-    return render_table(data, keys, wide)
-
-
-def _paper_views(df: pd.DataFrame, fmt: str) -> list | str:
-    """`--paper`: Table 3 (quality beside cost) of the dataset points, Table 4 of the others."""
-    from dynbench.report.paper import paper_table, paper_to_markdown, render_paper_table
-    from dynbench.report.quality_table import quality_table, quality_to_markdown, render_quality_table
-
-    is_dataset = df["dataset"].notna() if "dataset" in df.columns else pd.Series(False, index=df.index)
-    views = []
-    if (~is_dataset).any() and summary_rows(df[~is_dataset]):
-        views.append((paper_table(df[~is_dataset]), paper_to_markdown, render_paper_table))
-    if is_dataset.any():
-        views.append((quality_table(df[is_dataset]), quality_to_markdown, render_quality_table))
-    if fmt == "csv":
-        return "\n".join(to_csv(data) for data, _, _ in views)
-    if fmt == "md":
-        return "\n".join(md(data) for data, md, _ in views)
-    return [table for data, _, rich in views for table in rich(data)]
-
-
 def run_tables(rows: list[dict], folder_rows: Sequence[Mapping[str, Any]] | None = None) -> list:
     """What `dynbench run` prints: the compact mode tables of the points it ran. With the results
     folder's records (`folder_rows`), Δ% also finds a `llava` row recorded there earlier (a
     resumed sweep), its environment difference flagged as in `report`."""
-    from dynbench.records import POINT_KEY
+    from dynbench.records import is_point_summary
 
-    mine = {key_of(r, POINT_KEY) for r in rows if r.get("step") is None}
-    source = list(folder_rows) if folder_rows is not None else [r for r in rows if r.get("step") is None]
+    mine = {key_of(r) for r in rows if is_point_summary(r)}
+    source = list(folder_rows) if folder_rows is not None else [r for r in rows if is_point_summary(r)]
     cmp = compare(pd.DataFrame.from_records(source))
-    shown = cmp[[key_of(r, POINT_KEY) in mine for r in records(cmp)]]
+    shown = cmp[[key_of(r) in mine for r in records(cmp)]]
     return render_table(shown)
 
 
