@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install test test-fast smoke lint figures docs gpu-wheels
+.PHONY: install test test-fast test-floor smoke lint figures docs gpu-wheels
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -14,20 +14,24 @@ test:
 test-fast:
 	$(PYTHON) -m pytest -q -m "not slow"
 
+# the fast tier on the declared floor (Python 3.12, torch 2.11.0, transformers 5.17.0) in .floor-venv/
+test-floor:
+	scripts/ci-floor.sh
+
 smoke:
 	dynbench run --mode prefill --mode no-cache --mode kv-cache --prompt-len 16 --gen-len 4
 
 lint:
 	$(PYTHON) -m ruff check dynbench tests
 
-# The README's chart set without a GPU: 7B counts on the meta device + measured tiny-preset CPU runs.
+# The chart set of docs/reports.md without a GPU: 7B counts on the meta device + measured tiny-preset CPU runs.
 figures:
 	rm -rf results/figures-meta results/figures-cpu
 	dynbench run --suite suites/figures-meta.yaml --gpu h100-sxm --out results/figures-meta
 	dynbench run --suite suites/smoke.yaml --out results/figures-cpu
 	dynbench plot results/figures-meta results/figures-cpu --out docs/figures
 
-# The README's column list, generated from the record schema (dynbench/records.py); a test checks it.
+# docs/records.md's column list, generated from the record schema (dynbench/records.py); a test checks it.
 docs:
 	$(PYTHON) -m dynbench.report.columns
 

@@ -17,11 +17,14 @@ set) — CPU timings then come from fewer threads (the rows record `cpu_threads`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -70,8 +73,11 @@ def run_task(task: Task) -> int:
         env["DYNBENCH_JOB_ID"] = str(submitit.JobEnvironment().job_id)
     except Exception:  # noqa: BLE001 — called outside a job (tests): no job id
         pass
+    # its own session: a terminal's Ctrl-C reaches only the parent, which ends the jobs (the shard
+    # run watches the parent's folder lock, `folder_lock.watch_parent`) — no traceback per job
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     return subprocess.run([sys.executable, "-m", "dynbench", *task.argv], cwd=task.cwd, env=env,
-                          check=False).returncode  # fmt: skip
+                          check=False, start_new_session=True).returncode  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,9 @@ def check_options(kind: str | None, jobs: int | None, shard, parallel, partition
 
 def _setup() -> list[str]:
     root = shlex.quote(package_root())
-    return [f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}"]
+    # SIGINT ignored by the job's shell and so by submitit's processes under it: a terminal Ctrl-C
+    # goes to dynbench alone (one line), not to every job (a KeyboardInterrupt traceback each)
+    return ["trap '' INT", f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}"]
 
 
 def make_executor(opts: Options):
@@ -204,11 +212,40 @@ def run_local(tasks: Sequence[Task], opts: Options, slots: list[dict[str, str]],
                     report(describe(done[-1]))
                     del running[slot]
                     free.append(slot)
-    except KeyboardInterrupt:
-        for _, job in running.values():
-            job.cancel(check=False)
+    except BaseException:  # Ctrl-C, SIGTERM (`sigterm_as_interrupt`), a bug: no job outlives this process
+        stop_jobs([job for _, job in running.values()])
         raise
     return sorted(done, key=lambda o: o.task.shard)
+
+
+def stop_jobs(jobs: Sequence) -> None:
+    """Cancel submitted jobs (Slurm: scancel; local: SIGTERM to each job's controller, which ignores
+    SIGINT). A local shard run also stops by itself once this process's folder lock is gone."""
+    for job in jobs:
+        try:
+            process = getattr(job, "_process", None)  # submitit's LocalJob keeps its controller here
+            if process is not None:
+                process.send_signal(signal.SIGTERM)
+            job.cancel(check=False)
+        except Exception:  # noqa: BLE001 — a job that already ended
+            pass
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While jobs run, SIGTERM (a scheduler, `kill`) ends dynbench like Ctrl-C: jobs stopped, one
+    line. The previous handler comes back after."""
+    def _raise(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def slot_note(slot: dict[str, str]) -> str:
@@ -223,10 +260,15 @@ def submit_slurm(tasks: Sequence[Task], opts: Options) -> list:
 
 
 def wait(tasks: Sequence[Task], jobs: Sequence, report: Callable[[str], None]) -> list[Outcome]:
+    """Wait for the jobs in order; Ctrl-C cancels the array's unfinished jobs (scancel)."""
     outcomes = []
-    for task, job in zip(tasks, jobs, strict=True):
-        outcomes.append(_outcome(task, job))
-        report(describe(outcomes[-1]))
+    try:
+        for task, job in zip(tasks, jobs, strict=True):
+            outcomes.append(_outcome(task, job))
+            report(describe(outcomes[-1]))
+    except KeyboardInterrupt:
+        stop_jobs(jobs[len(outcomes):])
+        raise
     return outcomes
 
 

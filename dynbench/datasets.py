@@ -186,7 +186,7 @@ def _parse(record: Any, where: str, image_folder: Path, file_folder: Path) -> Sa
     if "image" in record and question is not None:
         return Sample(0, sample_id, where, image=_image_path(record, image_folder),
                       turns=_prompt_turns(question, record.get("answer")))
-    keys = ", ".join(sorted(record)) or "nothing"
+    keys = ", ".join(repr(k)[1:-1] for k in sorted(record))[:200] or "nothing"  # escaped: one line
     raise BadRecord(f"a record needs `image` + `prompt`, `inputs`, or `conversations` (it has: {keys})")
 
 
@@ -255,15 +255,15 @@ def _path(value: Any, key: str, folder: Path) -> Path:
 
 
 def _check_files(sample: Sample) -> None:
-    """The sample's files exist; an image must be one PIL can open (its header is read)."""
+    """The sample's files exist; an image must decode in full (`images.decode_rgb`: a truncated
+    file or a decompression bomb is this record's error, before anything runs)."""
     for key, path in (("image", sample.image), ("inputs", sample.inputs), ("teacher_force", sample.teacher_force)):
         if path is not None and not path.is_file():
             raise BadRecord(f"{key} {path} not found")
     if sample.image is not None:
-        from PIL import Image, UnidentifiedImageError
+        from dynbench.images import BadImage, decode_rgb
 
         try:
-            with Image.open(sample.image):
-                pass
-        except (OSError, UnidentifiedImageError) as exc:
-            raise BadRecord(f"image {sample.image} is not an image PIL can read ({exc})") from None
+            decode_rgb(sample.image)
+        except BadImage as exc:
+            raise BadRecord(str(exc)) from None

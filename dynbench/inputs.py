@@ -1,6 +1,6 @@
 """Model inputs: synthetic prompts, a real image + prompt, or exact tensors from an .npz file.
 
-Synthetic layout, fixed and documented (README "Inputs"): `prompt_len` counts text tokens only;
+Synthetic layout, fixed and documented (docs/inputs.md): `prompt_len` counts text tokens only;
 the first min(prompt_len, SYSTEM_TOKENS) of them come before the image (BOS + LLaVA-1.5's system
 prompt and "USER:" are about 35 Vicuna tokens), the rest after it (the instruction). Every batch
 row is the same prompt and image, as in the paper's Table 4 (one prompt replicated).
@@ -230,15 +230,9 @@ def preprocess_image(image_path: str | Path, processor, preset: Preset, mode: st
 
 
 def _open_rgb(path: str | Path):
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise DynbenchError("--image needs Pillow: pip install pillow") from None
-    try:
-        with Image.open(Path(path).expanduser()) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DynbenchError(f"cannot read image {path} ({_one_line(exc)})") from None
+    from dynbench.images import decode_rgb
+
+    return decode_rgb(path)
 
 
 # ---- a dataset sample ---------------------------------------------------------------------------

@@ -18,11 +18,12 @@ Rules (`merge_folders`, in memory; `write_merged` writes them):
 * **Shards** (`shard.json`): shards or points missing from the merge are reported (`notes`),
   never silently passed; a shard folder with no records (a shard that got no point) is fine.
 
-Writing (`write_merged`): env files, then `records.jsonl` in one temp file + rename, then
-`merged.json` (inputs, counts). An existing `records.jsonl` in the target is refreshed only when
-the target is itself a merge (it holds `merged.json`): its rows are then read as the first input,
-so a re-merge after a shard was resumed keeps every point and drops nothing it had. A folder
-written by `dynbench run` is never written over.
+Writing (`write_merged`, under the target's writer lock): env files, `records.jsonl` and
+`merged.json` (inputs, counts) each to a temp file, renamed together once all were written. An
+existing `records.jsonl` in the target is refreshed only when the target is itself a merge (it
+holds `merged.json`): its rows are then read as the first input, so a re-merge after a shard was
+resumed keeps every point and drops nothing it had. A folder written by `dynbench run` is never
+written over.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dynbench.errors import DynbenchError
+from dynbench.folder_lock import folder_lock
 from dynbench.records import is_point_summary, key_of
 from dynbench.results import (
     RECORDS_FILE,
@@ -41,9 +43,10 @@ from dynbench.results import (
     env_snapshots,
     iter_records,
     jsonable,
+    require_dynbench,
     writable_dir,
-    write_atomic,
 )
+from dynbench.safe_io import write_together
 from dynbench.shards import MANIFEST_FILE, point_digest, read_manifest
 
 MERGED_FILE = "merged.json"
@@ -67,7 +70,7 @@ def _folder(path: str | Path) -> Path:
 
 def _read(folder: Path, strict: bool) -> list[dict]:
     if (folder / RECORDS_FILE).is_file():
-        return list(iter_records(folder, strict=strict))
+        return require_dynbench(list(iter_records(folder, strict=strict)), folder / RECORDS_FILE)
     if (folder / MANIFEST_FILE).is_file():
         return []  # a shard that got no point of the sweep
     raise DynbenchError(f"no results at {folder / RECORDS_FILE}: pass folders written by `dynbench run --out DIR`")
@@ -174,8 +177,14 @@ def _check_shards(merged: Merged, folders, winners, per_folder, finished) -> Non
 
 
 def write_merged(paths: Sequence[str | Path], out: str | Path) -> Merged:
-    """Merge `paths` into the folder `out` (module docstring: what may be written over)."""
+    """Merge `paths` into the folder `out` (module docstring: what may be written over), holding
+    its writer lock; env snapshots, records and merged.json appear together or not at all."""
     target = writable_dir(out)
+    with folder_lock(target):
+        return _write_merged(paths, out, target)
+
+
+def _write_merged(paths: Sequence[str | Path], out: str | Path, target: Path) -> Merged:
     inputs = [Path(p) for p in paths]
     before: list[str] = []
     if (target / RECORDS_FILE).exists():
@@ -188,13 +197,13 @@ def write_merged(paths: Sequence[str | Path], out: str | Path) -> Merged:
         except (OSError, ValueError, AttributeError):
             before = []
     merged = merge_folders(inputs)
-    for env_id, snap in merged.environments.items():
-        write_atomic(target / "env" / f"{env_id}.json", json.dumps(snap, indent=2, sort_keys=True) + "\n")
-    write_atomic(target / RECORDS_FILE, "".join(json.dumps(jsonable(r), allow_nan=False) + "\n"
-                                                for r in merged.rows))
+    files = {target / "env" / f"{env_id}.json": json.dumps(snap, indent=2, sort_keys=True) + "\n"
+             for env_id, snap in merged.environments.items()}
+    files[target / RECORDS_FILE] = "".join(json.dumps(jsonable(r), allow_nan=False) + "\n" for r in merged.rows)
     info = {"merged_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "inputs": list(dict.fromkeys([*before, *(i for i in merged.inputs if Path(i) != target.resolve())])),
             "points": merged.points,
             "rows": len(merged.rows), "shards": merged.shards, "notes": merged.notes}  # fmt: skip
-    write_atomic(target / MERGED_FILE, json.dumps(info, indent=1) + "\n")
+    files[target / MERGED_FILE] = json.dumps(info, indent=1) + "\n"
+    write_together(files)
     return merged

@@ -18,7 +18,9 @@ multi-token forward (`forward_chunk`: every token cached in every layer, the out
 predictor does not run on them) that produces the round's first token, then decodes. A round's
 last produced token is never fed (the official `</s>`); earlier answers stay in the cache as they
 were decided when fed; the image is pruned once, in round 0. Prefill and no-cache run round 0.
-Steps carry their `round`; `text_tokens_fed` / `_kept` count over the whole conversation.
+Steps carry their `round` and `phase` (a later round's turn is a prefill over the cache);
+`text_tokens_fed` / `_kept` count over the whole conversation. `HEADLINE_PHASE` says which steps
+make TTFT, TPOT and the totals.
 
 Each step yields a `Step`. Drivers never synchronize the device themselves (token ids stay on
 it until the run ends), so a caller can time each step with CUDA events (`run_mode(step_timer=…)`)
@@ -55,11 +57,19 @@ from dynbench.models.rules import (
     kv_budget_tokens,
     kv_bytes,
 )  # fmt: skip
-from dynbench.names import MODES
+from dynbench.names import DECODE_PHASE, FORWARD_PHASE, MODES, PREFILL_PHASE
+from dynbench.quality import token_nll
 from dynbench.registry import get as get_method
 
+# Which steps make a mode's latency and roofline columns, by phase (`Step.phase`): TTFT = a run's first
+# step when it is a prefill; TPOT = its decode steps; the no-cache step statistics = its forwards;
+# totals = every step. The headline samples (`latency_ms_samples`) are the steps of the mode's headline
+# phase: the TTFT of each run (prefill), every decode step (kv-cache), every forward (no-cache).
+HEADLINE_PHASE = {"prefill": PREFILL_PHASE, "no-cache": FORWARD_PHASE, "kv-cache": DECODE_PHASE}
+assert tuple(HEADLINE_PHASE) == MODES
 
-@dataclass
+
+@dataclass(kw_only=True)
 class Step:
     step: int  # 0 = prefill / first forward; i = the i-th decode step after it
     tokens: torch.Tensor | None  # (B,) the token this step produced, on the device
@@ -83,6 +93,10 @@ class Step:
     layer_attn: list[str] | None = None  # attention implementation of each decoder layer
     token_ids: list[int] | None = None  # `tokens` on the host, filled in when the run ends
     round: int = 0  # conversations: the round the step belongs to
+    phase: str  # PREFILL_PHASE, FORWARD_PHASE or DECODE_PHASE (names.PHASES): what the step ran
+    # teacher forcing (quality.py): cross-entropy of the answer token this step predicts, (B,) on the
+    # device until `to_host` (then batch row 0's, a float); None where the step predicts no answer token
+    nll: object = None
     # full-sequence forwards: index of each token reaching the top layer in the input sequence (B, n),
     # on the device — a reference the forward made anyway (`SequenceOut.kept_index`), read by `show`.
     # A plain attribute, not a field: no copy, and equality / asdict of steps stay about counts.
@@ -92,6 +106,8 @@ class Step:
         if self.tokens is not None and self.tokens.device.type != "meta":
             self.token_ids = self.tokens.tolist()
         self.tokens = None
+        if self.nll is not None and not isinstance(self.nll, float):
+            self.nll = float(self.nll[0])
         for name in ("kv_bytes_prompt", "kv_bytes_generated"):
             value = getattr(self, name)
             if hasattr(value, "resolve"):  # h2o's per-head split, read after the run
@@ -105,6 +121,10 @@ def to_host(steps: list[Step]) -> None:
     if live:
         for s, ids in zip(live, torch.stack([s.tokens for s in live]).tolist(), strict=True):
             s.token_ids = ids
+    scored = [s for s in steps if s.nll is not None and not isinstance(s.nll, float)]
+    if scored:
+        for s, nll in zip(scored, torch.stack([s.nll[0] for s in scored]).tolist(), strict=True):
+            s.nll = nll
     for s in steps:
         s.tokens = None
         s.to_host()
@@ -178,22 +198,36 @@ def _layer_attn(model: LlavaForBench, drop: DropConfig, phase: str) -> list[str]
     return method.layer_attn(model.preset, method.values_of(drop), model.attn, phase)
 
 
-def _prefill(model, inputs: ModelInputs, drop: DropConfig):
+def _label(answer_ids: torch.Tensor | None, i: int) -> torch.Tensor | None:
+    """The answer token a step predicts (position i of a round's answer), or None past its end:
+    the round's last step (the official `</s>`) predicts no answer token."""
+    return answer_ids[:, i] if answer_ids is not None and i < answer_ids.shape[1] else None
+
+
+def _predict(model, hidden: torch.Tensor, label: torch.Tensor | None):
+    """(greedy token, NLL of `label` or None) from the last position's hidden state (B, D)."""
+    logits = model.logits(hidden)
+    return logits.argmax(-1), None if label is None else token_nll(logits, label)
+
+
+def _prefill(model, inputs: ModelInputs, drop: DropConfig, label: torch.Tensor | None = None):
     """One forward over the prompt with a cache → (Step 0, the cache, the produced token)."""
     ids, px, layout = inputs.input_ids.to(model.device), inputs.pixel_values.to(model.device), inputs.layout
     cache = model.new_cache()
     feats = model.encode_image(px)
     with model.region("llm_prefill"):
         out = model.forward_sequence(model.embed_prompt(ids, feats, layout), layout, drop, cache)
-    token = model.logits(out.hidden[:, -1]).argmax(-1)  # (B,)
+    token, nll = _predict(model, out.hidden[:, -1], label)  # (B,)
     cache.mark_prompt()
     image_kept = out.image_kept if out.image_kept is not None else layout.image_tokens
+    kv_prompt, kv_generated = cache.kv_bytes()
     step = Step(
-        0, token, out.layer_seq_lens, cache.lengths(), image_kept, 0, 0, *cache.kv_bytes(),
-        layer_shapes=[(n, n) for n in out.layer_seq_lens], vision_ran=True,
+        step=0, tokens=token, layer_seq_lens=out.layer_seq_lens, layer_cache_lens=cache.lengths(),
+        image_tokens_kept=image_kept, text_tokens_fed=0, text_tokens_kept=0, kv_bytes_prompt=kv_prompt,
+        kv_bytes_generated=kv_generated, layer_shapes=[(n, n) for n in out.layer_seq_lens], vision_ran=True,
         image_scored=out.image_scored, layer_image_tokens=_layer_image_tokens(model, out, layout),
-        layer_attn=_layer_attn(model, drop, "prefill"),
-    )  # fmt: skip
+        layer_attn=_layer_attn(model, drop, PREFILL_PHASE), phase=PREFILL_PHASE, nll=nll,
+    )
     step.kept_index = out.kept_index
     return step, cache, token
 
@@ -218,16 +252,17 @@ def run_no_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
         with model.region("llm_forward"):
             hidden = torch.cat([model.embed_prompt(ids, feats, layout), model.embed_tokens(fed)], dim=1)
             out = model.forward_sequence(hidden, layout, drop)
-        token = model.logits(out.hidden[:, -1]).argmax(-1)
+        token, nll = _predict(model, out.hidden[:, -1], _label(answers, i))
         n_fed = fed.shape[1]
         step = Step(
-            i, token, out.layer_seq_lens, None,
-            out.image_kept if out.image_kept is not None else layout.image_tokens,
-            n_fed, out.text_kept if out.text_kept is not None else n_fed, None, None,
-            layer_shapes=[(n, n) for n in out.layer_seq_lens], vision_ran=ran_vision,
-            image_scored=out.image_scored, text_scored=out.text_scored,
-            layer_image_tokens=_layer_image_tokens(model, out, layout), layer_attn=_layer_attn(model, drop, "forward"),
-        )  # fmt: skip
+            step=i, tokens=token, layer_seq_lens=out.layer_seq_lens, layer_cache_lens=None,
+            image_tokens_kept=out.image_kept if out.image_kept is not None else layout.image_tokens,
+            text_tokens_fed=n_fed, text_tokens_kept=out.text_kept if out.text_kept is not None else n_fed,
+            kv_bytes_prompt=None, kv_bytes_generated=None, layer_shapes=[(n, n) for n in out.layer_seq_lens],
+            vision_ran=ran_vision, image_scored=out.image_scored, text_scored=out.text_scored,
+            layer_image_tokens=_layer_image_tokens(model, out, layout),
+            layer_attn=_layer_attn(model, drop, FORWARD_PHASE), phase=FORWARD_PHASE, nll=nll,
+        )
         step.kept_index = out.kept_index
         yield step
 
@@ -237,38 +272,47 @@ def run_kv_cache(model, inputs: ModelInputs, drop: DropConfig, gen_len: int, reu
     if len(rounds) > 1 and get_method(model.method).evicts_kv:
         raise DynbenchError(f"{model.method} evicts KV entries by attention over one prompt; conversations of "
                             "several rounds run with llava, dynamic-llava, random or fastv")
-    step, cache, token = _prefill(model, inputs, drop)
+    step, cache, token = _prefill(model, inputs, drop, _label(rounds[0].answer_ids, 0))
     yield step
     decider = TextDecider(drop.text_policy, drop.text_keep) if get_method(model.method).text_policy else None
     image_kept = step.image_tokens_kept
     position, j, fed_total = inputs.layout.seq_len, 0, 0  # next absolute position, step, tokens fed
-    attn = _layer_attn(model, drop, "decode")
+    attn = _layer_attn(model, drop, DECODE_PHASE)
     for r, rnd in enumerate(rounds):
         if r > 0:  # the next turn after the cache: one multi-token forward, every token cached
             turn = rnd.prompt_ids
             before = cache.lengths()
             with model.region("decode_step"):
                 hidden = model.forward_chunk(model.embed_tokens(turn), position, cache)
-                token = model.logits(hidden[:, -1]).argmax(-1)
+                token, nll = _predict(model, hidden[:, -1], _label(rnd.answer_ids, 0))
             cache.add_prompt(turn.shape[1])
             position, j = position + turn.shape[1], j + 1
-            yield Step(
-                j, token, None, cache.lengths(), image_kept, fed_total, _text_kept(model, decider, fed_total),
-                *cache.kv_bytes(), layer_shapes=[(turn.shape[1], n + turn.shape[1]) for n in before],
-                layer_attn=attn, round=r,
-            )  # fmt: skip
+            yield _cached_step(  # a prefill of the turn over the cache: the round's first token
+                cache, step=j, tokens=token, image_tokens_kept=image_kept, text_tokens_fed=fed_total,
+                text_tokens_kept=_text_kept(model, decider, fed_total),
+                layer_shapes=[(turn.shape[1], n + turn.shape[1]) for n in before], layer_attn=attn, round=r,
+                phase=PREFILL_PHASE, nll=nll,
+            )
         for i in range(rnd.gen_len - 1):
             fed = _feed(rnd.answer_ids, token, i)  # (B,)
             before = cache.lengths()
             with model.region("decode_step"):
                 hidden, _ = model.forward_token(model.embed_tokens(fed[:, None]), position, cache, decider)
-                token = model.logits(hidden[:, -1]).argmax(-1)
+                token, nll = _predict(model, hidden[:, -1], _label(rnd.answer_ids, i + 1))
             position, j, fed_total = position + 1, j + 1, fed_total + 1
-            yield Step(
-                j, token, None, cache.lengths(), image_kept, fed_total, _text_kept(model, decider, fed_total),
-                *cache.kv_bytes(), layer_shapes=[(1, n + 1) for n in before],  # the token attends to itself too
-                text_scored=1 if decider is not None else 0, layer_attn=attn, round=r,
-            )  # fmt: skip
+            yield _cached_step(
+                cache, step=j, tokens=token, image_tokens_kept=image_kept, text_tokens_fed=fed_total,
+                text_tokens_kept=_text_kept(model, decider, fed_total),
+                layer_shapes=[(1, n + 1) for n in before],  # the token attends to itself too
+                text_scored=1 if decider is not None else 0, layer_attn=attn, round=r, phase=DECODE_PHASE, nll=nll,
+            )
+
+
+def _cached_step(cache, **fields) -> Step:
+    """A step over the cache: its lengths and KV bytes after the step."""
+    kv_prompt, kv_generated = cache.kv_bytes()
+    return Step(layer_seq_lens=None, layer_cache_lens=cache.lengths(), kv_bytes_prompt=kv_prompt,
+                kv_bytes_generated=kv_generated, **fields)
 
 
 def _text_kept(model: LlavaForBench, decider: TextDecider | None, fed: int) -> int | None:
@@ -327,18 +371,9 @@ def run_mode(
     return result
 
 
-def plan_mode(
-    preset: Preset,
-    method: str,
-    mode: str,
-    prompt_len: int,
-    gen_len: int = 1,
-    drop: DropConfig | None = None,
-    reuse_vision: bool = False,
-    batch: int = 1,
-    element_bytes: int = 4,
-    attn: str = "sdpa",
-) -> ModeResult:
+def plan_mode(preset: Preset, method: str, mode: str, prompt_len: int, gen_len: int = 1,
+              drop: DropConfig | None = None, reuse_vision: bool = False, batch: int = 1, element_bytes: int = 4,
+              attn: str = "sdpa") -> ModeResult:
     """The steps `run_mode` would produce, from the counting rules alone (no model is run).
 
     Exact for `llava`, the baselines and `dynamic-llava` under the budget policy; learned
@@ -350,10 +385,8 @@ def plan_mode(
     options = info.values_of(drop)
     dynamic = info.text_policy  # decides which generated tokens are cached (and scores image tokens)
     if dynamic and drop.text_policy == "learned" and mode != "prefill":
-        raise DynbenchError(
-            "learned text decisions depend on the weights and cannot be counted without running "
-            "the model; use --text-policy budget on the meta device"
-        )
+        raise DynbenchError("learned text decisions depend on the weights and cannot be counted without running "
+                            "the model; use --text-policy budget on the meta device")
     info.check_mode(mode)
     info.check(preset, options)
     s, N = preset.sparse_layer, preset.image_tokens
@@ -364,47 +397,59 @@ def plan_mode(
     attn_of = lambda phase: info.layer_attn(preset, options, attn, phase)  # noqa: E731
     result = ModeResult(mode, method)
     seq_lens = [P - N + n for n in image_lens]
-    evicts = info.evicts_kv
-    budget = kv_budget_tokens(drop.kv_budget, P) if evicts else None
-    if evicts:
+    budget = kv_budget_tokens(drop.kv_budget, P) if info.evicts_kv else None
+    if budget is not None:
         check_kv_budget(budget, method)
-    prompt_lens = [min(n, budget) for n in seq_lens] if evicts else seq_lens
+    prompt_lens = [min(n, budget) for n in seq_lens] if budget is not None else seq_lens
     if mode in ("prefill", "kv-cache"):
         result.steps.append(Step(
-            0, None, seq_lens, list(prompt_lens), k, 0, 0, kv(prompt_lens), 0,
-            layer_shapes=[(n, n) for n in seq_lens], vision_ran=True,
-            image_scored=N if dynamic else 0, layer_image_tokens=image_lens, layer_attn=attn_of("prefill"),
-        ))  # fmt: skip
+            step=0, tokens=None, layer_seq_lens=seq_lens, layer_cache_lens=list(prompt_lens), image_tokens_kept=k,
+            text_tokens_fed=0, text_tokens_kept=0, kv_bytes_prompt=kv(prompt_lens), kv_bytes_generated=0,
+            layer_shapes=[(n, n) for n in seq_lens], vision_ran=True, image_scored=N if dynamic else 0,
+            layer_image_tokens=image_lens, layer_attn=attn_of(PREFILL_PHASE), phase=PREFILL_PHASE,
+        ))
     if mode == "kv-cache":
-        decider = TextDecider(drop.text_policy, drop.text_keep) if dynamic else None
-        cache, n_prompt = list(prompt_lens), list(prompt_lens)  # entries, prompt entries per layer
-        split_known = True  # h2o's split stays known until decoding evicts
-        for j in range(1, gen_len):
-            keep = decider.decide(None) if dynamic else True
-            shapes = [(1, n + 1) for n in cache]
-            grown = [n + 1 if (i < s or keep) else n for i, n in enumerate(cache)]
-            if evicts:
-                kept = [info.kv_prompt_kept(p, n, budget) if n > budget else p
-                        for p, n in zip(n_prompt, grown, strict=True)]  # fmt: skip
-                split_known = split_known and None not in kept  # h2o's split: the weights decide
-                n_prompt = [p if k is None else k for p, k in zip(n_prompt, kept, strict=True)]
-                grown = [min(n, budget) for n in grown]
-            cache = grown
-            kv_prompt = kv(n_prompt) if split_known else None
-            kv_generated = kv(cache) - kv_prompt if split_known else None
-            result.steps.append(Step(
-                j, None, None, list(cache), k, j, decider.kept if dynamic else (None if evicts else j),
-                kv_prompt, kv_generated, layer_shapes=shapes, text_scored=1 if dynamic else 0,
-                layer_attn=attn_of("decode"),
-            ))  # fmt: skip
+        result.steps += _plan_decode(info, drop, gen_len, cache=list(prompt_lens), sparse_layer=s, image_kept=k,
+                                     budget=budget, kv=kv, attn=attn_of(DECODE_PHASE))
     if mode == "no-cache":
         for i in range(gen_len):  # i generated tokens fed; i - 1 of them are candidates
             kept = i if not dynamic else (keep_count(drop.text_keep, i - 1) + 1 if i else 0)
             lens = [n + (i if layer < s else kept) for layer, n in enumerate(seq_lens)]
             result.steps.append(Step(
-                i, None, lens, None, k, i, kept, None, None,
+                step=i, tokens=None, layer_seq_lens=lens, layer_cache_lens=None, image_tokens_kept=k,
+                text_tokens_fed=i, text_tokens_kept=kept, kv_bytes_prompt=None, kv_bytes_generated=None,
                 layer_shapes=[(n, n) for n in lens], vision_ran=i == 0 or not reuse_vision,
                 image_scored=N if dynamic else 0, text_scored=max(i - 1, 0) if dynamic else 0,
-                layer_image_tokens=image_lens, layer_attn=attn_of("forward"),
-            ))  # fmt: skip
+                layer_image_tokens=image_lens, layer_attn=attn_of(FORWARD_PHASE), phase=FORWARD_PHASE,
+            ))
     return result
+
+
+def _plan_decode(info, drop: DropConfig, gen_len: int, *, cache: list[int], sparse_layer: int,
+                 image_kept: int, budget: int | None, kv: Callable, attn: list[str]) -> list[Step]:
+    """The planned decode steps 1 … gen_len − 1 of method `info` (`registry.get`) after a prefill
+    that left `cache` entries per layer (`budget`: a KV-eviction method's entries per layer at most)."""
+    dynamic, evicts = info.text_policy, budget is not None
+    decider = TextDecider(drop.text_policy, drop.text_keep) if dynamic else None
+    n_prompt = list(cache)  # prompt entries per layer
+    split_known = True  # h2o's split stays known until decoding evicts
+    steps = []
+    for j in range(1, gen_len):
+        keep = decider.decide(None) if dynamic else True
+        shapes = [(1, n + 1) for n in cache]
+        grown = [n + 1 if (i < sparse_layer or keep) else n for i, n in enumerate(cache)]
+        if evicts:
+            kept = [info.kv_prompt_kept(p, n, budget) if n > budget else p
+                    for p, n in zip(n_prompt, grown, strict=True)]
+            split_known = split_known and None not in kept  # h2o's split: the weights decide
+            n_prompt = [p if k is None else k for p, k in zip(n_prompt, kept, strict=True)]
+            grown = [min(n, budget) for n in grown]
+        cache = grown
+        kv_prompt = kv(n_prompt) if split_known else None
+        steps.append(Step(
+            step=j, tokens=None, layer_seq_lens=None, layer_cache_lens=list(cache), image_tokens_kept=image_kept,
+            text_tokens_fed=j, text_tokens_kept=decider.kept if dynamic else (None if evicts else j),
+            kv_bytes_prompt=kv_prompt, kv_bytes_generated=kv(cache) - kv_prompt if split_known else None,
+            layer_shapes=shapes, text_scored=1 if dynamic else 0, layer_attn=attn, phase=DECODE_PHASE,
+        ))
+    return steps

@@ -7,6 +7,11 @@ loading never import torch. The modules that implement them check they agree (`m
 """
 
 MODES = ("prefill", "no-cache", "kv-cache")
+# the phase of a step (`modes.Step.phase`, the step rows' `phase`): a forward over a prompt that fills the
+# cache (the prefill; a conversation's next turn), a full-sequence forward without a cache (no-cache), a
+# one-token decode step over the cache
+PREFILL_PHASE, FORWARD_PHASE, DECODE_PHASE = "prefill", "forward", "decode"
+PHASES = (PREFILL_PHASE, FORWARD_PHASE, DECODE_PHASE)
 BASELINE = "llava"  # the dense model every other method is compared with
 PRUNE_METHODS = ("random", "fastv")  # drop image tokens in full-sequence forwards
 KV_METHODS = ("h2o", "streaming-llm")  # evict KV-cache entries while decoding; prefill unpruned
@@ -18,3 +23,14 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}  # element size, for l
 DEVICES = ("auto", "cpu", "cuda", "meta")
 TEXT_POLICIES = ("learned", "budget")
 MATCH_BUDGETS = ("flops", "tokens")
+# a row's `status`: measured, out of memory, or failed ("error: <exception type>: <message>")
+STATUS_OK, STATUS_OOM, ERROR_PREFIX = "ok", "oom", "error: "
+# fine regions a model lets through to a timer (`measure.latency.Regions`; `dynbench profile`)
+# (tests/test_layers.py checks every `region("…")` in the models is one of these)
+REGIONS = ("vision_tower", "projector", "llm_prefill", "llm_forward", "decode_step", "predictor_vision",
+           "predictor_text", "token_drop", "scoring", "kv_evict", "lm_head")
+
+
+def is_error(status: object) -> bool:
+    """A status that is neither ok nor oom: the point (or sample) failed."""
+    return str(status or "").startswith(ERROR_PREFIX.rstrip(": "))

@@ -292,8 +292,15 @@ def _named_parent(e):
     return p
 
 
+def _is_python_function(e) -> bool:
+    """A `with_stack` Python function event. `FunctionEvent.is_python_function` exists from torch
+    2.13; before it (the declared floor is 2.11) the profiler does not list Python function events
+    among `prof.events()` at all, so an event without the attribute is never one."""
+    return bool(getattr(e, "is_python_function", False))
+
+
 def _is_op(e) -> bool:
-    return not (e.is_user_annotation or e.is_python_function or e.name == "[memory]" or _is_step(e))
+    return not (e.is_user_annotation or _is_python_function(e) or e.name == "[memory]" or _is_step(e))
 
 
 def _ops_us(e) -> float:

@@ -3,7 +3,7 @@
 A results folder's `records.jsonl` holds one summary row per point (`step` null) and one step row
 per step of every measured run. Every column is declared here with its unit, type, which rows
 carry it and which modes fill it; the runner writes only declared columns (`validate`, tested on
-real sweeps), the report, the plots and the gate read them by these names, and the README's
+real sweeps), the report, the plots and the gate read them by these names, and docs/records.md's
 column list is generated from this table (`report/columns.py`, a test keeps them equal).
 
 Units are suffixes and values raw SI: `_ms` milliseconds, `_bytes` bytes, `tmacs` / `tflops_*`
@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dynbench.names import MODES
+from dynbench.names import DECODE_PHASE, FORWARD_PHASE, MODES, PREFILL_PHASE
 
 SUMMARY, STEP, BOTH = "summary", "step", "both"
 DECODE = ("no-cache", "kv-cache")
@@ -42,7 +42,7 @@ WITH_PREFILL = ("prefill", "kv-cache")
 @dataclass(frozen=True)
 class Column:
     name: str
-    group: str  # README section: spec, identity, environment, where it ran, weights and inputs, counts, FLOPs,
+    group: str  # docs/records.md section: spec, identity, environment, where it ran, weights and inputs, counts, FLOPs,
     # memory, latency, roofline
     type: str  # str | int | float | bool | list[int] | list[float] | list | dict
     doc: str
@@ -64,7 +64,9 @@ DATASET = "datasets"
 # percentiles over samples (linear interpolation, numpy's default) in `<column>_p10` / `_p50` / `_p90`
 SPREAD_METRICS = ("vision_keep_realized", "text_keep_realized", "text_tokens_kept", "text_tokens_fed", "tmacs",
                   "kv_bytes", "kv_bytes_generated", "ttft_ms", "tpot_ms_median", "step_ms_median", "total_ms")
+SPREAD_METRICS += ("ppl", "meteor")  # quality (dynbench/quality.py)
 QUANTILES = {"p10": 10, "p50": 50, "p90": 90}
+QUALITY = "quality"
 
 _DECLARED: tuple[Column, ...] = (
     # ---- spec: the RunSpec, one column per field (axes a point does not use are null)
@@ -209,9 +211,9 @@ _DECLARED: tuple[Column, ...] = (
     _c("total_ms_samples", LATENCY, "list[float]", "Σ steps of each run", "ms", SUMMARY),
     _c("latency_cv", LATENCY, "float", "std / mean of latency_ms_samples", rows=SUMMARY),
     _c("scoring_ms", LATENCY, "float", "baselines' attention scoring, Σ per run (with --regions)", "ms", SUMMARY),
-    _c("throttled", LATENCY, "bool", "a power / thermal / board limit held the clocks down during the measured "
-       "runs (NVML violation counters and sampled clocks-event reasons)", rows=SUMMARY),
-    _c("sm_clock_mhz", LATENCY, "int", "median SM clock while the measured runs ran (NVML, sampled every 10 ms)",
+    _c("throttled", LATENCY, "bool", "a power or thermal limit held the clocks down during the measured runs "
+       "(NVML violation counters and sampled clocks-event reasons)", rows=SUMMARY),
+    _c("sm_clock_mhz", LATENCY, "int", "median SM clock while the measured runs ran (NVML, sampled every 50 ms)",
        "MHz", SUMMARY),
     _c("step_ms", LATENCY, "float", "this step's time", "ms", STEP),
     # ---- roofline (measure/roofline.py): analytic lower bounds on roofline_gpu, null without one
@@ -238,6 +240,24 @@ _DECLARED: tuple[Column, ...] = (
     _c("tpot_roofline_ratio", ROOFLINE, "float", "tpot_ms_median / tpot_roofline_ms (CUDA only)", rows=SUMMARY,
        modes=("kv-cache",)),
     _c("total_roofline_ratio", ROOFLINE, "float", "total_ms / total_roofline_ms (CUDA only)", rows=SUMMARY),
+    # ---- GPU first contact (issue 25): host-bound steps, kernel launches, why NVML figures are null
+    _c("host_ms", LATENCY, "float", "CUDA: wall time from the step's start event until its last launch returned "
+       "(no sync); null on CPU, where execution is synchronous", "ms", STEP),
+    _c("host_bound", LATENCY, "bool", "CUDA: step_ms ≤ host_ms × 1.05 — the GPU waited for the host (Python "
+       "launching ops), so step_ms measures the host", rows=STEP),
+    _c("host_ms_median", LATENCY, "float", "CUDA: median host_ms over the headline steps (decode steps, "
+       "forwards, the prefill)", "ms", SUMMARY),
+    _c("host_bound_frac", LATENCY, "float", "CUDA: share of the headline steps that are host_bound (≥ 0.5: the "
+       "report labels TPOT and its roofline ratio host-bound)", rows=SUMMARY),
+    _c("ops_per_step", COUNTS, "int", "kernel-launching aten ops one step dispatches (views, empty and metadata "
+       "ops excluded), counted in one untimed run; summary: median over the headline steps. Exact, gated",
+       "ops"),
+    _c("ops_total", COUNTS, "int", "Σ ops_per_step over one run's steps. Exact, gated", "ops", SUMMARY),
+    _c("nvml_unavailable", MEMORY, "dict", "CUDA: NVML quantities that could not be read (sm_clock, "
+       "clock_event_reasons, violation_counters, memory, energy) → why (NotSupported, NoPermission, a frozen "
+       "energy counter); their columns are null", rows=SUMMARY),
+    _c("nvml_poll_ms", MEMORY, "float", "CUDA: interval of the NVML sampling thread (clocks, reasons, memory)",
+       "ms", SUMMARY),
     # ---- datasets (dynbench/samples.py): per-sample, per-round and aggregate rows of a dataset point
     _c("rounds", DATASET, "int", "rounds of the sample's conversation (human turns run)", rows=SUMMARY),
     _c("round_prompt_tokens", DATASET, "int", "round rows: prompt tokens the round added (round 0: P with the "
@@ -248,6 +268,28 @@ _DECLARED: tuple[Column, ...] = (
     _c("text_keep_pooled", DATASET, "float", "aggregate row: Σ text_tokens_kept / Σ text_tokens_fed over samples "
        "(token-weighted, the official scripts' mean cache length / mean output length)", rows=SUMMARY,
        modes=DECODE),
+    # ---- quality (dynbench/quality.py): PPL of teacher-forced answers, METEOR of free-run answers
+    _c("nll", QUALITY, "float", "teacher forcing: cross-entropy of the answer token this step predicted (batch "
+       "row 0; the first answer token is predicted by the prefill); null on a step past the answer", "nats",
+       STEP, DECODE),
+    _c("answer_tokens", QUALITY, "int", "teacher forcing: answer tokens scored (sample, round or point; the "
+       "aggregate: mean over samples)", "tokens", SUMMARY, DECODE),
+    _c("nll_mean", QUALITY, "float", "mean cross-entropy over the answer tokens", "nats", SUMMARY, DECODE),
+    _c("ppl", QUALITY, "float", "exp(nll_mean); a conversation's sample row: the mean of its rounds' PPL (the "
+       "official multi-round script); the aggregate: the mean of per-sample PPL (the paper's)", rows=SUMMARY,
+       modes=DECODE),
+    _c("ppl_pooled", QUALITY, "float", "aggregate row: exp(Σ NLL / Σ answer tokens) over samples (token-"
+       "weighted)", rows=SUMMARY, modes=DECODE),
+    _c("answer_argmax", QUALITY, "list[int]", "teacher forcing: the argmax id at each answer position (batch "
+       "row 0); `report` compares it with llava's (top1_agree)", rows=SUMMARY, modes=DECODE),
+    _c("meteor", QUALITY, "float", "free run with a reference answer: nltk single_meteor_score of the output cut "
+       "at EOS (reference lower-cased, as the official script); conversations: mean over rounds; the aggregate: "
+       "mean over samples", rows=SUMMARY, modes=DECODE),
+    _c("output_tokens", QUALITY, "int", "free run: tokens produced before the first EOS (Σ over rounds)",
+       "tokens", SUMMARY, DECODE),
+    # ---- step phase (issue 24): what the step ran, so readers never re-derive it from the mode
+    _c("phase", IDENT, "str", "prefill | forward | decode: a prefill (a conversation's next turn too), a "
+       "no-cache forward, a decode step (names.PHASES); older records lack it (`step_phase`)", rows=STEP),
 )
 _BASE = {c.name: c for c in _DECLARED}
 COLUMNS: tuple[Column, ...] = _DECLARED + tuple(
@@ -328,6 +370,16 @@ def is_summary(row: Mapping[str, Any]) -> bool:
 def is_point_summary(row: Mapping[str, Any]) -> bool:
     """The one row that stands for a whole point (what reports, the gate, merge and --resume read)."""
     return row_kind(row) == POINT_ROW
+
+
+def step_phase(row: Mapping[str, Any]) -> str:
+    """A step row's phase: its `phase` column, or for records written before it, the one-round rule
+    (a prefill-mode step and kv-cache step 0 are prefills; no-cache steps forwards; the rest decode)."""
+    if row.get("phase") is not None:
+        return row["phase"]
+    if row.get("mode") == "prefill" or (row.get("mode") == "kv-cache" and row.get("step") == 0):
+        return PREFILL_PHASE
+    return FORWARD_PHASE if row.get("mode") == "no-cache" else DECODE_PHASE
 
 
 def latest_summaries(rows: Iterable[Mapping[str, Any]], fields: Iterable[str] = POINT_KEY) -> dict[tuple, dict]:

@@ -5,10 +5,11 @@ A results folder holds `records.jsonl` (the columns are declared in `records.py`
 an `error`) is appended again, and readers take the last summary row of a point
 (`records.latest_summaries`). NaN and ±inf are written as null (strict JSON).
 
-Durability: `append_record` issues one write + flush + fsync per row, so a crash can only leave
-a truncated last line; `iter_records` skips it with a warning (or refuses it, `strict`, for the
-gate) and the next append cuts it off. Whole files (baselines, reports) go through
-`write_atomic` (temp file + fsync + rename).
+Durability (`safe_io`, `folder_lock`): one writer per folder (an advisory lock held for a run's
+lifetime); `append_record` issues one write + fsync per row, cut back on failure, so a crash can
+only leave a truncated last line; `iter_records` skips it with a warning (or refuses it,
+`strict`, for the gate) and the next writer to take the folder's lock cuts it off. Whole files
+(baselines, reports) go through `write_atomic` (temp file + fsync + rename).
 """
 
 from __future__ import annotations
@@ -23,13 +24,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dynbench.errors import DynbenchError
-from dynbench.records import is_point_summary, key_of
+from dynbench.folder_lock import folder_lock, holds
+from dynbench.names import STATUS_OK, STATUS_OOM
+from dynbench.records import is_point_summary, key_of, validate
+from dynbench.safe_io import append_line, write_atomic  # noqa: F401 — write_atomic: re-exported
 
 if TYPE_CHECKING:
     import pandas as pd
 
 RECORDS_FILE = "records.jsonl"
-RESUMABLE_STATUSES = ("ok", "oom")  # `--resume` skips these; "error: …" points run again
+RESUMABLE_STATUSES = (STATUS_OK, STATUS_OOM)  # `--resume` skips these; "error: …" points run again
+DYNBENCH_REQUIRED = ("method", "mode", "status")  # every row dynbench writes names these
 
 
 def jsonable(value: Any) -> Any:
@@ -47,35 +52,18 @@ def jsonable(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in a record: {value!r}")
 
 
-def _cut_partial_line(path: Path) -> None:
-    """Drop a trailing line without newline (a write cut short by a crash) before appending."""
-    with open(path, "r+b") as f:
-        size = f.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return
-        f.seek(0)
-        keep = f.read().rfind(b"\n") + 1  # 0 when the only line is partial
-        f.truncate(keep)
-        f.flush()
-        os.fsync(f.fileno())
-    warnings.warn(f"{path}: removed a truncated last line ({size - keep} bytes) left by an "
-                  "interrupted write", RuntimeWarning, stacklevel=3)
-
-
 def append_record(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
-    """Append one record as one JSON line: one write, flush, fsync. Creates parent folders."""
+    """Append one record as one JSON line (`safe_io.append_line`: one write, fsync; cut back on
+    failure). The folder's writer lock is held for the append — the caller's (a run holds it for
+    its lifetime), or taken for this one append; its first taker repaired a torn last line."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(jsonable(record), allow_nan=False) + "\n"
-    if path.exists():
-        _cut_partial_line(path)
-    with open(path, "ab") as f:
-        f.write(line.encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())
+    line = (json.dumps(jsonable(record), allow_nan=False) + "\n").encode("utf-8")
+    if holds(path.parent):
+        append_line(path, line)
+        return
+    writable_dir(path.parent, flag="results folder")
+    with folder_lock(path.parent, brief=True):
+        append_line(path, line)
 
 
 def _records_file(path: str | os.PathLike) -> Path:
@@ -87,12 +75,13 @@ def _records_file(path: str | os.PathLike) -> Path:
     return file
 
 
-def iter_records(path: str | os.PathLike, strict: bool = False) -> Iterator[dict]:
+def iter_records(path: str | os.PathLike, strict: bool = False, schema: bool = True) -> Iterator[dict]:
     """Raw records from a records.jsonl file or a folder holding one.
 
     A corrupt last line is skipped with a warning (a crash mid-write) — or, with `strict` (the
     regression gate, which must not judge a run that was cut short), raises DynbenchError; a
-    corrupt line followed by more records means the file was damaged otherwise, and raises.
+    corrupt line followed by more records means the file was damaged otherwise, and raises. With
+    `schema`, a declared column of the wrong type raises too (`check_types`).
     """
     file = _records_file(path)
     bad: tuple[int, str] | None = None  # (line number, reason) of an unparsable line
@@ -111,6 +100,8 @@ def iter_records(path: str | os.PathLike, strict: bool = False) -> Iterator[dict
             if not isinstance(record, dict):
                 bad = (lineno, f"expected a JSON object, got {type(record).__name__}")
                 continue
+            if schema:
+                check_types(record, file, lineno)
             yield record
     if bad is not None:
         if strict:
@@ -121,6 +112,24 @@ def iter_records(path: str | os.PathLike, strict: bool = False) -> Iterator[dict
                       RuntimeWarning, stacklevel=2)
 
 
+def check_types(record: dict, file: str | os.PathLike, lineno: int) -> None:
+    """A declared column of the wrong type (`records.validate`) is one line naming file, line and
+    column — not a crash in a report later. Undeclared columns pass (another version's records)."""
+    wrong = [p for p in validate(record) if ", expected " in p]
+    if wrong:
+        raise DynbenchError(f"{file}:{lineno}: column {wrong[0][:200]}; fix or delete that line")
+
+
+def require_dynbench(records: list[dict], file: str | os.PathLike) -> list[dict]:
+    """`records` if they are dynbench rows (each names its method, mode and status), else one line."""
+    for i, r in enumerate(records):
+        missing = [c for c in DYNBENCH_REQUIRED if not isinstance(r.get(c), str)]
+        if missing:
+            raise DynbenchError(f"{file}: record {i + 1} is not a dynbench record (no {', '.join(missing)}); pass a "
+                                "folder written by `dynbench run --out DIR`")
+    return records
+
+
 def load(path: str | os.PathLike) -> pd.DataFrame:
     """All records as a DataFrame (list columns stay Python lists; nulls become None/NaN)."""
     import pandas as pd  # heavy: only when a table is needed
@@ -129,26 +138,6 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
     if not records:
         raise DynbenchError(f"{_records_file(path)} holds no records: run `dynbench run` first")
     return pd.DataFrame.from_records(records)
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write a whole file so readers see the old or the new content, never a mix. A path that
-    cannot be written is a DynbenchError naming it (no traceback for a user's typo)."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise DynbenchError(f"cannot write {path}: {exc.strerror or exc}; choose a writable path") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def env_snapshots(results_path: str | os.PathLike) -> dict[str, dict]:

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 
 from dynbench.measure import roofline
 from dynbench.measure.energy import energy_columns
+from dynbench.measure.host import host_bound, host_columns
 from dynbench.measure.latency import latency_columns
+from dynbench.measure.launches import launch_columns
 from dynbench.measure.point import PointMeasurement
+from dynbench.measure.poll import NVML_POLL_INTERVAL_S
 from dynbench.models.rules import (
     equivalent_tokens,
     kv_budget_tokens,
@@ -25,8 +28,9 @@ from dynbench.models.rules import (
     tflops_paper,
     tmacs_fastv,
 )  # fmt: skip
-from dynbench.modes import ModeResult
+from dynbench.modes import HEADLINE_PHASE, ModeResult
 from dynbench.names import DTYPE_BYTES
+from dynbench.quality import step_answer_columns
 from dynbench.registry import get as get_method
 
 PARTS = ("vision", "llm", "predictors", "lm_head")  # tmacs_<part>
@@ -35,7 +39,6 @@ LATENCY_COLUMNS = ("timer", "ttft_ms", "vision_ms", "llm_prefill_ms", "tpot_ms_m
                    "total_ms_samples", "latency_cv", "scoring_ms", "throttled", "sm_clock_mhz")  # fmt: skip
 MEMORY_COLUMNS = ("peak_alloc_bytes", "peak_reserved_bytes", "nvml_process_bytes", "nvml_source", "peak_rss_bytes",
                   "peak_tensor_bytes", "peak_mem_bytes", "mem_source")  # fmt: skip
-PHASES = {"prefill": "prefill", "no-cache": "forward", "kv-cache": "decode"}  # step ≥ 1 (kv-cache: step 0 is prefill)
 
 
 @dataclass(frozen=True)
@@ -64,17 +67,13 @@ def layer_groups(values: list) -> dict[str, object]:
     return groups
 
 
-def _phase(mode: str, step: int) -> str:
-    return "prefill" if mode == "prefill" or (mode == "kv-cache" and step == 0) else PHASES[mode]
-
-
-def attn_ledger(mode: str, steps) -> dict[str, dict[str, str]] | None:
-    """Attention implementation per layer group, per phase of the run ("prefill", "forward" for
-    no-cache steps, "decode"); within a phase every step runs the same implementations."""
+def attn_ledger(steps) -> dict[str, dict[str, str]] | None:
+    """Attention implementation per layer group, per phase of the run (`Step.phase`: "prefill",
+    "forward" for no-cache steps, "decode"); the first step of a phase stands for it."""
     ledger = {}
     for step in steps:
         if step.layer_attn is not None:
-            ledger.setdefault(_phase(mode, step.step), layer_groups(step.layer_attn))
+            ledger.setdefault(step.phase, layer_groups(step.layer_attn))
     return ledger or None
 
 
@@ -91,20 +90,29 @@ def point_rows(spec, model: ModelFacts, measured: PointMeasurement, cost=None,
         if repeat == 0:
             summary = run_summary
         ms = measured.step_ms[repeat] if measured.step_ms is not None else [None] * len(rows)
-        for row, sample in zip(rows, ms, strict=True):
+        host = measured.host_ms[repeat] if measured.host_ms is not None else [None] * len(rows)
+        ops = measured.ops_per_step or [None] * len(rows)
+        for row, sample, host_ms, n_ops in zip(rows, ms, host, ops, strict=True):
             row.update(repeat=repeat if measured.step_ms is not None else None, step_ms=sample)
+            row.update(host_ms=host_ms, host_bound=host_bound(sample, host_ms), ops_per_step=n_ops)
             for name in roofline.ROOF_STEP:  # null without a GPU spec: every row carries every column
                 row.setdefault(name, None)
         steps += rows
     summary.update(dict.fromkeys(LATENCY_COLUMNS + MEMORY_COLUMNS))
+    headline = HEADLINE_PHASE[spec.mode]
+    phases = [s.phase for s in measured.runs[0].steps] if measured.runs else []
     if measured.step_ms is not None:
-        summary.update(latency_columns(spec.mode, measured.step_ms, measured.regions or ()), timer=measured.timer)
+        summary.update(latency_columns(phases, measured.step_ms, measured.regions or (), headline=headline),
+                       timer=measured.timer)
     if measured.clock is not None:
         summary.update(throttled=measured.clock.throttled, sm_clock_mhz=measured.clock.sm_clock_mhz_median)
     if measured.memory is not None:
         summary.update({name: getattr(measured.memory, name) for name in MEMORY_COLUMNS})
-    summary.update(energy_columns(measured.energy_j, len(measured.runs) if measured.step_ms else 0, spec.mode,
-                                  spec.gen_len))
+    summary.update(energy_columns(measured.energy_j, len(measured.runs) if measured.step_ms else 0, spec.gen_len))
+    summary.update(host_columns(phases, measured.step_ms, measured.host_ms, headline=headline),
+                   **launch_columns(phases, measured.ops_per_step, headline=headline),
+                   nvml_unavailable=measured.nvml_unavailable,
+                   nvml_poll_ms=NVML_POLL_INTERVAL_S * 1e3 if spec.device == "cuda" else None)
     for name in roofline.ROOF_SUMMARY:  # null = no GPU named (CPU / meta without --gpu) or no FLOPs
         summary.setdefault(name, None)
     if summary["roofline_gpu"] is not None and not roof.projected:
@@ -120,7 +128,8 @@ def _roofline(spec, model: ModelFacts, result: ModeResult, rows: list[dict], roo
               for step in result.steps]  # fmt: skip
     for row, b in zip(rows, nbytes, strict=True):
         row.update(roofline.step_columns(roof, row["tmacs"], b))
-    return roofline.summary_columns(spec.mode, roof, [row["step_roofline_ms"] for row in rows], nbytes)
+    return roofline.summary_columns([s.phase for s in result.steps], roof, [row["step_roofline_ms"] for row in rows],
+                                    nbytes)
 
 
 def _kv(spec, preset):
@@ -134,12 +143,12 @@ def _run_rows(spec, model: ModelFacts, result: ModeResult, cost) -> tuple[dict, 
     step_rows, totals = [], dict.fromkeys(PARTS, 0)
     for step in result.steps:
         row = {
-            "step": step.step, "token_ids": step.token_ids,
+            "step": step.step, "phase": step.phase, "token_ids": step.token_ids,
             "layer_seq_lens": step.layer_seq_lens, "layer_cache_lens": step.layer_cache_lens,
             "image_tokens_kept": step.image_tokens_kept, "text_tokens_fed": step.text_tokens_fed,
             "text_tokens_kept": step.text_tokens_kept, "kv_bytes_prompt": step.kv_bytes_prompt,
             "kv_bytes_generated": step.kv_bytes_generated, "kv_bytes": _kv_total(step, kv),
-            "attn_ledger": attn_ledger(spec.mode, [step]),
+            "attn_ledger": attn_ledger([step]), "nll": step.nll,
         }  # fmt: skip
         if cost is not None:
             macs = cost.step(step, spec.batch)
@@ -162,7 +171,7 @@ def _run_rows(spec, model: ModelFacts, result: ModeResult, cost) -> tuple[dict, 
         "kv_bytes_generated": last.kv_bytes_generated,
         "kv_budget_tokens": kv_budget_tokens(spec.kv_budget, spec.prompt_len + p.image_tokens)
         if get_method(spec.method).evicts_kv else None,
-        "matched_ratio": spec.matched_ratio, "attn_ledger": attn_ledger(spec.mode, result.steps),
+        "matched_ratio": spec.matched_ratio, "attn_ledger": attn_ledger(result.steps),
     }  # fmt: skip
     if cost is not None:
         summary.update({f"tmacs_{part}": value / 1e12 for part, value in totals.items()})
@@ -170,6 +179,7 @@ def _run_rows(spec, model: ModelFacts, result: ModeResult, cost) -> tuple[dict, 
         meta = spec.device == "meta"
         summary["flops_source"] = "fvcore (meta; vision on a CPU stand-in)" if meta else "fvcore"
     summary.update(_analytic(spec, p, result))
+    summary.update(step_answer_columns(result.steps))
     return summary, step_rows
 
 

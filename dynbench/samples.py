@@ -12,6 +12,7 @@ round (`round_rows`). The point's *aggregate row* (`aggregate`, `sample` null) i
   * a column that is not a number is kept when every sample agrees, else null;
   * `<m>_p10` / `_p50` / `_p90` over samples for each `records.SPREAD_METRICS` metric (linear
     interpolation between ranks, numpy's default);
+  * `ppl` is the mean of per-sample PPL (the paper's), `ppl_pooled` = exp(Σ NLL / Σ answer tokens);
   * `text_keep_pooled` = Σ kept / Σ fed (token-weighted: the ratio of the official scripts' mean
     output cache length to mean output length), beside the mean of per-sample ratios;
   * `samples` (ok samples aggregated), `samples_skipped` (bad records skipped), and a status:
@@ -24,14 +25,17 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dynbench.names import ERROR_PREFIX, STATUS_OK, STATUS_OOM
+from dynbench.quality import pooled_ppl, step_answer_columns
 from dynbench.records import BY_NAME, ENV, IDENT, QUANTILES, SPEC, SPREAD_METRICS
-from dynbench.stats import percentile, summarize
+from dynbench.stats import percentile
 
 PEAKS = ("peak_alloc_bytes", "peak_reserved_bytes", "nvml_process_bytes", "peak_rss_bytes", "peak_tensor_bytes",
          "peak_mem_bytes")  # fmt: skip
 CONCATENATED = ("latency_ms_samples", "ttft_ms_samples", "total_ms_samples")
-PER_SAMPLE = ("generated_ids", "layer_seq_lens", "layer_cache_lens", "seq_len", "rounds", "round_prompt_tokens")
-DATASET_COLUMNS = ("samples", "samples_skipped", "text_keep_pooled",
+PER_SAMPLE = ("generated_ids", "layer_seq_lens", "layer_cache_lens", "seq_len", "rounds", "round_prompt_tokens",
+              "answer_argmax")
+DATASET_COLUMNS = ("samples", "samples_skipped", "text_keep_pooled", "ppl_pooled",
                    *(f"{m}_{q}" for m in SPREAD_METRICS for q in QUANTILES))  # fmt: skip
 
 
@@ -50,7 +54,7 @@ def _measured(name: str) -> bool:
 
 def aggregate(sample_rows: Sequence[Mapping[str, Any]], skipped: int = 0) -> dict:
     """The measured columns of a dataset point's aggregate row from its sample rows (module doc)."""
-    ok = [r for r in sample_rows if r.get("status") == "ok"]
+    ok = [r for r in sample_rows if r.get("status") == STATUS_OK]
     names = dict.fromkeys(n for r in sample_rows for n in r if _measured(n))
     out: dict[str, Any] = dict.fromkeys(names)
     for name in names:
@@ -77,37 +81,25 @@ def aggregate(sample_rows: Sequence[Mapping[str, Any]], skipped: int = 0) -> dic
              if r.get("text_tokens_kept") is not None and r.get("text_tokens_fed")]  # fmt: skip
     fed = sum(f for _, f in pairs)
     out["text_keep_pooled"] = sum(k for k, _ in pairs) / fed if fed else None
+    out["ppl_pooled"] = pooled_ppl(ok)
     out.update(samples=len(ok), samples_skipped=skipped, status=_status(sample_rows, ok))
     return out
 
 
 def _status(rows: Sequence[Mapping[str, Any]], ok: list) -> str:
-    failed = [r for r in rows if r.get("status") != "ok"]
+    failed = [r for r in rows if r.get("status") != STATUS_OK]
     if not failed:
-        return "ok"
-    if all(r.get("status") == "oom" for r in failed):
-        return "oom"
-    first = next(r["status"] for r in failed if r.get("status") != "oom")
-    return f"error: {len(failed)} of {len(rows)} samples failed: {first}"
+        return STATUS_OK
+    if all(r.get("status") == STATUS_OOM for r in failed):
+        return STATUS_OOM
+    first = next(r["status"] for r in failed if r.get("status") != STATUS_OOM)
+    return f"{ERROR_PREFIX}{len(failed)} of {len(rows)} samples failed: {first}"
 
 
 # ---- conversations ---------------------------------------------------------------------------
 def round_starts(rounds: Sequence[int]) -> list[int]:
     """Indices of the steps that open a round (the prefill, then each turn's multi-token forward)."""
     return [i for i, r in enumerate(rounds) if i == 0 or r != rounds[i - 1]]
-
-
-def decode_latency(step_ms: Sequence[Sequence[float]], rounds: Sequence[int]) -> dict:
-    """TPOT columns of a conversation: over the one-token decode steps only — a round's opening
-    forward (the next turn, many tokens) is a prefill of its own, in its round row's `ttft_ms`."""
-    opening = set(round_starts(rounds))
-    decode = [x for run in step_ms for i, x in enumerate(run) if i not in opening]
-    cols = dict.fromkeys(("tpot_ms_median", "tpot_ms_p90", "tpot_ms_p99", "latency_ms_samples", "latency_cv"))
-    if decode:
-        stats = summarize(decode)
-        cols.update(tpot_ms_median=stats.median, tpot_ms_p90=stats.p90, tpot_ms_p99=stats.p99,
-                    latency_ms_samples=decode, latency_cv=stats.cv if len(decode) > 1 else None)  # fmt: skip
-    return cols
 
 
 def round_rows(steps: Sequence[Any], step_ms: Sequence[Sequence[float]] | None,
@@ -140,6 +132,7 @@ def round_rows(steps: Sequence[Any], step_ms: Sequence[Sequence[float]] | None,
             "generated_ids": [s.token_ids[0] for s in steps[lo:hi]] if all(s.token_ids for s in steps[lo:hi])
             else None,
             "tmacs": math.fsum(macs) if macs and all(m is not None for m in macs) else None,
+            **step_answer_columns(steps[lo:hi]),
             "ttft_ms": median(run[lo] for run in step_ms) if step_ms else None,
             "total_ms": median(math.fsum(run[lo:hi]) for run in step_ms) if step_ms else None,
         }  # fmt: skip

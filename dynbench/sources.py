@@ -34,6 +34,7 @@ class Source:
     prompt: str | None = None
     teacher_force: str | None = None
     skip_bad: bool | None = False  # datasets: skip (and count) bad records instead of stopping
+    max_image_pixels: int | None = None  # images: the largest decoded (`images.set_max_pixels`)
     _meta: object | None = field(default=None, repr=False)  # models.checkpoints.LoadedModel, no data
     _inputs: object | None = field(default=None, repr=False)  # inputs.ModelInputs
     _datasets: dict = field(default_factory=dict, repr=False)  # (file, folder, limit, seed) → datasets.Dataset
@@ -41,6 +42,9 @@ class Source:
     _processor: object | None = field(default=None, repr=False)  # the checkpoint's image processor
 
     def __post_init__(self):
+        from dynbench.images import set_max_pixels
+
+        set_max_pixels(self.max_image_pixels)
         if (self.image is None) != (self.prompt is None):
             raise DynbenchError("--image and --prompt go together")
         if self.image is not None and self.inputs is not None:

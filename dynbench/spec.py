@@ -11,6 +11,7 @@ belongs to `dynamic-llava`, `random` and a budget-matched `fastv` (the keep it i
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -116,6 +117,10 @@ class RunSpec:
                 and self.mode != "prefill":
             raise DynbenchError("learned text decisions depend on the weights and cannot be counted without running "
                                 "the model; use --text-policy budget on the meta device")
+        self._check_counts(preset)
+
+    def _check_counts(self, preset) -> None:
+        """Token counts, sizes and repeats in range (after the names are known good)."""
         if self.prompt_len is None and self.dataset is None:
             raise DynbenchError("--prompt-len is needed (only a --dataset point takes each sample's own)")
         if self.prompt_len is not None and self.prompt_len < 0:
@@ -312,6 +317,7 @@ FIELDS: dict[str, tuple[type, bool, object]] = {
     "free_run": (bool, False, None),
 }
 MAX_POINTS = 10_000
+NULLABLE_AXES = ("prompt_len", "gen_len")  # null: each dataset sample's own / prefill's single token
 
 
 class NoDevice(DynbenchError):
@@ -342,20 +348,38 @@ def _cast(name: str, value, typ: type, where: str):
         try:
             if isinstance(value, bool):
                 raise ValueError
-            return typ(value) if typ is float or not isinstance(value, float) else typ(str(value))
-        except (TypeError, ValueError):
+            cast = typ(value) if typ is float or not isinstance(value, float) else typ(str(value))
+        except (TypeError, ValueError, OverflowError):
             pass
+        else:
+            return _in_range(name, cast, where)
     flag = "--" + name.replace("_", "-")
     raise DynbenchError(f"{where}{flag}: cannot read {value!r} as {typ.__name__}")
+
+
+INT64 = 2**63  # records, tables and torch hold 64-bit integers: a larger one crashed them later
+SEEDS = ("seed", "sample_seed")
+
+
+def _in_range(name: str, value, where: str):
+    """A number that every later stage can hold: finite floats, 64-bit ints, seeds ≥ 0."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DynbenchError(f"{where}{flag}: {value} is not a finite number")
+    if isinstance(value, int) and not -INT64 <= value < INT64:
+        raise DynbenchError(f"{where}{flag}: {value} is out of range (a 64-bit integer)")
+    if name in SEEDS and value < 0:
+        raise DynbenchError(f"{where}{flag}: a seed must be ≥ 0, got {value}")
+    return value
 
 
 def points_from(values: dict, where: str = "", source: dict | None = None) -> list[RunSpec]:
     """Sweep points from flag or suite values: field → value, list of values, or None (default).
     `source` (checkpoint / inputs / teacher_force labels) is the same for every point."""
     plugin = registry.option_fields(_listed(values.get("method")))
-    unknown = sorted(set(values) - set(FIELDS) - set(plugin))
+    unknown = _unknown(values, {*FIELDS, *plugin})
     if unknown:
-        raise DynbenchError(f"{where}unknown key(s) {', '.join(unknown)}; allowed: {', '.join([*FIELDS, *plugin])}")
+        raise DynbenchError(f"{where}unknown key(s) {unknown}; allowed: {', '.join([*FIELDS, *plugin])}")
     if values.get("dataset") is not None and values.get("prompt_len") is not None:
         raise DynbenchError(f"{where}--prompt-len is set by each sample of --dataset; drop it")
     axes, fixed = {}, {}
@@ -365,6 +389,9 @@ def points_from(values: dict, where: str = "", source: dict | None = None) -> li
             value = default
         if is_axis:
             items = value if isinstance(value, list) else [value]
+            if None in items and default is not None and name not in NULLABLE_AXES:  # `batch: [null]`
+                raise DynbenchError(f"{where}--{name.replace('_', '-')}: an empty (null) value in the list; "
+                                    "give a value or leave the key out")
             axes[name] = [None if v is None else _cast(name, v, typ, where) for v in items]
         else:
             if isinstance(value, list):
@@ -387,6 +414,12 @@ def points_from(values: dict, where: str = "", source: dict | None = None) -> li
 
 def _listed(value) -> list:
     return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def _unknown(keys, allowed) -> str:
+    """The keys not in `allowed`, escaped and sorted as text (YAML keys can be numbers, or hold a
+    newline): one line, or "" when none."""
+    return ", ".join(sorted(repr(str(k))[1:-1] for k in keys if k not in allowed))[:200]
 
 
 def _dataset_path(path: str, where: str) -> str:
@@ -420,18 +453,17 @@ def load_suite(path: str | Path, source: dict | None = None) -> list[RunSpec]:
         raise DynbenchError(f"suite {path} must be a mapping of settings (see suites/smoke.yaml)")
     if "sweeps" not in data:
         data = {"description": data.pop("description", None), "sweeps": [data]}
-    unknown = sorted(set(data) - set(SUITE_KEYS))
+    unknown = _unknown(data, SUITE_KEYS)
     if unknown:
         allowed = ", ".join(SUITE_KEYS)
-        raise DynbenchError(f"suite {path}: unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
+        raise DynbenchError(f"suite {path}: unknown key(s) {unknown}; allowed: {allowed}")
     defaults, sweeps = data.get("defaults") or {}, data["sweeps"]
     if not isinstance(defaults, dict) or not isinstance(sweeps, list) or not sweeps:
         raise DynbenchError(f"suite {path}: `defaults` must be a mapping and `sweeps` a non-empty list")
     methods = [m for sweep in sweeps if isinstance(sweep, dict) for m in _listed(sweep.get("method"))]
-    unknown = sorted(set(defaults) - set(FIELDS) - set(registry.option_fields(methods + _listed(
-        defaults.get("method")))))
+    unknown = _unknown(defaults, {*FIELDS, *registry.option_fields(methods + _listed(defaults.get("method")))})
     if unknown:
-        raise DynbenchError(f"suite {path}: unknown key(s) in defaults: {', '.join(unknown)}; "
+        raise DynbenchError(f"suite {path}: unknown key(s) in defaults: {unknown}; "
                             f"allowed: {', '.join(FIELDS)}")
     points: dict[RunSpec, None] = {}
     for i, sweep in enumerate(sweeps, start=1):

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynbench.errors import DynbenchError
+from dynbench.names import ERROR_PREFIX, STATUS_OK, STATUS_OOM
 from dynbench.records import COLUMNS, ENV_COLUMNS, MODEL_KEY, RESUME_KEY, STEP, SUMMARY, is_summary, key_of
 from dynbench.results import RECORDS_FILE, append_record, recorded_keys, write_atomic
 from dynbench.sources import Source
@@ -45,6 +46,11 @@ OOM_MARKERS = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FA
 # (point, sample, round) and step rows
 SUMMARY_NAMES = tuple(c.name for c in COLUMNS if c.rows != STEP)
 STEP_NAMES = tuple(c.name for c in COLUMNS if c.rows != SUMMARY)
+
+
+def failure_status(exc: BaseException) -> str:
+    """The status of a point (or sample) that raised `exc`: oom, or the error and its message."""
+    return STATUS_OOM if is_oom(exc) else f"{ERROR_PREFIX}{type(exc).__name__}: {exc}"
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -70,11 +76,17 @@ class LoadedModel:
 
     net: object  # models.llava.LlavaForBench
     memory: object  # measure.memory.MemoryTracker
-    cost: object  # measure.model_cost.ModelCost
+    cost: object  # measure.model_cost.ModelCost; None with --no-flops (fvcore is then never imported)
     env: dict
     env_id: str
     facts: object  # rows.ModelFacts
     gpu_uuid: str | None = None  # where it ran (CUDA): a row column, not in the env snapshot
+
+
+def _model_cost(net):
+    from dynbench.measure.model_cost import ModelCost  # imports fvcore: only where FLOPs are counted
+
+    return ModelCost(net)
 
 
 class Sweep:
@@ -108,7 +120,6 @@ class Sweep:
 
         from dynbench.measure import env as envmod
         from dynbench.measure.memory import MemoryTracker, weights_bytes
-        from dynbench.measure.model_cost import ModelCost
         from dynbench.measure.roofline import module_bytes
         from dynbench.models.build import DTYPES, count_parameters
         from dynbench.rows import ModelFacts
@@ -123,7 +134,7 @@ class Sweep:
             torch.cuda.synchronize()
         snap = envmod.snapshot(spec.device, DTYPES[spec.dtype], spec.attn)
         facts = ModelFacts(net.preset, count_parameters(net), weights_bytes(net), module_bytes(net))
-        loaded = LoadedModel(net, memory, ModelCost(net), snap, envmod.env_id(snap), facts,
+        loaded = LoadedModel(net, memory, _model_cost(net) if self.flops else None, snap, envmod.env_id(snap), facts,
                              envmod.gpu_uuid(spec.device))
         if self.out_dir is not None:
             snapshot = json.dumps(snap, indent=2, sort_keys=True) + "\n"
@@ -172,7 +183,7 @@ class Sweep:
                 **self.source.columns(), **self.where()}  # fmt: skip
         if spec.dataset is not None:
             return self._run_dataset(spec, base)
-        failure = None
+        failure = loaded = None
         try:
             loaded = self.model(spec)
             base.update(env_id=loaded.env_id, git_sha=loaded.env.get("git_sha"), gpu_uuid=loaded.gpu_uuid,
@@ -181,15 +192,16 @@ class Sweep:
         except DynbenchError:
             raise
         except Exception as exc:  # noqa: BLE001 — an OOM or a failing point must not end the sweep
-            failure = "oom" if is_oom(exc) else f"error: {type(exc).__name__}: {exc}"
+            failure = failure_status(exc)
         if failure is not None:  # outside the handler: the traceback no longer pins the tensors
+            loaded = None  # nor this frame: the model goes before the cache is emptied
             self._release()
             row = {**base, "step": None, "status": failure}
             self._write(row)
             return row
         for step_row in rows.steps:
-            self._write({**base, **step_row, "status": "ok"})
-        row = {**base, **rows.summary, "step": None, "status": "ok"}
+            self._write({**base, **step_row, "status": STATUS_OK})
+        row = {**base, **rows.summary, "step": None, "status": STATUS_OK}
         self._write(row)
         return row
 
@@ -239,6 +251,11 @@ class Sweep:
         from dynbench.samples import aggregate
 
         data = self.source.dataset(spec)
+        if spec.free_run and spec.mode != "prefill" and any(t.answer for s in data.samples for t in s.turns) \
+                and self.source.tokenizer() is not None:
+            from dynbench.quality import require_meteor
+
+            require_meteor()  # METEOR will score these answers: nltk and WordNet, before the first sample
         base = {**base, "inputs_source": "dataset", "preprocessing": None}
         sample_rows = [self._run_sample(spec, base, sample) for sample in data.samples]
         shared = {k: sample_rows[0].get(k) for k in ("env_id", "git_sha", "gpu_uuid", *ENV_COLUMNS)}
@@ -250,7 +267,8 @@ class Sweep:
         """One sample: its step rows, round rows and sample row appended; the sample row returned."""
         import dataclasses
 
-        from dynbench.samples import decode_latency, round_rows
+        from dynbench.quality import conversation_ppl
+        from dynbench.samples import round_rows
 
         mine = {**base, "sample": sample.index, "sample_id": sample.id}
         failure = None
@@ -269,8 +287,9 @@ class Sweep:
         except DynbenchError:
             raise
         except Exception as exc:  # noqa: BLE001 — one failing sample must not end the point
-            failure = "oom" if is_oom(exc) else f"error: {type(exc).__name__}: {exc}"
+            failure = failure_status(exc)
         if failure is not None:
+            loaded = inputs = None  # this frame must not pin the model or its inputs through the release
             self._release()
             row = {**mine, "step": None, "status": failure}
             self._write(row)
@@ -281,18 +300,38 @@ class Sweep:
                       "evaluation keeps a KV cache); use --mode kv-cache for every round")
         steps = [s for run in measured.runs for s in run.steps]
         for step_row, step in zip(rows.steps, steps, strict=True):
-            self._write({**mine, **step_row, "round": step.round, "status": "ok"})
+            self._write({**mine, **step_row, "round": step.round, "status": STATUS_OK})
         summary = dict(rows.summary, rounds=len(inputs.rounds) if conversation else 1)
+        rounds = []
         if conversation:
             first = measured.runs[0].steps
-            summary.update(decode_latency(measured.step_ms, [s.round for s in first]))
             prompts = [inputs.layout.seq_len, *(r.prompt_ids.shape[1] for r in inputs.rounds[1:])]
             tmacs = [r.get("tmacs") for r in rows.steps[: len(first)]]
-            for round_row in round_rows(first, measured.step_ms, tmacs, loaded.facts.preset.image_tokens, prompts):
-                self._write({**mine, **round_row, "step": None, "status": "ok"})
-        row = {**mine, **summary, "step": None, "status": "ok"}
+            rounds = round_rows(first, measured.step_ms, tmacs, loaded.facts.preset.image_tokens, prompts)
+            summary["ppl"] = conversation_ppl(rounds)
+        if spec.mode != "prefill":
+            self._score_free_run(sample, inputs, summary, rounds)
+        for round_row in rounds:
+            self._write({**mine, **round_row, "step": None, "status": STATUS_OK})
+        row = {**mine, **summary, "step": None, "status": STATUS_OK}
         self._write(row)
         return row
+
+    def _score_free_run(self, sample, inputs, summary: dict, rounds: list[dict]) -> None:
+        """METEOR of each free-run round's output against the dataset's answer (after the timed
+        runs); the sample row: the mean over rounds (`quality.combine_meteor`)."""
+        from dynbench.quality import combine_meteor, meteor_columns
+
+        ran = rounds or [summary]
+        refs = [t.answer if r.answer_ids is None else None for t, r in zip(sample.turns, inputs.rounds, strict=False)]
+        if all(ref is None for ref in refs[: len(ran)]):
+            return  # teacher-forced, npz samples, or no answers: nothing to score
+        tokenizer = self.source.tokenizer()
+        cols = [meteor_columns(row.get("generated_ids") or [], ref, tokenizer)
+                for row, ref in zip(ran, refs, strict=False)]  # fmt: skip
+        for row, col in zip(rounds, cols, strict=False):
+            row.update(col)
+        summary.update(combine_meteor(cols))
 
     def _roof(self, spec, loaded: LoadedModel):
         """The point's roofline (`measure.roofline.Roof`): --gpu / --gpu-spec, else on CUDA the

@@ -32,3 +32,12 @@ def pair():
 def prompt():
     llava = build_model("tiny", "llava", device="meta")
     return synthetic_inputs(llava.preset, prompt_len=48, batch=1, seed=3)
+
+
+# issue 23: a longer fuzzing run, `pytest tests/test_fuzz.py --hypothesis-profile=fuzz-long`
+try:
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("fuzz-long", max_examples=1000, deadline=None)
+except ImportError:  # hypothesis is a dev extra; only tests/test_fuzz.py needs it
+    pass

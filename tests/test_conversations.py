@@ -46,6 +46,9 @@ def test_every_token_equals_a_dense_forward_over_the_conversation(attn):
     inputs = conversation(llava.preset)
     result = run_mode("kv-cache", llava, inputs, gen_len=99)
     assert [s.round for s in result.steps] == [0] * 5 + [1] * 4 + [2] * 3
+    # each round opens with a prefill (the image prompt, then each turn over the cache), then decodes
+    assert [s.phase for s in result.steps] == (["prefill"] + ["decode"] * 4 + ["prefill"] + ["decode"] * 3
+                                               + ["prefill"] + ["decode"] * 2)
     fed = torch.tensor(fed_sequence(result, inputs))
     feats = llava.encode_image(inputs.pixel_values)
     prompt = llava.embed_prompt(inputs.input_ids, feats, inputs.layout)

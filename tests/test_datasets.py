@@ -87,7 +87,7 @@ def test_limit_and_sample_seed_pick_samples_in_file_order(folder):
      "round 1 holds <image>"),
     ({"conversations": [{"from": "human", "value": "a"}]}, "no `image`"),
     ({"inputs": "missing.npz"}, r"inputs .*missing\.npz not found"),
-    ({"image": "bad.txt", "prompt": "q"}, "not an image PIL can read"),
+    ({"image": "bad.txt", "prompt": "q"}, "cannot read image"),
     ([1, 2], "must be a JSON object"),
 ])  # fmt: skip
 def test_bad_records_name_their_line(folder, record, match):

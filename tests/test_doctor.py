@@ -13,7 +13,7 @@ from dynbench.measure import env
 from dynbench.measure.energy import EnergyMeter, energy_columns
 
 CUDA_CHECKS = ("cuda-event-timer", "allocator-peak", "no-hidden-sync", "nvml-memory", "nvml-energy", "cuda-oom",
-               "attention-backends", "ci-gpu-suite")  # fmt: skip
+               "attention-backends", "host-bound-flag", "ci-gpu-suite")  # fmt: skip
 
 
 def test_doctor_cpu_quick(tmp_path, capsys):
@@ -58,12 +58,15 @@ def test_energy_is_the_counter_difference(monkeypatch):
     with meter.track():
         pass
     assert meter.joules == 12.5
-    assert energy_columns(12.5, runs=5, mode="kv-cache", gen_len=10) == {"energy_j": 2.5, "energy_j_per_token": 0.25}
-    assert energy_columns(12.5, runs=5, mode="prefill", gen_len=None) == {"energy_j": 2.5, "energy_j_per_token": None}
-    assert energy_columns(None, runs=1, mode="kv-cache", gen_len=4) == {"energy_j": None, "energy_j_per_token": None}
-    assert energy_columns(3.0, runs=1, mode="no-cache", gen_len=6) == {"energy_j": 3.0, "energy_j_per_token": 0.5}
-    # a prefill point carries no per-token energy even where a gen_len is given
-    assert energy_columns(3.0, runs=1, mode="prefill", gen_len=6) == {"energy_j": 3.0, "energy_j_per_token": None}
+    assert energy_columns(12.5, runs=5, tokens=10) == {"energy_j": 2.5, "energy_j_per_token": 0.25}
+    assert energy_columns(12.5, runs=5, tokens=None) == {"energy_j": 2.5, "energy_j_per_token": None}
+    assert energy_columns(None, runs=1, tokens=4) == {"energy_j": None, "energy_j_per_token": None}
+    assert energy_columns(3.0, runs=1, tokens=6) == {"energy_j": 3.0, "energy_j_per_token": 0.5}
+    # a prefill point carries no per-token energy even where a gen_len is given: its gen_len is null
+    from dynbench.spec import points_from
+
+    (prefill,) = points_from({"mode": ["prefill"], "method": ["llava"], "gen_len": [6]})
+    assert prefill.gen_len is None
 
 
 def test_energy_unsupported_is_null(monkeypatch):
@@ -85,3 +88,134 @@ def test_energy_unsupported_is_null(monkeypatch):
         pass
     assert meter.joules is None and calls == ["handle"]
     assert EnergyMeter("cpu").joules is None
+
+
+@pytest.mark.parametrize("readings", [[5_000, 5_000], [0, 0]], ids=["frozen", "zero"])
+def test_energy_counter_that_does_not_advance_is_null_not_zero(monkeypatch, readings):
+    FakeEnergy(monkeypatch, readings)
+    monkeypatch.setattr(env, "_warned", set())
+    meter = EnergyMeter("cuda")
+    with pytest.warns(RuntimeWarning, match="did not advance"):
+        with meter.track():
+            pass
+    assert meter.joules is None and "did not advance" in meter.unavailable
+
+
+def _refuse(*args):
+    raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+
+def _fake_cuda_row(monkeypatch, energy_readings=None):
+    """A CUDA kv-cache summary row whose NVML columns come from the real trackers reading a fake NVML
+    that answers NotSupported to every query (and, with `energy_readings`, an energy counter that
+    answers those values)."""
+    from dynbench.measure import latency
+    from dynbench.measure.latency import ClockMonitor
+    from dynbench.measure.memory import MemoryResult
+    from dynbench.measure.point import _nvml_unavailable
+
+    for name in ("nvmlDeviceGetClockInfo", "nvmlDeviceGetCurrentClocksEventReasons",
+                 "nvmlDeviceGetCurrentClocksThrottleReasons", "nvmlDeviceGetViolationStatus",
+                 "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetTotalEnergyConsumption"):
+        monkeypatch.setattr(pynvml, name, _refuse, raising=False)
+    monkeypatch.setattr(latency, "nvml_handle", lambda device: "handle")
+    monkeypatch.setattr(latency, "NVML_POLL_INTERVAL_S", 0.01)
+    if energy_readings is not None:
+        FakeEnergy(monkeypatch, energy_readings)
+    else:
+        monkeypatch.setattr(energy_mod, "nvml_handle", lambda device: "handle")
+    clock, energy = ClockMonitor("cuda"), EnergyMeter("cuda")
+    with clock.track(), energy.track():
+        pass
+    try:
+        pynvml.nvmlDeviceGetMemoryInfo("handle")
+    except pynvml.NVMLError as exc:
+        memory = MemoryResult(1, 2, None, None, None, None, 1, "torch_allocator", nvml_unavailable=env.nvml_why(exc))
+    c = clock.result()
+    return {"step": None, "method": "llava", "mode": "kv-cache", "nvml_source": None, "nvml_process_bytes": None,
+            "peak_reserved_bytes": 2, "sm_clock_mhz": c.sm_clock_mhz_median, "throttled": c.throttled,
+            "energy_j": energy.joules, "energy_j_per_token": None,
+            "nvml_unavailable": _nvml_unavailable(memory, c, energy)}  # fmt: skip
+
+
+@pytest.mark.parametrize("energy", [None, [5_000, 5_000], [0, 0]], ids=["not-supported", "frozen", "zero"])
+def test_doctor_with_an_nvml_that_refuses_everything_skips_by_name(monkeypatch, tmp_path, energy):
+    """A sandbox's NVML (NotSupported everywhere; a frozen or zero energy counter): the NVML checks
+    skip, each naming what was refused and why, and the doctor exits 0."""
+    import dynbench.spec
+    from dynbench.measure import env as envmod
+
+    monkeypatch.setattr(env, "_warned", set())
+    with pytest.warns(RuntimeWarning):
+        row = _fake_cuda_row(monkeypatch, energy)
+    assert row["throttled"] is None and row["sm_clock_mhz"] is None and row["energy_j"] is None
+    monkeypatch.setattr(doctor, "_sweep_rows", lambda ctx, name, point, flops=False: [row])
+    monkeypatch.setattr(dynbench.spec, "resolve_device", lambda device: "cuda")
+    monkeypatch.setattr(envmod, "snapshot", lambda *a: {"gpu_name": "fake"})
+    report = doctor.run_doctor("cuda", quick=True, only=["nvml-memory", "nvml-energy"])
+    status = {c.name: (c.status, c.detail) for c in report.checks}
+    assert report.exit_code == 0 and {s for s, _ in status.values()} == {"skip"}, status
+    memory_detail = status["nvml-memory"][1]
+    assert all(q in memory_detail for q in ("memory", "sm_clock", "clock_event_reasons"))
+    assert "NotSupported" in memory_detail
+    assert ("did not advance" if energy else "NotSupported") in status["nvml-energy"][1]
+
+
+def test_nvml_memory_checks_what_was_read_and_names_what_was_not():
+    row = {"nvml_source": "process", "nvml_process_bytes": 3 * 2**30, "peak_reserved_bytes": 2 * 2**30,
+           "sm_clock_mhz": None, "throttled": None, "nvml_unavailable": {"sm_clock": "NVMLError_NoPermission"}}
+    detail = doctor.nvml_memory_verdict(row)
+    assert "3072 MiB ≥ reserved 2048 MiB" in detail and "sm_clock skipped (NVMLError_NoPermission)" in detail
+    with pytest.raises(AssertionError):  # a real fault still fails: NVML below the allocator's reserved
+        doctor.nvml_memory_verdict({**row, "nvml_process_bytes": 2**30})
+
+
+def test_attention_backends_gate_structure_and_report_tokens():
+    from types import SimpleNamespace
+
+    def run(ids, cache):
+        step = SimpleNamespace(step=1, layer_seq_lens=None, layer_cache_lens=cache, image_tokens_kept=115,
+                               text_tokens_fed=1, text_tokens_kept=1)
+        return SimpleNamespace(steps=[step], generated_ids=[ids])
+
+    ref = run([1, 2, 3, 4], [5, 5, 3, 3])
+    agree = doctor.backend_agreement({"sdpa": ref, "eager": run([1, 2, 9, 9], [5, 5, 3, 3])})
+    assert agree == {"sdpa": 1.0, "eager": 0.5}  # half the tokens differ: reported, not a failure
+    with pytest.raises(AssertionError, match="layer_cache_lens"):
+        doctor.backend_agreement({"sdpa": ref, "eager": run([1, 2, 3, 4], [5, 5, 4, 3])})
+
+
+def test_doctor_json_is_written_after_every_check(tmp_path, monkeypatch, capsys):
+    """A run cut short (a device tool's time limit) keeps what it proved: when the second check
+    runs, doctor.json already holds the first one's result. A failure prints the rerun command."""
+    seen = []
+
+    def first(ctx):
+        return "first done"
+
+    def second(ctx):
+        seen.append(json.loads((tmp_path / "doctor.json").read_text()))
+        raise AssertionError("second broke")
+
+    monkeypatch.setattr(doctor, "CHECKS", {"first": first, "second": second})
+    assert main(["doctor", "--device", "cpu", "--only", "first,second", "--out", str(tmp_path)]) == 1
+    assert [(c["name"], c["status"], c["detail"]) for c in seen[0]["checks"]] == [("first", "pass", "first done")]
+    assert seen[0]["partial"] is True
+    final = json.loads((tmp_path / "doctor.json").read_text())
+    assert [c["status"] for c in final["checks"]] == ["pass", "fail"] and "partial" not in final
+    assert f"rerun what failed: dynbench doctor --only second --out {tmp_path}" in capsys.readouterr().err
+
+
+def test_aa_tolerance_comes_from_the_samples():
+    """Steady samples keep the floor; jittery ones (host-bound steps) widen it to the CI of
+    median(B) / median(A), and never to 1 or beyond (the gate's limit)."""
+    def rows(samples):
+        return [{"step": None, "method": "llava", "mode": "kv-cache", "point_id": "p", "latency_ms_samples": samples}]
+
+    steady = [5.0] * 20
+    assert doctor.aa_tolerance(rows(steady), rows(steady), 0.05) == 0.05
+    jitter_a = [5.0, 9.0, 5.2, 8.8, 5.1, 9.1, 5.3, 8.9, 5.0, 9.2]
+    jitter_b = [9.0, 5.0, 8.8, 5.2, 9.1, 5.1, 8.9, 5.3, 9.2, 5.0]
+    tol = doctor.aa_tolerance(rows(jitter_a), rows(jitter_b), 0.05)
+    assert 0.2 < tol <= 0.9
+    assert doctor.aa_tolerance(rows([1.0] * 5 + [100.0] * 5), rows([100.0] * 5 + [1.0] * 5), 0.05) == 0.9

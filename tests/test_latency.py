@@ -116,6 +116,7 @@ class FakeGpu:
         self.supported = set(self.counters)
         self.violation_ns = violation_ns
         monkeypatch.setattr(latency, "nvml_handle", lambda device: "handle")
+        monkeypatch.setattr(latency, "NVML_POLL_INTERVAL_S", 0.01)  # several samples in a 50 ms region
 
         def clock(h, kind):
             assert h == "handle" and kind == pynvml.NVML_CLOCK_SM, (h, kind)
@@ -254,3 +255,74 @@ def test_regions_let_through_only_the_named_ones():
     with every.track("predictor_text"):
         pass
     assert list(every.tracker.result()) == ["predictor_text"]
+
+
+def test_clock_monitor_reads_each_quantity_on_its_own(monkeypatch):
+    """A sandbox answering NotSupported for the clocks-event reasons still yields the SM clock, and
+    the reverse; with everything unsupported `throttled` is null, and each missing quantity is named."""
+    def refuse(*args):
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+    gpu = FakeGpu(monkeypatch, during=(1755, 0x4))
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", refuse)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons", refuse)
+    mon = ClockMonitor("cuda")
+    gpu.run(mon)
+    r = mon.result()
+    assert r.sm_clock_mhz_median == 1755 and r.clock_event_reasons is None
+    assert r.throttled is False and set(r.unavailable) == {"clock_event_reasons"}  # power/thermal counters read 0
+
+    gpu = FakeGpu(monkeypatch, during=(1755, 0x4), violations=False)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetClockInfo", refuse)
+    mon = ClockMonitor("cuda")
+    gpu.run(mon)
+    r = mon.result()
+    assert r.sm_clock_mhz_median is None and r.throttled is True and "sw_power_cap" in r.throttle_reasons
+
+    for name in ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"):
+        monkeypatch.setattr(pynvml, name, refuse)
+    mon = ClockMonitor("cuda")
+    gpu.run(mon)
+    r = mon.result()
+    assert r.throttled is None and r.sm_clock_mhz_median is None and r.clock_event_reasons is None
+    assert set(r.unavailable) == {"sm_clock", "clock_event_reasons", "violation_counters"}
+    assert "NotSupported" in r.unavailable["sm_clock"]
+
+
+def test_board_limit_and_reliability_violations_are_recorded_not_gating(monkeypatch):
+    gpu = FakeGpu(monkeypatch, during=(1980, 0x0))
+    mon = ClockMonitor("cuda")
+    with mon.track():
+        gpu.counters[3] += 5_000_000  # board limit: 5 ms
+        gpu.counters[5] += 1_000_000  # reliability: 1 ms
+    r = mon.result()
+    assert r.throttled is False and r.throttle_reasons == ()
+    assert r.violation_ms["board_limit"] == 5.0 and r.violation_ms["reliability"] == 1.0
+    with mon.track():
+        gpu.counters[1] += 2_000_000  # thermal: gating
+    assert mon.result().throttled is True and mon.result().throttle_reasons == ("thermal_violation",)
+
+
+def test_cuda_tracker_host_time_covers_the_launches_and_needs_no_sync(monkeypatch):
+    """host_ms: from recording the start event until the end event's record returned — a 30 ms
+    host sleep inside the region is in it, and reading it synchronizes nothing. CPU: no host times."""
+    log = []
+    monkeypatch.setattr(torch.cuda, "Event", lambda enable_timing=False: FakeEvent(log, enable_timing))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: "stream")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append("synchronize"))
+    tracker = LatencyTracker("cuda")
+    for _ in range(2):
+        with tracker.track("step"):
+            time.sleep(0.03)
+    host = tracker.host_result()
+    assert "synchronize" not in log and len(host["step"]) == 2
+    assert all(30.0 <= ms < 1000.0 for ms in host["step"]), host
+    with tracker.track("step") as region:
+        region.discard()  # a discarded region has no host time either
+    assert len(tracker.host_result()["step"]) == 2
+    tracker.reset()
+    assert tracker.host_result() == {}
+    cpu = LatencyTracker("cpu")
+    with cpu.track("step"):
+        pass
+    assert cpu.host_result() == {}

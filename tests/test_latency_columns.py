@@ -22,10 +22,20 @@ from dynbench.names import KV_METHODS, PRUNE_METHODS
 from dynbench.results import load
 
 # ---- part 1: the pure function ------------------------------------------------------------------
+HEADLINE = {"prefill": "prefill", "no-cache": "forward", "kv-cache": "decode"}
+
+
+def columns(mode, step_ms, regions=()):
+    """`latency_columns` of a one-round run of `mode`: a prefill then decode steps (kv-cache), a prefill
+    (prefill), forwards (no-cache) — the phases written by hand, not taken from dynbench.modes."""
+    n = len(step_ms[0]) if step_ms else 0
+    phases = {"prefill": ["prefill"], "no-cache": ["forward"] * n, "kv-cache": ["prefill"] + ["decode"] * (n - 1)}
+    return latency_columns(phases[mode][:n], step_ms, regions, headline=HEADLINE[mode])
+
 
 
 def test_prefill_ttft_is_the_median_over_runs_and_every_run_is_a_sample():
-    cols = latency_columns("prefill", [[10.0], [30.0], [20.0], [40.0]])
+    cols = columns("prefill", [[10.0], [30.0], [20.0], [40.0]])
     assert cols["ttft_ms"] == 25.0  # median of 10, 20, 30, 40
     assert cols["latency_ms_samples"] == [10.0, 30.0, 20.0, 40.0] == cols["ttft_ms_samples"]
     assert cols["total_ms"] == 25.0 and cols["total_ms_samples"] == [10.0, 30.0, 20.0, 40.0]
@@ -35,7 +45,7 @@ def test_prefill_ttft_is_the_median_over_runs_and_every_run_is_a_sample():
 
 
 def test_kv_cache_tpot_is_over_decode_steps_only():
-    cols = latency_columns("kv-cache", [[100.0, 1.0, 2.0, 3.0], [120.0, 4.0, 5.0, 6.0]])
+    cols = columns("kv-cache", [[100.0, 1.0, 2.0, 3.0], [120.0, 4.0, 5.0, 6.0]])
     assert cols["ttft_ms"] == 110.0 and cols["ttft_ms_samples"] == [100.0, 120.0]
     assert cols["latency_ms_samples"] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # no TTFT among them
     assert cols["tpot_ms_median"] == 3.5
@@ -46,13 +56,13 @@ def test_kv_cache_tpot_is_over_decode_steps_only():
 
 
 def test_kv_cache_without_decode_steps_has_no_tpot():
-    cols = latency_columns("kv-cache", [[50.0]])
+    cols = columns("kv-cache", [[50.0]])
     assert cols["ttft_ms"] == 50.0 and cols["tpot_ms_median"] is None
     assert cols["latency_ms_samples"] is None and cols["latency_cv"] is None
 
 
 def test_no_cache_steps_are_every_forward():
-    cols = latency_columns("no-cache", [[5.0, 6.0, 7.0], [8.0, 9.0, 10.0]])
+    cols = columns("no-cache", [[5.0, 6.0, 7.0], [8.0, 9.0, 10.0]])
     assert cols["step_ms_median"] == 7.5 and cols["step_ms_p90"] == 9.5
     assert cols["latency_ms_samples"] == [5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
     assert cols["total_ms"] == 22.5  # median of 18 and 27
@@ -66,44 +76,48 @@ def test_region_columns():
         {"vision_tower": [4.0], "projector": [2.0], "llm_prefill": [16.0], "scoring": [1.0, 1.0, 1.0]},
         {"vision_tower": [3.0], "projector": [0.5], "llm_prefill": [17.0], "scoring": [2.0, 2.0, 2.0]},
     ]
-    cols = latency_columns("prefill", steps, regions)
+    cols = columns("prefill", steps, regions)
     assert cols["vision_ms"] == 3.5  # tower + projector per pass: 3, 6, 3.5
     assert cols["llm_prefill_ms"] == 16.0
     assert cols["scoring_ms"] == 6.0  # Σ per run: 6, 3, 6 → median 6 (max per run would give 4, 1, 2)
-    no_scoring = latency_columns("prefill", steps, [{k: v for k, v in r.items() if k != "scoring"} for r in regions])
+    no_scoring = columns("prefill", steps, [{k: v for k, v in r.items() if k != "scoring"} for r in regions])
     assert no_scoring["scoring_ms"] is None  # not timed ≠ zero
 
 
 def test_no_cache_vision_is_per_pass():
     regions = [{"vision_tower": [3.0, 3.0, 5.0], "projector": [1.0, 1.0, 1.0]}]
-    cols = latency_columns("no-cache", [[10.0, 10.0, 12.0]], regions)
+    cols = columns("no-cache", [[10.0, 10.0, 12.0]], regions)
     assert cols["vision_ms"] == 4.0  # passes: 4, 4, 6
     assert cols["llm_prefill_ms"] is None
 
 
 def test_misaligned_samples_are_refused():
     with pytest.raises(ValueError, match="differ in steps"):
-        latency_columns("kv-cache", [[1.0, 2.0], [1.0, 2.0, 0.001]])
+        columns("kv-cache", [[1.0, 2.0], [1.0, 2.0, 0.001]])
+    with pytest.raises(ValueError, match="differ in steps"):
+        latency_columns(["prefill"], [[1.0, 2.0]], headline="prefill")
     with pytest.raises(ValueError, match=r"^latency_columns\(\) needs at least one run with at least one step$"):
-        latency_columns("prefill", [])
+        columns("prefill", [])
     with pytest.raises(ValueError, match="region records"):
-        latency_columns("prefill", [[1.0], [2.0]], [{}])
-    with pytest.raises(ValueError, match="unknown mode 'decode'"):
-        latency_columns("decode", [[1.0]])
+        columns("prefill", [[1.0], [2.0]], [{}])
+    with pytest.raises(ValueError, match="unknown phase"):
+        latency_columns(["decode"], [[1.0]], headline="tpot")
+    with pytest.raises(ValueError, match="unknown phase"):
+        latency_columns(["token"], [[1.0]], headline="decode")
     # a vision-tower call without its projector call is a broken record, not a shorter median
     with pytest.raises(ValueError):
-        latency_columns("prefill", [[1.0]], [{"vision_tower": [2.0, 2.0], "projector": [1.0]}])
+        columns("prefill", [[1.0]], [{"vision_tower": [2.0, 2.0], "projector": [1.0]}])
 
 
 def test_regions_without_the_vision_pass_leave_vision_empty():
-    cols = latency_columns("prefill", [[20.0]], [{"llm_prefill": [15.0]}])
+    cols = columns("prefill", [[20.0]], [{"llm_prefill": [15.0]}])
     assert cols["vision_ms"] is None and cols["llm_prefill_ms"] == 15.0
 
 
 def test_latency_cv_needs_two_samples():
-    assert latency_columns("prefill", [[10.0]])["latency_cv"] is None  # one run: no spread to speak of
+    assert columns("prefill", [[10.0]])["latency_cv"] is None  # one run: no spread to speak of
     # two runs: sample std of 10, 30 = sqrt(200) / mean 20
-    assert latency_columns("prefill", [[10.0], [30.0]])["latency_cv"] == pytest.approx(math.sqrt(200) / 20)
+    assert columns("prefill", [[10.0], [30.0]])["latency_cv"] == pytest.approx(math.sqrt(200) / 20)
 
 
 # ---- part 2: invariants on real runs --------------------------------------------------------------
@@ -275,6 +289,7 @@ def test_clock_and_energy_of_the_timed_runs_reach_the_row(monkeypatch, capsys):
     class Energy:
         def __init__(self, device):
             self.joules = None
+            self.unavailable = None  # why joules is None (EnergyMeter's interface)
 
         @contextmanager
         def track(self):

@@ -193,14 +193,14 @@ def test_every_chart_from_a_full_sweep(tmp_path):
     df = _df(tmp_path, sweep(gen_lens=(8, 32), keeps=(0.2, 0.5)))
     skipped: list[str] = []
     paths = P.plot_all(df, tmp_path / "figs", skipped=skipped)
-    # no --gpu: no roofline bounds; no --dataset: no samples
-    assert [s for s in skipped if not s.startswith(("roofline", "text_keep_samples"))] == []
-    _check_files(paths, [c for c in P.CHARTS if c not in ("roofline", "text_keep_samples")])
+    # no --gpu: no roofline bounds; no --dataset: no samples, no answers (quality)
+    assert [s for s in skipped if not s.startswith(("roofline", "text_keep_samples", "quality"))] == []
+    _check_files(paths, [c for c in P.CHARTS if c not in ("roofline", "text_keep_samples", "quality")])
     svg = (tmp_path / "figs" / "prefill.svg").read_text()
     assert "tiny · cpu · float32" in svg and "CPU timings" in svg and "not measured" not in svg
     kv = (tmp_path / "figs" / "kv_cache.svg").read_text()
     assert "MiB" in kv and "TPOT" in kv and "tokens generated" in kv
-    for name in [c for c in P.CHARTS if c not in ("roofline", "text_keep_samples")]:  # one colour per method
+    for name in [c for c in P.CHARTS if c not in ("roofline", "text_keep_samples", "quality")]:  # one colour per method
         text = (tmp_path / "figs" / f"{name}.svg").read_text().lower()
         assert P.COLORS["dynamic-llava"].lower() in text and P.COLORS["llava"].lower() in text, name
     again = P.plot_all(df, tmp_path / "again", charts=("layer_tokens",))  # stable SVG: diffable in git
@@ -356,7 +356,7 @@ def test_every_chart_from_a_real_run(tmp_path):
     assert dyn["image_tokens_kept"] == 115 and dyn["tmacs_delta_pct"] < 0
     skipped: list[str] = []
     paths = P.plot_all(df, tmp_path / "figs", skipped=skipped)
-    # no --gpu: no roofline bounds; no --dataset: no samples
-    assert [s for s in skipped if not s.startswith(("roofline", "text_keep_samples"))] == []
-    _check_files(paths, [c for c in P.CHARTS if c not in ("roofline", "text_keep_samples")])
+    # no --gpu: no roofline bounds; no --dataset: no samples, no answers (quality)
+    assert [s for s in skipped if not s.startswith(("roofline", "text_keep_samples", "quality"))] == []
+    _check_files(paths, [c for c in P.CHARTS if c not in ("roofline", "text_keep_samples", "quality")])
     assert "meta device" in (tmp_path / "figs" / "summary.svg").read_text()

@@ -197,3 +197,39 @@ def test_bad_schedule(pair, prompt, tmp_path):
     _, dyn = pair
     with pytest.raises(DynbenchError, match="--active"):
         profile_point(dyn, prompt, DROP, "kv-cache", 2, tmp_path, active=0)
+
+
+class _OldEvent:
+    """A `FunctionEvent` as torch < 2.13 builds it: no `is_python_function` attribute."""
+
+    def __init__(self, name, start, end, parent=None, annotation=False):
+        from torch.autograd import DeviceType
+
+        self.name, self.is_user_annotation, self.cpu_parent, self.cpu_children = name, annotation, parent, []
+        self.device_type, self.device_time_total, self.self_device_time_total = DeviceType.CPU, 0, 0
+        self.time_range = type("R", (), {"start": start, "end": end, "elapsed_us": lambda r: end - start})()
+        self.self_cpu_time_total = end - start
+        self.key = name
+        if parent is not None:
+            parent.cpu_children.append(self)
+            parent.self_cpu_time_total -= end - start
+
+
+def test_tables_on_the_older_function_event_api():
+    """torch 2.11 (the declared floor) has no `FunctionEvent.is_python_function`: the tables are
+    built from ranges and operators alone, by hand: a 100 µs step holding a 60 µs range with a
+    25 µs op inside, and a 10 µs op outside every range."""
+    from dynbench.profile import tabulate
+
+    step = _OldEvent("ProfilerStep#1", 0, 100, annotation=True)
+    rng = _OldEvent("llm_prefill", 10, 70, step, annotation=True)
+    _OldEvent("aten::mm", 20, 45, rng)
+    _OldEvent("aten::add", 80, 90, step)
+    assert not hasattr(step, "is_python_function")
+    ranges, nested, ops, total_ms, device_ms = tabulate([step, *step.cpu_children, *rng.cpu_children])
+    assert total_ms == pytest.approx(0.1) and device_ms is None and nested == []
+    by_name = {r.name: r for r in ranges}
+    assert by_name["llm_prefill"].cpu_ms == pytest.approx(0.06)
+    assert by_name["llm_prefill"].outside_ops_ms == pytest.approx(0.035)  # 60 − 25 µs outside the op
+    assert by_name[OTHER].cpu_ms == pytest.approx(0.04)
+    assert {o.name: o.calls for o in ops} == {"aten::mm": 1, "aten::add": 1}

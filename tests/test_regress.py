@@ -577,3 +577,20 @@ def test_env_snapshots_beside_the_records_fill_the_header(tmp_path):
     env = header["environments"]["aaaaaaaaaaaa"]
     assert env["gpu_name"] == GPU_ENV["gpu_name"] and env["python_version"] == "3.11.9"
     assert check_results(tmp_path / "a", tmp_path / "b.jsonl").exit_code == 0
+
+
+# -------------------------------------------------------------------------------- kernel launches
+
+
+def test_one_more_op_per_step_fails_the_gate_exactly():
+    """ops_per_step / ops_total: any change is a regression (no tolerance), named; an older
+    baseline without them is `missing`, never a failure; another torch makes them not comparable."""
+    b = row(ops_per_step=160, ops_total=671)
+    assert check([b], base_of(b)).exit_code == 0
+    more = row(ops_per_step=161, ops_total=675)
+    report = check([more], base_of(b))
+    assert {r.metric for r in report.regressions} == {"ops_per_step", "ops_total"} and report.exit_code == 1
+    assert "160 → 161" in only(report, "ops_per_step").note
+    assert only(check([b], base_of(row())), "ops_per_step").verdict == "missing"
+    other = row(env_id="bbbbbbbbbbbb", torch_version="2.13.0", ops_per_step=150, ops_total=600)
+    assert only(check([other], base_of(b)), "ops_per_step").verdict == "not comparable"

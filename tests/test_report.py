@@ -1,6 +1,6 @@
 """Report tables: every number shown comes from a record, Δ% is recomputed here independently.
 
-The records are synthetic but follow README "Result records" exactly: one summary row per point
+The records are synthetic but follow docs/records.md exactly: one summary row per point
 (`step` null) after its step rows, the full spec on every row, null for what was not measured.
 `synthetic_point` is shared with test_plots.py.
 """
@@ -543,3 +543,21 @@ def test_report_help_lists_every_column_key(capsys):
     text = " ".join(capsys.readouterr().out.split())
     missing = [k for k in T.BY_KEY if k not in text]
     assert not missing, f"`report --columns` help does not name: {missing}"
+
+
+def test_host_bound_tpot_and_its_roofline_ratio_are_labelled(tmp_path):
+    """A CUDA TPOT measured mostly on host-bound steps says so, beside its roofline ratio; one measured
+    mostly on GPU-bound steps does not; ops per step is shown with its Δ% vs llava."""
+    rows = []
+    for method, frac, ops in (("llava", 0.9, 160), ("dynamic-llava", 0.25, 168)):
+        point = synthetic_point(method, "kv-cache", gen_len=8, device="cuda")
+        point[-1].update(host_bound_frac=frac, ops_per_step=ops, tpot_roofline_ms=1.0, tpot_roofline_ratio=2.5,
+                         roofline_projected=False, roofline_gpu="h200", roofline_tflops=989.4, roofline_gbps=4800.0)
+        rows += point
+    cmp = C.compare(load_many([write(tmp_path / "run", rows)]))
+    (table,) = [t for t in T.mode_tables(cmp, ["method", "tpot", "tpot_roof", "ops", "host"]) if "kv-cache" in t.title]
+    cells = {r[0]: r for r in table.rows}
+    assert cells["llava"][1].endswith(T.HOST_BOUND) and "×2.50 host-bound" in cells["llava"][2]
+    assert "host-bound" not in cells["dynamic-llava"][1] and "host-bound" not in cells["dynamic-llava"][2]
+    assert cells["llava"][3] == "160" and cells["dynamic-llava"][3] == "168 (+5.0%)"
+    assert cells["llava"][4] == "90%" and cells["dynamic-llava"][4] == "25%"

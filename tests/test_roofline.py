@@ -61,9 +61,10 @@ def test_the_bound_of_a_step_by_hand():
     tie = roof.bound(989.4e12, 3350e9)  # exactly 1 ms either way: the compute roof is named
     assert tie == (pytest.approx(1000.0), "compute")
     # a kv-cache run: TTFT = the prefill step, TPOT = the median of the decode steps only
-    cols = R.summary_columns("kv-cache", roof, [10.0, 1.0, 3.0, 2.0], [R.StepBytes(1, 0, 0, 0)] * 4)
+    phases = ["prefill", "decode", "decode", "decode"]
+    cols = R.summary_columns(phases, roof, [10.0, 1.0, 3.0, 2.0], [R.StepBytes(1, 0, 0, 0)] * 4)
     assert (cols["ttft_roofline_ms"], cols["tpot_roofline_ms"], cols["total_roofline_ms"]) == (10.0, 2.0, 16.0)
-    pre = R.summary_columns("prefill", roof, [4.0], [R.StepBytes(1, 0, 0, 0)])
+    pre = R.summary_columns(["prefill"], roof, [4.0], [R.StepBytes(1, 0, 0, 0)])
     assert pre["ttft_roofline_ms"] == 4.0 and pre["tpot_roofline_ms"] is None
 
 
@@ -114,10 +115,10 @@ def test_bound_and_peaks():
 def test_summary_and_ratio_columns():
     roof = R.Roof("h100-sxm", 989.4, 3350.0, projected=False)
     nb = [R.StepBytes(10, 0, 0, 5)] * 4
-    cols = R.summary_columns("kv-cache", roof, [8.0, 4.0, 5.0, 3.0], nb)
+    cols = R.summary_columns(["prefill", "decode", "decode", "decode"], roof, [8.0, 4.0, 5.0, 3.0], nb)
     assert cols["ttft_roofline_ms"] == 8.0 and cols["tpot_roofline_ms"] == 4.0 and cols["total_roofline_ms"] == 20
     assert cols["step_roofline_ms_median"] is None and cols["roofline_bytes"] == 60 and cols["roofline_kv_bytes"] == 20
-    nc = R.summary_columns("no-cache", roof, [1.0, 2.0, 4.0], nb[:3])
+    nc = R.summary_columns(["forward"] * 3, roof, [1.0, 2.0, 4.0], nb[:3])
     assert nc["step_roofline_ms_median"] == 2.0 and nc["ttft_roofline_ms"] is None and nc["tpot_roofline_ms"] is None
     ratios = R.ratio_columns({**cols, "ttft_ms": 12.0, "tpot_ms_median": 6.0, "total_ms": None})
     assert ratios == {"ttft_roofline_ratio": 1.5, "tpot_roofline_ratio": 1.5, "total_roofline_ratio": None}

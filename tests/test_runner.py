@@ -243,3 +243,46 @@ def test_meta_paper_tflops_scale_with_the_batch(capsys):
     assert main([*argv, "--batch", "2"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["batch"] == 2 and row["tflops_paper"] == pytest.approx(2 * 10.07, abs=0.01)
+
+
+def test_after_an_oom_the_model_is_gone_before_the_cache_is_emptied(tmp_path, monkeypatch):
+    """`_release` empties the CUDA cache after a gc: memory comes back only when nothing (this
+    frame's locals included) still references the model by then."""
+    import weakref
+
+    from dynbench.spec import RunSpec
+    from dynbench.sweep import Sweep
+
+    nets, alive = [], []
+
+    def oom(mode, net, *args, **kwargs):
+        nets.append(weakref.ref(net))
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    sweep = Sweep(tmp_path / "res", flops=False)
+    real_release = sweep._release
+
+    def release():
+        real_release()
+        alive.extend(ref() is not None for ref in nets)
+
+    monkeypatch.setattr(point_mod, "run_mode", oom)
+    monkeypatch.setattr(sweep, "_release", release)
+    row = sweep.run_point(RunSpec(method="llava", mode="prefill", prompt_len=4, device="cpu", warmup=0, repeats=1))
+    assert row["status"] == "oom" and nets and alive == [False]
+
+
+def test_no_flops_never_imports_fvcore():
+    """The GPU machine has no fvcore unless carried: a --no-flops sweep must not need it."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom dynbench.spec import points_from\nfrom dynbench.sweep import Sweep, order_points\n"
+            "pts = order_points(points_from({'mode': 'prefill', 'method': 'dynamic-llava', 'prompt_len': 4, "
+            "'warmup': 0, 'repeats': 1, 'device': 'cpu'}))\n"
+            "rows = list(Sweep(None, flops=False, warn=lambda m: None).run(pts))\n"
+            "assert rows[0]['status'] == 'ok' and rows[0]['tmacs'] is None, rows[0]\n"
+            "print(sorted(m for m in sys.modules if m.startswith('fvcore')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

@@ -1,13 +1,15 @@
 """Dataset points' rows as pure functions: the aggregate over samples and the per-round rows, against
 hand-computed numbers; and readers that never take a sample or round row for a point's summary."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
 
+from dynbench.measure.latency import latency_columns
 from dynbench.records import is_point_summary, latest_summaries, row_kind, validate
 from dynbench.results import append_record, recorded_keys
-from dynbench.samples import aggregate, decode_latency, percentile, round_rows
+from dynbench.samples import aggregate, percentile, round_rows
 
 
 def _sample(i, kept, fed, tmacs, kv, tpot, peak, status="ok", **extra):
@@ -58,16 +60,17 @@ def test_percentile_matches_numpy():
         assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
 
 
-def _step(r, fed, kept, lens, prompt_kv, gen_kv, token):
+def _step(r, fed, kept, lens, prompt_kv, gen_kv, token, nll=None):
     return SimpleNamespace(round=r, text_tokens_fed=fed, text_tokens_kept=kept, image_tokens_kept=115,
                            layer_cache_lens=lens, kv_bytes_prompt=prompt_kv, kv_bytes_generated=gen_kv,
-                           token_ids=[token])  # fmt: skip
+                           token_ids=[token], nll=nll)  # fmt: skip
 
 
 def test_round_rows_by_hand():
     # round 0: prefill + 2 decode steps (fed 2, kept 1); round 1: its turn (7 tokens) + 1 decode step (kept)
-    steps = [_step(0, 0, 0, [600, 139], 100, 0, 11), _step(0, 1, 1, [601, 140], 100, 10, 12),
-             _step(0, 2, 1, [602, 140], 100, 15, 13), _step(1, 2, 1, [609, 147], 170, 15, 14),
+    # teacher-forced: 2 answer tokens per round, scored by all steps but each round's last
+    steps = [_step(0, 0, 0, [600, 139], 100, 0, 11, 1.0), _step(0, 1, 1, [601, 140], 100, 10, 12, 3.0),
+             _step(0, 2, 1, [602, 140], 100, 15, 13), _step(1, 2, 1, [609, 147], 170, 15, 14, 0.5),
              _step(1, 3, 2, [610, 148], 170, 25, 15)]  # fmt: skip
     ms = [[50.0, 2.0, 3.0, 9.0, 4.0], [60.0, 2.0, 3.0, 7.0, 6.0]]
     rows = round_rows(steps, ms, [5.0, 1.0, 1.0, 3.0, 1.0], 576, [600, 7])
@@ -80,8 +83,12 @@ def test_round_rows_by_hand():
     assert (r0["tmacs"], r1["tmacs"]) == (7.0, 4.0)
     assert (r0["ttft_ms"], r1["ttft_ms"]) == (55.0, 8.0)  # the round's opening forward, median over runs
     assert (r0["total_ms"], r1["total_ms"]) == (60.0, 13.0)  # runs: (55, 65) and (13, 13) → medians
-    lat = decode_latency(ms, [s.round for s in steps])  # one-token steps only: 2, 3, 4, 2, 3, 6
+    assert (r0["answer_tokens"], r0["nll_mean"], r0["answer_argmax"]) == (2, 2.0, [11, 12])
+    assert (r1["answer_tokens"], r1["ppl"], r1["answer_argmax"]) == (1, math.exp(0.5), [14])
+    phases = ["prefill", "decode", "decode", "prefill", "decode"]  # round 1 opens with a prefill of its turn
+    lat = latency_columns(phases, ms, headline="decode")  # TPOT over one-token steps only: 2, 3, 4, 2, 3, 6
     assert lat["latency_ms_samples"] == [2.0, 3.0, 4.0, 2.0, 3.0, 6.0] and lat["tpot_ms_median"] == 3.0
+    assert lat["ttft_ms"] == 55.0 and lat["total_ms_samples"] == [68.0, 78.0]
 
 
 def test_readers_take_the_aggregate_only(tmp_path):

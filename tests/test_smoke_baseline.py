@@ -2,7 +2,7 @@
 
 Exact metrics (per-layer lengths, keep counts, KV bytes, parameter and FLOP counts) must equal
 `results/baselines/smoke-cpu.jsonl`; CPU latency is reported, not gated. Refresh the baseline
-(README "Use in CI") when a change to those numbers is intended.
+(docs/ci.md) when a change to those numbers is intended.
 """
 
 import json
@@ -68,3 +68,19 @@ def test_gate_fails_on_missing_points_and_on_a_truncated_file(tmp_path, capsys):
     (partial / RECORDS_FILE).write_text(whole)
     assert main(["check", str(partial), "--baseline", str(cut), "--allow-missing"]) == 2
     assert "truncated" in capsys.readouterr().err
+
+
+QUALITY_BASELINE = BASELINE.parent / "quality-cpu.jsonl"
+
+
+@pytest.mark.slow
+def test_quality_suite_matches_committed_baseline(tmp_path):
+    """suites/quality-cpu.yaml: PPL of teacher-forced answers is gated like the counts (exact up
+    to rounding on CPU), so the CPU baseline covers generation ability too."""
+    out = tmp_path / "quality"
+    assert main(["run", "--suite", "suites/quality-cpu.yaml", "--no-flops", "--out", str(out)]) == 0
+    report = check_results(out, QUALITY_BASELINE)
+    verdicts = [(r.metric, r.verdict, r.note) for r in report.results]
+    assert report.exit_code == 0, [v for v in verdicts if v[1] == "regression"]
+    passed = {(json.dumps(r.point, sort_keys=True), r.metric) for r in report.results if r.verdict == "pass"}
+    assert len({p for p, m in passed if m == "ppl"}) == 4 and len({p for p, m in passed if m == "ppl_pooled"}) == 4

@@ -83,19 +83,37 @@ def prepare_out(out: str | None, resume: bool) -> Path:
 def run_on_executor(ctx, points: list | None, *, executor: str, jobs: int, parallel: int | None,
                     partition: str | None, gpus_per_job: int, timeout_min: int | None, out: str | None,
                     resume: bool, json_out: bool) -> None:
-    """Shard the sweep into `jobs` jobs, run them (`cluster`), merge them into --out, print the tables."""
+    """Shard the sweep into `jobs` jobs, run them (`cluster`), merge them into --out, print the tables.
+    --out's writer lock is held throughout; the local jobs end with this process (`folder_lock`)."""
+    from dynbench import cluster
+    from dynbench.folder_lock import folder_lock, wait_free
+
+    target = prepare_out(out, resume)
+    try:
+        with folder_lock(target) as token, cluster.sigterm_as_interrupt():  # local jobs watch this lock
+            _run_jobs(ctx, points, target, token, executor=executor, jobs=jobs, parallel=parallel,
+                      partition=partition, gpus_per_job=gpus_per_job, timeout_min=timeout_min, json_out=json_out)
+    except BaseException:
+        if executor == "local":  # our lock is released: the jobs stop; return only once none writes
+            wait_free([target / "shards" / str(k) for k in range(1, jobs + 1)], timeout_s=15.0)
+        raise
+
+
+def _run_jobs(ctx, points, target: Path, token: str, *, executor: str, jobs: int, parallel, partition,
+              gpus_per_job: int, timeout_min, json_out: bool) -> None:
     import os
 
     from dynbench import cluster
     from dynbench.estimate import point_tmacs
+    from dynbench.folder_lock import parent_env
     from dynbench.merge import write_merged
     from dynbench.shards import partition as split
 
-    target = prepare_out(out, resume)
     shard_dirs = [target / "shards" / str(k) for k in range(1, jobs + 1)]
     base = ["run", *child_argv(ctx)]
+    watch = tuple(parent_env(target, token).items()) if executor == "local" else ()  # Slurm: scancel
     tasks = [cluster.Task(k, jobs, (*base, "--shard", f"{k}/{jobs}", "--out", str(d), "--resume", "--yes"),
-                          os.getcwd()) for k, d in enumerate(shard_dirs, start=1)]  # fmt: skip
+                          os.getcwd(), watch) for k, d in enumerate(shard_dirs, start=1)]  # fmt: skip
     opts = cluster.Options(executor, jobs, target / "jobs", parallel, partition, gpus_per_job,
                            timeout_min or cluster.DEFAULT_TIMEOUT_MIN)  # fmt: skip
     console = err_console()
@@ -115,7 +133,8 @@ def run_on_executor(ctx, points: list | None, *, executor: str, jobs: int, paral
         else:
             submitted = cluster.submit_slurm(tasks, opts)
             say(f"submitted Slurm job array {submitted[0].job_id.split('_')[0]} ({jobs} task(s), logs in "
-                f"{opts.folder}); if this process stops, the jobs go on: merge them later with\n  {merge_cmd}")
+                f"{opts.folder}); Ctrl-C cancels it; if this process is killed otherwise, the jobs go on: merge "
+                f"them later with\n  {merge_cmd}")
             outcomes = cluster.wait(tasks, submitted, say)
     except KeyboardInterrupt:
         say(f"Interrupted: every finished row is kept in {target / 'shards'}; continue with the same command and "

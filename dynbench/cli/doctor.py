@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -39,8 +40,15 @@ def doctor(
     if unknown:
         raise DynbenchError(f"unknown check(s) {', '.join(unknown)}; choose from: {', '.join(CHECKS)}")
     console = err_console()
-    report = run_doctor(device, quick, names, on_check=lambda c: console.print(
-        f"{c.name}: {c.status} ({c.seconds:.1f} s) {c.detail}", highlight=False, markup=False))
+    done: list = []
+
+    def on_check(c) -> None:
+        console.print(f"{c.name}: {c.status} ({c.seconds:.1f} s) {c.detail}", highlight=False, markup=False)
+        done.append(asdict(c))  # doctor.json after every check: a run cut short keeps what it proved
+        write_atomic(folder / "doctor.json", json.dumps({"checks": done, "env": {}, "partial": True}, indent=2,
+                                                        sort_keys=True) + "\n")
+
+    report = run_doctor(device, quick, names, on_check=on_check)
     doc = json.dumps(report.as_dict(), indent=2, sort_keys=True) + "\n"
     write_atomic(folder / "doctor.json", doc)
     write_atomic(folder / "doctor.md", to_markdown(report))
@@ -50,4 +58,8 @@ def doctor(
         out_console().print(render(report))
     console.print(f"{summary_line(report)} — wrote {folder / 'doctor.json'} and {folder / 'doctor.md'}",
                   highlight=False, markup=False)
+    failed = [c.name for c in report.checks if c.status == "fail"]
+    if failed:
+        console.print(f"rerun what failed: dynbench doctor --only {','.join(failed)} --out {out}"
+                      + (" --quick" if quick else ""), highlight=False, markup=False)
     raise typer.Exit(report.exit_code)

@@ -45,6 +45,8 @@ def check(
     results: ManyResultsArg,
     baseline: Annotated[Path, typer.Option(help="file written by `dynbench baseline`", metavar="FILE")],
     latency_tol: Annotated[float, typer.Option(help="latency tolerance on the ratio of medians")] = 0.05,
+    quality_tol: Annotated[float, typer.Option(help="relative tolerance on ppl, ppl_pooled and meteor (default: "
+                                               "exact up to rounding, for CPU runs in one environment)")] = 1e-6,
     summary_md: Annotated[str | None, typer.Option(help="append a Markdown summary to FILE", metavar="FILE")] = None,
     json_out: Annotated[bool, flag("--json", help="JSON Lines on stdout, one per check")] = False,
     fail_on_improvement: Annotated[bool, flag("--fail-on-improvement", help="exit 1 on improvements "
@@ -59,7 +61,7 @@ def check(
 
     report = check_results(results[0] if len(results) == 1 else results, baseline, latency_tol=latency_tol,
                            fail_on_improvement=fail_on_improvement, gate_cpu_latency=gate_cpu_latency,
-                           allow_missing=allow_missing)  # fmt: skip
+                           allow_missing=allow_missing, quality_tol=quality_tol)  # fmt: skip
     console = err_console()
     console.print(render(report))
     missing = missing_line(report)

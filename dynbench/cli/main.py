@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     except DynbenchError as e:
         if debug:
             raise
-        print(f"Error: {e}", file=sys.stderr)
+        print("Error: " + " ".join(str(e).splitlines()), file=sys.stderr)  # one line, whatever a name holds
         return e.exit_code
     except typer.Exit as e:  # typer's own (older typer: click's, which typer.Exit then is)
         return e.exit_code

@@ -25,7 +25,7 @@ MEASURE = "Measurement"
 OUTPUT = "Output"
 BASELINES = "Baselines' parameters"
 PLUGINS = "Plug-in methods' options (dynbench methods)"
-CLUSTER = "Shards and jobs (README: Run on a cluster)"
+CLUSTER = "Shards and jobs (docs/cluster.md)"
 DATASETS = "Datasets"
 
 
@@ -99,6 +99,9 @@ POINT_OPTIONS: dict[str, tuple[object, object]] = {
     "skip_bad": (Annotated[bool | None, flag("--skip-bad", help="skip (and count) dataset records that are "
                                              "malformed or miss a file, instead of stopping", panel=DATASETS)],
                  None),
+    # robustness (issue 23): the largest image decoded (a decompression bomb is one line)
+    "max_image_pixels": (Annotated[int | None, opt("refuse images with more pixels than this (decompression bombs) "
+                                                   "\\[default: Pillow's, 89,478,485]", DATASETS, "N")], None),
 }
 
 
@@ -120,7 +123,8 @@ def _plugin_options() -> dict[str, tuple[object, object]]:
 
 POINT_OPTIONS.update(_plugin_options())
 LIST_OPTIONS = {name for name, (ann, _) in POINT_OPTIONS.items() if ann.__origin__ == ListOpt}
-SOURCE_OPTIONS = ("checkpoint", "vision_tower", "inputs", "image", "prompt", "teacher_force", "skip_bad")
+SOURCE_OPTIONS = ("checkpoint", "vision_tower", "inputs", "image", "prompt", "teacher_force", "skip_bad",
+                  "max_image_pixels")
 
 
 def split(values: list[str] | None) -> list[str] | None:

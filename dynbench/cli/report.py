@@ -32,14 +32,16 @@ PLOT_EXAMPLES = """[bold]Examples[/]
 def report(
     results: ResultsArg,
     format: Annotated[str, typer.Option(help="table | md | csv")] = "table",
-    paper: Annotated[bool, typer.Option("--paper", help="the paper's Table-4 view", metavar=" ")] = False,
+    paper: Annotated[bool, typer.Option("--paper", help="the paper's views: Table 3 (quality beside cost) for "
+                                        "dataset points, Table 4 for the others", metavar=" ")] = False,
     wide: Annotated[bool, typer.Option("--wide", help="every column with data (default: the compact set "
                                        "that matters per mode)", metavar=" ")] = False,
     columns: Annotated[str | None, typer.Option(help="these columns, comma-separated: method, prompt, gen, keep, "
                                                 "image, text, layers, cache, macs, flops, equiv, peak, kv_prompt, "
                                                 "kv_gen, kv, ttft, tpot, tpot_p90, step, step_p90, total, "
-                                                "ttft_roof, tpot_roof, step_roof, total_roof, scoring, energy, "
-                                                "energy_tok, samples, text_spread, tpot_spread, tokens, status",
+                                                "ttft_roof, tpot_roof, step_roof, total_roof, scoring, host, ops, "
+                                                "energy, energy_tok, samples, text_spread, tpot_spread, tokens, ppl, "
+                                                "meteor, top1, status",
                                                 metavar="KEY[,…]")] = None,
 ) -> None:
     """Tables of every method against llava at the same point, with Δ% (terminal, Markdown or CSV)."""
@@ -67,7 +69,12 @@ def plot(
     df = load_many(results)
     skipped: list[str] = []
     console = out_console()
-    for path in plot_all(df, writable_dir(out), skipped=skipped):
+    written = plot_all(df, writable_dir(out), skipped=skipped)
+    for path in written:
         console.print(str(path), highlight=False)
     for reason in skipped:
         err_console().print(f"[yellow]skipped[/] {reason}", highlight=False)
+    if not written:  # exit 0 with nothing on disk would read as success
+        err_console().print(f"nothing to draw: no chart has data in {', '.join(map(str, results))}",
+                            highlight=False, markup=False)
+        raise typer.Exit(1)

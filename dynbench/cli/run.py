@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 import warnings
@@ -25,6 +26,7 @@ from dynbench.cli.options import (
     point_options,
 )  # fmt: skip
 from dynbench.errors import DynbenchError
+from dynbench.names import is_error
 from dynbench.results import RECORDS_FILE, iter_records, writable_dir
 from dynbench.spec import MAX_POINTS
 
@@ -50,10 +52,32 @@ def out_dir_for(out: str | None, resume: bool) -> Path | None:
     if path.suffix == ".jsonl":  # --out results/x/records.jsonl names the file itself
         path = path.parent
     path = writable_dir(path)
-    if (path / RECORDS_FILE).exists() and not resume:
+    check_fresh(path, out, resume)
+    return path
+
+
+def check_fresh(path: Path | None, out: str | None, resume: bool) -> None:
+    """An existing results file needs --resume; a folder where it should be is refused."""
+    if path is None:
+        return
+    records = path / RECORDS_FILE
+    if records.is_dir():
+        raise DynbenchError(f"--out {out}: {records} is a folder, not a file; move it away or choose another folder")
+    if records.exists() and not resume:
         raise DynbenchError(f"--out {out} already holds {RECORDS_FILE}; add --resume to continue it or choose "
                             "another folder")
-    return path
+
+
+def writer_lock(out_dir: Path | None):
+    """The results folder's writer lock (`folder_lock`) for the run's lifetime; none without --out.
+    A shard job waits longer: a job of a killed parent may still be stopping."""
+    import contextlib
+
+    from dynbench.folder_lock import PARENT_LOCK_ENV, folder_lock
+
+    if out_dir is None:
+        return contextlib.nullcontext()
+    return folder_lock(out_dir, wait_s=10.0 if os.environ.get(PARENT_LOCK_ENV) else 1.0)
 
 
 def check_attn(attn: str) -> None:
@@ -146,16 +170,12 @@ def run(
                                            "M")] = None,
 ) -> None:
     """Measure every point of the sweep: FLOPs, memory, latency and the tokens each method keeps."""
-    from dynbench.cli.progress import SweepProgress
     from dynbench.cluster import check_options
-    from dynbench.estimate import point_tmacs
+    from dynbench.folder_lock import watch_parent
     from dynbench.measure.roofline import resolve_gpu
-    from dynbench.records import RESUME_KEY, key_of
-    from dynbench.report.tables import run_tables
     from dynbench.shards import manifest, parse_shard, shard_points, write_manifest
     from dynbench.sources import Source
-    from dynbench.spec import NoDevice
-    from dynbench.sweep import Sweep, order_points
+    from dynbench.sweep import Sweep
 
     check_options(executor, jobs, shard, parallel, slurm_partition, gpus_per_job, timeout_min)
     this_shard = parse_shard(shard) if shard is not None else None
@@ -164,38 +184,61 @@ def run(
     if roof_gpu is not None and not flops:
         raise DynbenchError("--gpu / --gpu-spec bound each step by its FLOPs; drop --no-flops")
     src = Source(**source)
-    try:
-        points = order_points(build_points(point, src, suite))
-    except NoDevice:
-        if executor != "slurm":  # a login node submitting GPU jobs cannot expand them: the shards will
-            raise
-        points = None
-    if points is not None and len(points) > MAX_POINTS and not yes:
-        raise DynbenchError(f"the sweep has {len(points):,} points (over {MAX_POINTS:,}); add --yes to run it")
-    if points is not None and not yes and executor != "slurm":  # Slurm: the nodes' speed is not this machine's
-        refuse_expensive(points)
+    points = expand_points(point, src, suite, executor=executor, yes=yes)
     if executor is not None:  # the jobs get --yes: checked here, or bounded by --timeout-min
         from dynbench.cli.cluster import run_on_executor
 
         return run_on_executor(ctx, points, executor=executor, jobs=jobs, parallel=parallel,
                                partition=slurm_partition, gpus_per_job=gpus_per_job, timeout_min=timeout_min,
-                               out=out, resume=resume, json_out=json_out)  # fmt: skip
+                               out=out, resume=resume, json_out=json_out)
     sweep_points = points
     if this_shard is not None:
         points = shard_points(points, this_shard)
-    costs = [point_tmacs(p) for p in points]  # estimated from the counting rules
     warn = lambda message: err_console().print(f"[yellow]Warning:[/] {message}", highlight=False)  # noqa: E731
-    sweep = Sweep(out_dir_for(out, resume), flops=flops, source=src, warn=warn, gpu=roof_gpu)
-    if this_shard is not None:
-        if sweep.out_dir is not None:
-            write_manifest(sweep.out_dir, manifest(sweep_points, this_shard, points), resume)
-        err_console().print(f"shard {this_shard}: {len(points)} of the sweep's {len(sweep_points)} point(s)",
-                            highlight=False, markup=False)
-        if not points:
-            return
-    todo, skipped = sweep.pending(points, resume)
-    rows = []
-    weight = {key_of(p, RESUME_KEY): c for p, c in zip(points, costs, strict=True)}
+    out_dir = out_dir_for(out, resume)
+    watch_parent()  # a shard job of `run --executor` ends when its parent is gone
+    with writer_lock(out_dir):
+        check_fresh(out_dir, out, resume)  # again under the lock: another run may just have written it
+        sweep = Sweep(out_dir, flops=flops, source=src, warn=warn, gpu=roof_gpu)
+        if this_shard is not None:
+            if sweep.out_dir is not None:
+                write_manifest(sweep.out_dir, manifest(sweep_points, this_shard, points), resume)
+            err_console().print(f"shard {this_shard}: {len(points)} of the sweep's {len(sweep_points)} point(s)",
+                                highlight=False, markup=False)
+            if not points:
+                return
+        todo, skipped = sweep.pending(points, resume)
+        rows = measure_points(sweep, points, todo, skipped)
+    say_results(rows, sweep, json_out=json_out, skipped=skipped, total=len(points))
+
+
+def expand_points(point: dict, source, suite: str | None, *, executor: str | None, yes: bool) -> list | None:
+    """The sweep's points, ordered so each model is built once, refused when too many or too
+    expensive (without --yes); None when a Slurm login node cannot expand a GPU sweep (the jobs will)."""
+    from dynbench.spec import NoDevice
+    from dynbench.sweep import order_points
+
+    try:
+        points = order_points(build_points(point, source, suite))
+    except NoDevice:
+        if executor != "slurm":  # a login node submitting GPU jobs cannot expand them: the shards will
+            raise
+        return None
+    if len(points) > MAX_POINTS and not yes:
+        raise DynbenchError(f"the sweep has {len(points):,} points (over {MAX_POINTS:,}); add --yes to run it")
+    if not yes and executor != "slurm":  # Slurm: the nodes' speed is not this machine's
+        refuse_expensive(points)
+    return points
+
+
+def measure_points(sweep, points: list, todo: list, skipped: int) -> list[dict]:
+    """Run `todo` with a progress bar weighed by estimated cost; Ctrl-C prints how to resume."""
+    from dynbench.cli.progress import SweepProgress
+    from dynbench.estimate import point_tmacs
+    from dynbench.records import RESUME_KEY, key_of
+
+    weight = {key_of(p, RESUME_KEY): point_tmacs(p) for p in points}  # estimated from the counting rules
+    rows: list[dict] = []
     with SweepProgress([weight[key_of(p, RESUME_KEY)] for p in todo], skipped, len(points), err_console()) as progress:
         try:
             for row in sweep.run(todo):
@@ -210,6 +253,13 @@ def run(
             err_console().print(f"Interrupted after {len(rows)} point(s); every finished row is kept{hint}",
                                 highlight=False, markup=False)
             raise
+    return rows
+
+
+def say_results(rows: list[dict], sweep, *, json_out: bool, skipped: int, total: int) -> None:
+    """The summary rows (--json), the tables, what --resume skipped; exit 1 when a point failed."""
+    from dynbench.report.tables import run_tables
+
     if json_out:
         for row in rows:
             print(json.dumps(row, default=str), flush=True)
@@ -221,8 +271,8 @@ def run(
     if skipped:
         left = "nothing was left to run" if not rows else f"{skipped} point(s) already recorded were skipped"
         err_console().print(f"--resume: {left} in {sweep.out_dir}; `dynbench report {sweep.out_dir}` shows "
-                            f"all {len(points)} point(s)", highlight=False, markup=False)
-    errors = sum(str(r.get("status", "")).startswith("error") for r in rows)
+                            f"all {total} point(s)", highlight=False, markup=False)
+    errors = sum(is_error(r.get("status")) for r in rows)
     if errors:
         err_console().print(f"[red]{errors} point(s) failed[/]; their rows have status 'error: …'")
         raise typer.Exit(1)

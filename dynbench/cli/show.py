@@ -36,6 +36,8 @@ def show(
     from dynbench.sources import Source
     from dynbench.spec import points_from
 
+    if name is not None:
+        file_stem(name)  # checked before anything runs
     src = Source(**source)
     if point["method"] is None:
         info = src.checkpoint_info(point.get("model"))
@@ -53,7 +55,8 @@ def show(
     spec = points[0]
     chosen = src.dataset(spec).sample(sample or 0) if spec.dataset is not None else None
     inputs, views = show_views(points, src, get_preset(spec.model), chosen)
-    stem = name or _stem(chosen.id if chosen else src.image or src.inputs or f"synthetic-p{spec.prompt_len}")
+    default = chosen.id if chosen else src.image or src.inputs or f"synthetic-p{spec.prompt_len}"
+    stem = file_stem(name) if name is not None else _stem(default)
     info = {"checkpoint": spec.checkpoint, "dataset": spec.dataset, "sample": None if chosen is None else chosen.index,
             "sample_id": None if chosen is None else chosen.id, "image": str(chosen.image) if chosen and chosen.image
             else src.image, "inputs": src.inputs, "prompt": src.prompt, "mode": spec.mode, "gen_len": spec.gen_len,
@@ -61,6 +64,14 @@ def show(
     mean, std = src.image_norm() or (CLIP_MEAN, CLIP_STD)
     for path in write_show(writable_dir(Path(out)), stem, inputs.pixel_values[0], views, info, mean, std):
         out_console().print(str(path), highlight=False)
+
+
+def file_stem(name: str) -> str:
+    """`--name`: a file name stem inside --out, never a path (no `/`, no `..`, no hidden file)."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}", name):
+        raise DynbenchError(f"--name {name!r}: give a file name stem (letters, digits, . _ -; at most 200), not a "
+                            "path — the files go into --out")
+    return name
 
 
 def _stem(value) -> str:

@@ -81,6 +81,12 @@ def nvml_handle(device: torch.device | str) -> Any | None:
         return None
 
 
+def nvml_why(exc: BaseException) -> str:
+    """One line saying why an NVML quantity is missing: sandboxes and containers answer
+    `NotSupported` / `NoPermission` per call, so each quantity records its own reason."""
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _as_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 

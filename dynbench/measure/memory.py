@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import torch
 
-from dynbench.measure.env import nvml_handle, warn_once
+from dynbench.measure.env import nvml_handle, nvml_why, warn_once
 from dynbench.measure.native_stderr import profiler_stderr_filtered
-from dynbench.measure.poll import Poller
+from dynbench.measure.poll import NVML_POLL_INTERVAL_S, Poller
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class MemoryResult:
     peak_mem_bytes: int | None  # headline: peak_alloc_bytes on CUDA, peak_tensor_bytes on CPU
     mem_source: str | None  # "torch_allocator" | "cpu_tensors" | None
     peak_tensor_bytes: int | None = None  # CPU: live tensors + the profiled allocation peak
+    nvml_unavailable: str | None = None  # why the NVML figures are null on CUDA (the NVML error)
 
 
 def rss_bytes() -> int:
@@ -121,10 +122,11 @@ class MemoryTracker:
         torch.cuda.synchronize(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
         nvml = _NvmlPeaks(self._nvml) if self._nvml is not None else None
-        with Poller(nvml.sample) if nvml is not None else nullcontext() as poller:
+        with Poller(nvml.sample, NVML_POLL_INTERVAL_S) if nvml is not None else nullcontext() as poller:
             yield
             torch.cuda.synchronize(self.device)  # the region's kernels are done before reading
         failed = poller is not None and poller.error is not None
+        why = nvml_why(poller.error) if failed else None
         if failed:  # a peak over part of the region is not the region's peak: null, never partial
             warn_once(f"NVML memory polling failed ({poller.error}); NVML figures are null.")
         alloc = int(torch.cuda.max_memory_allocated(self.device))
@@ -143,7 +145,7 @@ class MemoryTracker:
         self._result = MemoryResult(
             peak_alloc_bytes=alloc, peak_reserved_bytes=reserved, nvml_process_bytes=process,
             nvml_source=source, nvml_global_bytes=global_peak, peak_rss_bytes=None,
-            peak_mem_bytes=alloc, mem_source="torch_allocator",
+            peak_mem_bytes=alloc, mem_source="torch_allocator", nvml_unavailable=why,
         )
 
     def result(self) -> MemoryResult:

@@ -5,7 +5,8 @@
 `perf_counter`) and the model's regions (`Regions`: coarse ones only unless `spec.regions`),
 inside the clock monitor, the energy counter and — where it costs nothing (CUDA) — the memory
 tracker. On CPU memory
-is measured in one more, untimed run (the profiler would slow the timed ones). The samples are
+is measured in one more, untimed run (the profiler would slow the timed ones), and every device
+counts its kernel-launching ops per step in one more (`measure/launches.py`). The samples are
 read once at the end (one synchronize on CUDA). `plan_point` is the `meta` analogue: the steps
 the counting rules give, nothing timed.
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 from dynbench.measure.energy import EnergyMeter
 from dynbench.measure.latency import COARSE_REGIONS, ClockMonitor, ClockResult, LatencyTracker, Regions
+from dynbench.measure.launches import count_launches
 from dynbench.measure.memory import MemoryResult, MemoryTracker, tensor_bytes
 from dynbench.modes import ModeResult, plan_mode, run_mode
 from dynbench.names import DTYPE_BYTES
@@ -35,6 +37,10 @@ class PointMeasurement:
     memory: MemoryResult | None = None
     clock: ClockResult | None = None
     energy_j: float | None = None  # NVML, over all measured runs (CUDA)
+    # GPU first contact: host time per step, kernel launches, why NVML figures are missing
+    host_ms: list[list[float]] | None = None  # [run][step], CUDA only (measure/host.py)
+    ops_per_step: list[int] | None = None  # kernel-launching ops of each step of one untimed run
+    nvml_unavailable: dict[str, str] | None = None  # NVML quantity → why it is null
 
 
 def plan_point(spec, preset) -> PointMeasurement:
@@ -69,5 +75,18 @@ def measure_point(spec, net, inputs, memory: MemoryTracker, weights_bytes: int) 
             run_mode(*args)
     timings = [t.result() for t in trackers]  # CUDA: one synchronize, then every event is read
     step_ms = [t.pop("step") for t in timings]
+    hosts = [t.host_result().get("step") for t in trackers]
+    ops = count_launches(*args)  # untimed: the dispatch mode's own overhead never reaches a timing
     return PointMeasurement(runs, step_ms, timings, trackers[0].timer, memory.result(), clock.result(),
-                            energy.joules)
+                            energy.joules, host_ms=hosts if all(hosts) else None, ops_per_step=ops,
+                            nvml_unavailable=_nvml_unavailable(memory.result(), clock.result(), energy))
+
+
+def _nvml_unavailable(memory: MemoryResult, clock: ClockResult | None, energy: EnergyMeter) -> dict[str, str] | None:
+    """Every NVML quantity this point could not read, and why (a CUDA row's nulls explained)."""
+    why = dict(clock.unavailable) if clock is not None else {}
+    if memory.nvml_unavailable:
+        why["memory"] = memory.nvml_unavailable
+    if energy.unavailable:
+        why["energy"] = energy.unavailable
+    return why or None

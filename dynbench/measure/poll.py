@@ -1,6 +1,7 @@
 """A sampler thread: call `sample()` now, every `interval` seconds while a region runs, and once
 more at its end. Used by the memory tracker (NVML, RSS) and the clock monitor (SM clock, clocks-event
-reasons), so what they report was seen while the work ran, not only at its two ends.
+reasons), so what they report was seen while the work ran, not only at its two ends. NVML is polled
+every `NVML_POLL_INTERVAL_S` (recorded as `nvml_poll_ms`), host-side RSS every `POLL_INTERVAL_S`.
 """
 
 from __future__ import annotations
@@ -8,7 +9,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-POLL_INTERVAL_S = 0.01
+POLL_INTERVAL_S = 0.01  # host-side samplers (RSS): cheap, no driver call
+# NVML pollers (clocks, clocks-event reasons, NVML memory): every call enters the driver, and a 10 ms
+# thread competing with a host-bound decode loop for the GIL slows the very steps it watches
+NVML_POLL_INTERVAL_S = 0.05
 
 
 class Poller:

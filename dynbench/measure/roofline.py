@@ -34,6 +34,7 @@ from typing import Any
 
 from dynbench.errors import DynbenchError
 from dynbench.measure.gpus import GpuSpec, custom_gpu, get_gpu, gpu_from_nvml_name, peak_tflops
+from dynbench.names import DECODE_PHASE, FORWARD_PHASE, PREFILL_PHASE
 
 COMPUTE, MEMORY = "compute", "memory"
 
@@ -194,16 +195,18 @@ def step_columns(roof: Roof, tmacs: float | None, nbytes: StepBytes) -> dict:
             "roofline_kv_bytes": nbytes.kv}  # fmt: skip
 
 
-def summary_columns(mode: str, roof: Roof, step_ms: Sequence[float], step_bytes_: Iterable[StepBytes]) -> dict:
-    """A run's roofline columns from its steps' bounds (`step_ms`, one per step, in order):
-    TTFT = the prefill step (prefill, kv-cache), TPOT = median of the decode steps (kv-cache),
-    the no-cache step median, total = Σ steps."""
+def summary_columns(phases: Sequence[str], roof: Roof, step_ms: Sequence[float],
+                    step_bytes_: Iterable[StepBytes]) -> dict:
+    """A run's roofline columns from its steps' phases and bounds (`step_ms`, one per step, in order),
+    as the latency columns (`modes.HEADLINE_PHASE`): TTFT = a first step that is a prefill, TPOT = median
+    of the decode steps, the median of the forwards (no-cache), total = Σ steps."""
     nbytes = list(step_bytes_)
-    decode = list(step_ms[1:]) if mode == "kv-cache" else []
+    decode = [ms for ms, p in zip(step_ms, phases, strict=True) if p == DECODE_PHASE]
+    forward = [ms for ms, p in zip(step_ms, phases, strict=True) if p == FORWARD_PHASE]
     return {
-        "ttft_roofline_ms": step_ms[0] if mode in ("prefill", "kv-cache") else None,
+        "ttft_roofline_ms": step_ms[0] if phases[0] == PREFILL_PHASE else None,
         "tpot_roofline_ms": statistics.median(decode) if decode else None,
-        "step_roofline_ms_median": statistics.median(step_ms) if mode == "no-cache" else None,
+        "step_roofline_ms_median": statistics.median(forward) if forward else None,
         "total_roofline_ms": sum(step_ms),
         "roofline_bytes": sum(b.total for b in nbytes), "roofline_kv_bytes": sum(b.kv for b in nbytes),
         "roofline_gpu": roof.gpu, "roofline_tflops": roof.tflops, "roofline_gbps": roof.gbps,

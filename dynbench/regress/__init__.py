@@ -14,6 +14,10 @@ seed, weights and inputs; several methods and keeps share one comparison key):
   cannot flip on near-ties of predictor scores. `tmacs` is *not comparable* when torch,
   transformers or fvcore versions differ (op decompositions shift fvcore's counts), or when
   `flops_source` differs; the other exact metrics are still compared.
+* **kernel launches** (`LAUNCH_METRICS`: `ops_per_step`, `ops_total`, `measure/launches.py`) must
+  equal the baseline exactly, on any device (CPU CI included): a change that adds per-layer
+  Python or tensor bookkeeping adds ops, which is latency on a host-bound GPU. Not comparable
+  across torch, transformers or fvcore versions (op decompositions change).
 * **latency**, on the raw samples of the summary row (`latency_ms_samples`: one TTFT per repeat
   in prefill, every decode step in the decode modes). The statistical rule, exactly:
 
@@ -38,6 +42,10 @@ seed, weights and inputs; several methods and keeps share one comparison key):
   configuration: regression when current / baseline > 1 + mem_tol (default 0.01), improvement
   below 1 − mem_tol. Null on both sides (CPU) = not measured, skipped. Not comparable across GPU,
   driver, CUDA or torch versions (workspaces and the caching allocator change).
+* **quality** (`ppl`, `ppl_pooled`, `meteor`; `dynbench/quality.py`): deterministic on CPU in one
+  environment, so equal within `quality_tol` (default 1e-6 relative; `--quality-tol` for GPU
+  runs); a higher PPL or a lower METEOR beyond it is a regression, the reverse an improvement.
+  A change that makes a method cheaper by dropping what it needs fails here.
 * **status**: ok → oom → error is a regression, the reverse an improvement; the metrics of a
   point that is not `ok` on both sides are not compared.
 
@@ -72,6 +80,7 @@ from dynbench.regress.checks import (
     IMPROVEMENT,
     INFO,
     LATENCY_METRIC,
+    LAUNCH_METRICS,
     MEMORY_METRICS,
     MISSING,
     NOT_COMPARABLE,
@@ -90,7 +99,8 @@ from dynbench.regress.checks import (
 from dynbench.regress.gate import CheckReport, CheckResult, check, check_results
 
 __all__ = [
-    "BASELINE_FORMAT", "ENV_FIELDS", "EXACT_METRICS", "IMPROVEMENT", "INFO", "LATENCY_METRIC", "MEMORY_METRICS",
+    "BASELINE_FORMAT", "ENV_FIELDS", "EXACT_METRICS", "IMPROVEMENT", "INFO", "LATENCY_METRIC", "LAUNCH_METRICS",
+    "MEMORY_METRICS",
     "MISSING", "NOT_COMPARABLE", "PASS", "REGRESSION", "VERDICTS", "Baseline", "Check", "CheckReport",
     "CheckResult", "ExactCheck", "LatencyCheck", "Outcome", "PeakMemoryCheck", "StatusCheck", "check",
     "check_results", "classify_ratio", "default_checks", "env_snapshots", "read_baseline", "write_baseline",

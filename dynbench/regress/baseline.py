@@ -19,7 +19,7 @@ from dynbench.errors import DynbenchError
 from dynbench.records import POINT_KEY, latest_summaries
 from dynbench.regress.checks import STATUS_RANK
 from dynbench.report.format import point_label
-from dynbench.results import env_snapshots, iter_records, jsonable, write_atomic
+from dynbench.results import check_types, env_snapshots, iter_records, jsonable, require_dynbench, write_atomic
 
 BASELINE_FORMAT = 1  # header field `dynbench_baseline`; bump when the file layout changes
 # Environment columns a row may carry (`measure.env.snapshot` names); kept in the baseline header.
@@ -75,7 +75,8 @@ def write_baseline(results_path: str | os.PathLike, out_path: str | os.PathLike,
     latency samples included.
     Raises DynbenchError when there is no finished point or a point ended in an error.
     """
-    rows = list(latest_summaries(iter_records(results_path, strict=True)).values())
+    records = require_dynbench(list(iter_records(results_path, strict=True)), results_path)
+    rows = list(latest_summaries(records).values())
     if not rows:
         raise DynbenchError(f"{results_path} holds no finished point (no summary row): "
                             "run `dynbench run --out DIR` to completion first")
@@ -107,7 +108,7 @@ def read_baseline(path: str | os.PathLike) -> Baseline:
     if not Path(path).is_file():
         raise DynbenchError(f"no baseline at {path}: write one with "
                             "`dynbench baseline RESULTS --out results/baselines/NAME.jsonl`")
-    records = iter(iter_records(path, strict=True))
+    records = iter(iter_records(path, strict=True, schema=False))  # the header is not a record
     header = next(records, None)
     if header is None or "dynbench_baseline" not in header:
         raise DynbenchError(f"{path} is not a dynbench baseline (no header line): write one with "
@@ -118,4 +119,7 @@ def read_baseline(path: str | os.PathLike) -> Baseline:
     rows = tuple(records)
     if not rows:
         raise DynbenchError(f"{path} holds no points: refresh it with `dynbench baseline`")
+    for lineno, row in enumerate(rows, start=2):
+        check_types(row, path, lineno)
+    require_dynbench(list(rows), path)
     return Baseline(header=header, rows=rows, path=str(path))

@@ -2,8 +2,8 @@
 
 Rules (the package docstring spells them out): exact metrics within a relative tolerance of
 1e-9, latency by the ratio of medians with a bootstrap CI and a tolerance, allocator peaks within
-a memory tolerance, status ok → oom → error. Outcomes are data (`Outcome`); `report/check.py`
-renders them.
+a memory tolerance, quality (PPL, METEOR) within a quality tolerance, status ok → oom →
+error. Outcomes are data (`Outcome`); `report/check.py` renders them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from dynbench.names import STATUS_OK, STATUS_OOM
 from dynbench.report.format import run_length
 from dynbench.stats import MIN_CI_SAMPLES, ratio_of_medians_ci
 
@@ -27,13 +28,18 @@ EXACT_METRICS = (
     "text_tokens_kept", "kv_bytes", "kv_bytes_prompt", "kv_bytes_generated", "params", "tmacs",
     "tflops_paper", "tmacs_fastv",
 )  # fmt: skip
+# kernel-launching ops per step (measure/launches.py): exact on any device, and torch / transformers
+# releases change the op decompositions, so not comparable across them
+LAUNCH_METRICS = ("ops_per_step", "ops_total")
 MEMORY_METRICS = ("peak_alloc_bytes", "peak_reserved_bytes")
+# generation ability (dynbench/quality.py): metric → higher is better
+QUALITY_METRICS = {"ppl": False, "ppl_pooled": False, "meteor": True}
 LATENCY_METRIC = "latency_ms_samples"
 
 PASS, REGRESSION, IMPROVEMENT = "pass", "regression", "improvement"
 NOT_COMPARABLE, MISSING, INFO = "not comparable", "missing", "info"
 VERDICTS = (REGRESSION, IMPROVEMENT, MISSING, NOT_COMPARABLE, INFO, PASS)  # display order
-STATUS_RANK = {"ok": 0, "oom": 1}  # anything else ("error: …") ranks 2
+STATUS_RANK = {STATUS_OK: 0, STATUS_OOM: 1}  # anything else ("error: …") ranks 2
 
 
 @dataclass(frozen=True)
@@ -240,6 +246,30 @@ class PeakMemoryCheck(Check):
 
 
 @dataclass(frozen=True)
+class QualityCheck(Check):
+    """Generation ability (PPL: lower is better; METEOR: higher) within a relative tolerance:
+    deterministic in one environment on CPU, so the default is tight; `--quality-tol` for GPU
+    runs. A change that makes a method cheaper by dropping what it needs fails here."""
+
+    metric: str
+    rel_tol: float = 1e-6
+    higher_is_better: bool = False
+    kind: str = "tolerance"
+
+    def evaluate(self, current, baseline):
+        b, c = baseline.get(self.metric), current.get(self.metric)
+        if b is None or c is None:
+            return _missing(b, c)
+        ratio = c / b if b else None
+        if math.isclose(c, b, rel_tol=self.rel_tol, abs_tol=1e-12):
+            return Outcome(PASS, b, c, ratio)
+        worse = c < b if self.higher_is_better else c > b
+        change = f" ({(c - b) / b:+.3%})" if b else ""
+        note = f"{'worse' if worse else 'better'}: {b:.6g} → {c:.6g}{change}, tolerance {self.rel_tol:g}"
+        return Outcome(REGRESSION if worse else IMPROVEMENT, b, c, ratio, note=note)
+
+
+@dataclass(frozen=True)
 class StatusCheck(Check):
     """ok → oom → error is a regression; None while both sides are ok."""
 
@@ -255,12 +285,14 @@ class StatusCheck(Check):
         return Outcome(verdict, b, c, note="metrics not compared")
 
 
-def default_checks(*, latency_tol: float = 0.05, mem_tol: float = 0.01,
-                   gate_cpu_latency: bool = False, seed: int = 0) -> tuple[Check, ...]:
+def default_checks(*, latency_tol: float = 0.05, mem_tol: float = 0.01, gate_cpu_latency: bool = False,
+                   seed: int = 0, quality_tol: float = 1e-6) -> tuple[Check, ...]:
     """The checks `dynbench check` runs, in report order (status first)."""
     exact = tuple(
         ExactCheck(m, version_fields=VERSION_FIELDS, source_field="flops_source") if m == "tmacs"
         else ExactCheck(m) for m in EXACT_METRICS
     )  # fmt: skip
-    return (StatusCheck(), *exact, *(PeakMemoryCheck(m, rel_tol=mem_tol) for m in MEMORY_METRICS),
+    quality = (QualityCheck(m, rel_tol=quality_tol, higher_is_better=up) for m, up in QUALITY_METRICS.items())
+    launches = tuple(ExactCheck(m, rel_tol=0.0, version_fields=VERSION_FIELDS) for m in LAUNCH_METRICS)
+    return (StatusCheck(), *exact, *launches, *quality, *(PeakMemoryCheck(m, rel_tol=mem_tol) for m in MEMORY_METRICS),
             LatencyCheck(tol=latency_tol, gate_cpu=gate_cpu_latency, seed=seed))

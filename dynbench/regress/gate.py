@@ -119,7 +119,7 @@ def _no_overlap_message(cur: list[dict], base: list[dict], baseline_name: str) -
 
 def check(current_rows: Iterable[Mapping[str, Any]] | Any, baseline: Baseline, *,
           latency_tol: float = 0.05, mem_tol: float = 0.01, gate_cpu_latency: bool = False,
-          fail_on_improvement: bool = False, seed: int = 0, allow_missing: bool = False,
+          quality_tol: float = 1e-6, fail_on_improvement: bool = False, seed: int = 0, allow_missing: bool = False,
           current_environments: Mapping[str, Mapping[str, Any]] | None = None,
           checks: Sequence[Check] | None = None) -> CheckReport:
     """Compare the summary rows of a run with a baseline, point by point (module docstring).
@@ -128,14 +128,37 @@ def check(current_rows: Iterable[Mapping[str, Any]] | Any, baseline: Baseline, *
     a point wins). Raises DynbenchError for bad tolerances, a baseline of another model preset,
     or one that shares no comparable point.
     """
-    if not 0 <= latency_tol < 1:
-        raise DynbenchError(f"--latency-tol {latency_tol}: use a fraction in [0, 1), e.g. 0.05")
-    if not 0 <= mem_tol < 1:
-        raise DynbenchError(f"memory tolerance {mem_tol}: use a fraction in [0, 1), e.g. 0.01")
+    _check_tolerances(latency_tol=latency_tol, mem_tol=mem_tol, quality_tol=quality_tol)
     name = Path(baseline.path).name if baseline.path else "baseline"
     envs = {**baseline.environments, **{str(k): dict(v) for k, v in (current_environments or {}).items()}}
     cur = {k: _with_env(r, envs) for k, r in latest_summaries(_rows(current_rows)).items()}
     base = {k: _with_env(r, baseline.environments) for k, r in latest_summaries(baseline.rows).items()}
+    _check_comparable(cur, base, name)
+    checks = tuple(checks) if checks is not None else default_checks(
+        latency_tol=latency_tol, mem_tol=mem_tol, gate_cpu_latency=gate_cpu_latency, seed=seed,
+        quality_tol=quality_tol)
+    results = _compare_points(cur, base, checks)
+    if not any(r.verdict in (PASS, REGRESSION, IMPROVEMENT) for r in results):
+        raise DynbenchError(
+            f"nothing could be compared with {name} (every shared point is not comparable or "
+            "not measured: another environment?): refresh it with `dynbench baseline`")
+    settings = {"latency_tol": latency_tol, "mem_tol": mem_tol, "quality_tol": quality_tol,
+                "gate_cpu_latency": gate_cpu_latency,
+                "seed": seed, "allow_missing": allow_missing}
+    return CheckReport(tuple(results), fail_on_improvement, name, settings, allow_missing)
+
+
+def _check_tolerances(*, latency_tol: float, mem_tol: float, quality_tol: float) -> None:
+    if not 0 <= latency_tol < 1:
+        raise DynbenchError(f"--latency-tol {latency_tol}: use a fraction in [0, 1), e.g. 0.05")
+    if not 0 <= mem_tol < 1:
+        raise DynbenchError(f"memory tolerance {mem_tol}: use a fraction in [0, 1), e.g. 0.01")
+    if not 0 <= quality_tol < 1:
+        raise DynbenchError(f"--quality-tol {quality_tol}: use a fraction in [0, 1), e.g. 0.01 for GPU runs")
+
+
+def _check_comparable(cur: Mapping[tuple, dict], base: Mapping[tuple, dict], name: str) -> None:
+    """A run and a baseline of the same preset that share at least one point, or one line saying why not."""
     if not cur:
         raise DynbenchError("the results hold no finished point (no summary row): "
                             "run `dynbench run --out DIR` to completion first")
@@ -149,8 +172,9 @@ def check(current_rows: Iterable[Mapping[str, Any]] | Any, baseline: Baseline, *
     if not cur.keys() & base.keys():
         raise DynbenchError(_no_overlap_message(list(cur.values()), list(base.values()), name))
 
-    checks = tuple(checks) if checks is not None else default_checks(
-        latency_tol=latency_tol, mem_tol=mem_tol, gate_cpu_latency=gate_cpu_latency, seed=seed)
+
+def _compare_points(cur: Mapping[tuple, dict], base: Mapping[tuple, dict], checks: Sequence[Check]) -> list:
+    """Every check on every shared point (a failed point: its status only); missing points reported."""
     results: list[CheckResult] = []
     for key in [*base, *(k for k in cur if k not in base)]:
         b, c = base.get(key), cur.get(key)
@@ -169,13 +193,7 @@ def check(current_rows: Iterable[Mapping[str, Any]] | Any, baseline: Baseline, *
             if out is not None:
                 results.append(CheckResult(point=_point(c), metric=chk.metric, kind=chk.kind,
                                            **{f.name: getattr(out, f.name) for f in fields(out)}))
-    if not any(r.verdict in (PASS, REGRESSION, IMPROVEMENT) for r in results):
-        raise DynbenchError(
-            f"nothing could be compared with {name} (every shared point is not comparable or "
-            "not measured: another environment?): refresh it with `dynbench baseline`")
-    settings = {"latency_tol": latency_tol, "mem_tol": mem_tol, "gate_cpu_latency": gate_cpu_latency,
-                "seed": seed, "allow_missing": allow_missing}
-    return CheckReport(tuple(results), fail_on_improvement, name, settings, allow_missing)
+    return results
 
 
 def check_results(results_path: str | os.PathLike | Sequence[str | os.PathLike], baseline_path: str | os.PathLike,

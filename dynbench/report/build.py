@@ -1,5 +1,6 @@
 """`dynbench report`: a comparison rendered in one format — the mode tables (`tables`) or the
-paper's table (`paper`); the one place that knows both, so neither imports the other."""
+paper's tables (`paper`: Table 4; `quality_table`: Table 3); the one place that knows them all, so
+none imports another."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pandas as pd
 from dynbench.errors import DynbenchError
 from dynbench.report.compare import compare, summary_rows
 from dynbench.report.paper import paper_table, paper_to_markdown, render_paper_table
+from dynbench.report.quality_table import quality_table, quality_to_markdown, render_quality_table
 from dynbench.report.tables import column_keys, render_table, to_csv, to_markdown
 
 FORMATS = ("table", "md", "csv")
@@ -22,9 +24,26 @@ def build_report(df: pd.DataFrame, fmt: str = "table", paper: bool = False, colu
     if not summary_rows(df):
         raise DynbenchError("the results hold no summary rows (step null): the run was interrupted "
                             "before any point finished; run it again with --resume")
-    data = paper_table(df) if paper else compare(df)
+    if paper:
+        return _paper_views(df, fmt)
+    data = compare(df)
     if fmt == "csv":
         return to_csv(data)
     if fmt == "md":
-        return paper_to_markdown(data) if paper else to_markdown(data, keys, wide)
-    return render_paper_table(data) if paper else render_table(data, keys, wide)
+        return to_markdown(data, keys, wide)
+    return render_table(data, keys, wide)
+
+
+def _paper_views(df: pd.DataFrame, fmt: str) -> list | str:
+    """`--paper`: Table 3 (quality beside cost) of the dataset points, Table 4 of the others."""
+    is_dataset = df["dataset"].notna() if "dataset" in df.columns else pd.Series(False, index=df.index)
+    views = []
+    if (~is_dataset).any() and summary_rows(df[~is_dataset]):
+        views.append((paper_table(df[~is_dataset]), paper_to_markdown, render_paper_table))
+    if is_dataset.any():
+        views.append((quality_table(df[is_dataset]), quality_to_markdown, render_quality_table))
+    if fmt == "csv":
+        return "\n".join(to_csv(data) for data, _, _ in views)
+    if fmt == "md":
+        return "\n".join(md(data) for data, md, _ in views)
+    return [table for data, _, rich in views for table in rich(data)]

@@ -1,6 +1,5 @@
-"""The README's column list, generated from the schema (`records.COLUMNS`), so the two cannot drift.
-
-`make docs` rewrites the block between the markers in README.md; a test checks it is current.
+"""The column list of docs/records.md, generated from the schema (`records.COLUMNS`), so the two cannot
+drift. `make docs` rewrites the block between the markers; a test checks it is current.
 """
 
 from __future__ import annotations
@@ -31,7 +30,10 @@ def readme_block() -> str:
     return f"{BEGIN}\n{columns_markdown()}{END}"
 
 
-def update_readme(path: str | Path = "README.md") -> bool:
+RECORDS_DOC = Path(__file__).resolve().parents[2] / "docs" / "records.md"
+
+
+def update_readme(path: str | Path = RECORDS_DOC) -> bool:
     """Rewrite the generated block in `path`; True when it changed."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
@@ -43,4 +45,4 @@ def update_readme(path: str | Path = "README.md") -> bool:
 
 
 if __name__ == "__main__":
-    print("README.md updated" if update_readme() else "README.md already current")
+    print("docs/records.md updated" if update_readme() else "docs/records.md already current")

@@ -49,6 +49,8 @@ DELTA_METRICS = (
     "tmacs", "tflops_paper", "equivalent_tokens", "peak_mem_bytes", "kv_bytes", "kv_bytes_prompt", "kv_bytes_generated",
     "ttft_ms", "tpot_ms_median", "tpot_ms_p90", "step_ms_median", "step_ms_p90", "total_ms",
     "energy_j", "energy_j_per_token",
+    "ops_per_step",  # kernel launches per step (measure/launches.py)
+    "ppl", "ppl_pooled", "meteor",  # quality (dynbench/quality.py)
 )  # fmt: skip
 # roofline bounds (measure/roofline.py), compared with llava's on the same roofline_gpu only
 ROOFLINE_METRICS = ("ttft_roofline_ms", "tpot_roofline_ms", "step_roofline_ms_median", "total_roofline_ms")
@@ -62,10 +64,12 @@ CARRIED = (
     "status", "image_tokens", "image_tokens_kept", "vision_keep_realized", "text_tokens_fed",
     "text_tokens_kept", "text_keep_realized", "timer", "mem_source", "throttled", "env_id",
     "matched_ratio", "scoring_ms", "layer_seq_lens", "layer_cache_lens", *ROOFLINE_CARRIED,
+    "host_bound_frac", "host_ms_median",  # measure/host.py: the report labels host-bound TPOTs
 )  # fmt: skip
 # a dataset point's aggregate: how many samples, and the spread over them (samples.py)
 DATASET_CARRIED = ("samples", "samples_skipped", "text_keep_pooled",
                    *(f"{m}_{q}" for m in SPREAD_METRICS for q in QUANTILES))  # fmt: skip
+QUALITY_CARRIED = ("answer_tokens", "output_tokens")
 INT_FIELDS = {
     "batch", "prompt_len", "gen_len", "seed", "step", "repeat", "warmup", "repeats", "image_tokens",
     "seq_len", "image_tokens_kept", "text_tokens_fed", "text_tokens_kept", "params", "sample", "round", "rounds",
@@ -228,15 +232,38 @@ def env_labels(env_ids: Iterable[str | None]) -> dict[str | None, str]:
 COMPARE_COLUMNS = (
     *COMPARISON_KEY, *SPEC, "is_baseline", "note", "env", "env_id", "baseline_env_id", "env_mismatch",
     "env_mixed", "status", "image_tokens", "image_tokens_kept", "vision_keep_realized",
-    "text_tokens_fed", "text_tokens_kept", "text_keep_realized", "token_agreement", "timer",
+    "text_tokens_fed", "text_tokens_kept", "text_keep_realized", "token_agreement", "top1_agree",
+    "answer_tokens", "output_tokens", "timer",
     "mem_source", "throttled", "matched_ratio", "scoring_ms", "layer_seq_lens", "layer_cache_lens",
     *(c for m in DELTA_METRICS for c in (m, f"{m}_delta_pct")),
     *ROOFLINE_CARRIED, *(c for m in ROOFLINE_METRICS for c in (m, f"{m}_delta_pct")),
     *(c for m in LATENCY_SAMPLES for c in (f"{m}_delta_ci_low", f"{m}_delta_ci_high", f"{m}_delta_noise")),
-    *DATASET_CARRIED,
+    *DATASET_CARRIED, "host_bound_frac", "host_ms_median",
 )  # fmt: skip
 _NULLABLE_INT = [c for c in COMPARE_COLUMNS if c in INT_FIELDS or c.endswith("_bytes")
                  or c in ("kv_bytes_prompt", "kv_bytes_generated")]  # fmt: skip
+
+
+def answer_argmax(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[Any, list]]:
+    """point_id → {sample index: the argmax ids at its answer positions}: a dataset point's sample
+    rows, or a plain point's summary row (sample None)."""
+    out: dict[str, dict[Any, list]] = {}
+    for r in rows:
+        if r.get("answer_argmax") and row_kind(r) in ("sample", "point") and r.get("point_id") is not None:
+            if row_kind(r) == "point" and r.get("dataset") is not None:
+                continue  # an aggregate carries none; its samples do
+            out.setdefault(r["point_id"], {})[r.get("sample")] = r["answer_argmax"]
+    return out
+
+
+def _top1(row: Mapping[str, Any], base: Mapping[str, Any] | None, argmax: Mapping[str, dict]) -> float | None:
+    """`quality.top1_agree` of a point's answer argmax ids with llava's, sample by sample."""
+    from dynbench.quality import top1_agree
+
+    if base is None or row is base:
+        return None
+    mine, dense = argmax.get(row.get("point_id"), {}), argmax.get(base.get("point_id"), {})
+    return top1_agree([(ids, dense[s]) for s, ids in mine.items() if s in dense])
 
 
 def compare(df: pd.DataFrame) -> pd.DataFrame:
@@ -245,10 +272,13 @@ def compare(df: pd.DataFrame) -> pd.DataFrame:
     One row per point, sorted by mode, key, method (llava first), keep ratios. For each metric
     in DELTA_METRICS: the value (raw SI) and `<metric>_delta_pct` vs llava (None for llava rows
     themselves and where no baseline value exists). `token_agreement`: share of identical
-    generated ids with llava. `env`: a letter per environment; `env_mismatch`: the baseline
-    comes from another environment; `env_mixed`: the row's mode table holds several.
+    generated ids with llava; `top1_agree`: share of teacher-forced answer positions where the
+    argmax equals llava's on the same sample (`quality.top1_agree`). `env`: a letter per
+    environment; `env_mismatch`: the baseline comes from another environment; `env_mixed`: the
+    row's mode table holds several.
     """
     rows = sorted(summary_rows(df), key=_sort_key)
+    argmax = answer_argmax(records(df[df["answer_argmax"].notna()])) if "answer_argmax" in df.columns else {}
     labels = env_labels(r.get("env_id") for r in rows)
     by_key: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -261,7 +291,8 @@ def compare(df: pd.DataFrame) -> pd.DataFrame:
         is_base = r.get("method") == BASELINE
         bases = [b for b in by_key[key_of(r, COMPARISON_KEY)] if b.get("method") == BASELINE]
         base = r if is_base else _pick_baseline(r, bases)
-        item: dict[str, Any] = {k: r.get(k) for k in (*COMPARISON_KEY, *SPEC, *CARRIED, *DATASET_CARRIED)}
+        carried = (*COMPARISON_KEY, *SPEC, *CARRIED, *DATASET_CARRIED, *QUALITY_CARRIED)
+        item: dict[str, Any] = {k: r.get(k) for k in carried}
         item.update(
             is_baseline=is_base,
             note=IMPOSED if imposed(r) else "",
@@ -273,6 +304,7 @@ def compare(df: pd.DataFrame) -> pd.DataFrame:
             text_keep_realized=_realized(r, "text_keep_realized", "text_tokens_kept", "text_tokens_fed"),
             token_agreement=None if is_base or base is None
             else token_agreement(r.get("generated_ids"), base.get("generated_ids")),
+            top1_agree=_top1(r, base, argmax),
         )  # fmt: skip
         item["env_mixed"] = item["env_mixed"] or item["env_mismatch"]
         for m in DELTA_METRICS:

@@ -46,6 +46,11 @@ def fmt_t(t: float | None) -> str:
     return f"{t / 1e-9:.3g} k"
 
 
+def fmt_score(x: float | None) -> str:
+    """A quality figure (PPL, METEOR): four significant digits."""
+    return DASH if x is None else f"{x:.4g}"
+
+
 def fmt_pct(p: float | None) -> str:
     return DASH if p is None else f"{p:+.1f}%"
 

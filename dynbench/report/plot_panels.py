@@ -338,3 +338,44 @@ def _by(rows: Sequence[dict], fields: Sequence[str]) -> list[tuple[tuple, list[d
         by.setdefault(key_of(r, fields), []).append(r)
     return sorted(by.items(), key=lambda kv: tuple(map(sortable, kv[0])))
 
+
+
+# ---- quality beside cost (dynbench/quality.py) -------------------------------------------------
+QUALITY_PARETO = (  # (mode, x metric, x kind, x name, y metric, y label, higher is better, title)
+    ("no-cache", "tflops_paper", "tera", "FLOPs (paper convention), decoding", "ppl", "PPL (mean per sample), p10–p90",
+     False, "no-cache: decoding compute vs perplexity"),
+    ("kv-cache", "kv_bytes_generated", "bytes", "KV cache of generated tokens", "ppl", "PPL (mean per sample), "
+     "p10–p90", False, "kv-cache: generated KV vs perplexity"),
+    ("no-cache", "tflops_paper", "tera", "FLOPs (paper convention), decoding", "meteor", "METEOR (mean), p10–p90",
+     True, "no-cache: decoding compute vs METEOR"),
+    ("kv-cache", "kv_bytes_generated", "bytes", "KV cache of generated tokens", "meteor", "METEOR (mean), p10–p90",
+     True, "kv-cache: generated KV vs METEOR"),
+)  # fmt: skip
+
+
+def quality_pareto_panels(summaries: Sequence[dict]) -> list[Panel]:
+    """One marker per method variant (keep ratios included) at (cost, PPL or METEOR) of dataset
+    points, with the spread over samples and the Pareto front (PPL: lower is better; METEOR: higher)."""
+    panels = []
+    for mode, xm, xkind, xname, y, ylabel, higher, title in QUALITY_PARETO:
+        have = [r for r in of_mode(summaries, mode) if r.get(xm) is not None and r.get(y) is not None]
+        if not have:
+            continue
+        have = one_context(have)
+        label = Labeller(have)
+        series = []
+        for _, g in groups(have):
+            r = g[-1]
+            band = None if r.get(f"{y}_p10") is None else [(r[f"{y}_p10"], r[f"{y}_p90"])]
+            series.append(Series(label(r), r["method"], [r[xm]], [r[y]], band))
+        xsize, xunit = engineering_scale([s.x[0] for s in series], xkind)
+        for s in series:
+            s.x = [s.x[0] / xsize]
+        sign = -1.0 if higher else 1.0
+        front = [(x, sign * v) for x, v in pareto_front([(s.x[0], sign * s.y[0]) for s in series])]
+        panel = finish(Panel("points", f"{title}\n({have[0].get('dataset')})", UNITS[xkind].format(u=xunit, name=xname),
+                             ylabel, series, front=front))  # fmt: skip
+        panel.xlim = (0.0, max(s.x[0] for s in series) * 1.15 or 1.0)
+        # METEOR lives in [0, 1]: from zero; PPL differences of a few % would vanish from zero
+        panels.append(from_zero(panel, 1.15) if higher else panel)
+    return panels

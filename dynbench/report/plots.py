@@ -15,6 +15,7 @@ timings are CPU timings or counts come from the meta device. Nothing is smoothed
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -38,6 +39,7 @@ from dynbench.report import plot_data as D
 from dynbench.report import plot_panels as PP
 from dynbench.report.plot_data import COLORS, Panel, Series, Skip, color  # noqa: F401 — chart API
 from dynbench.report.roofline_chart import chart_roofline
+from dynbench.safe_io import write_together
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +365,22 @@ def chart_pareto(summaries: list[dict], steps: list[dict]) -> Figure:
     return fig
 
 
+def chart_quality(summaries: list[dict], steps: list[dict]) -> Figure:
+    """Cost–quality trade-off of dataset points: decoding FLOPs / generated KV vs PPL and METEOR,
+    one marker per method × keep ratio, the Pareto front drawn."""
+    rows = [r for r in summaries if r.get("ppl") is not None or r.get("meteor") is not None]
+    _need(rows, "ppl or meteor")
+    panels = PP.quality_pareto_panels(rows)
+    if not panels:
+        raise Skip("no dataset point holds both a cost and a quality figure")
+    front = any(len(p.front) > 1 for p in panels)
+    fig = _figure("Pareto: cost vs generation ability", rows, latency=False, memory=False,
+                  note=("dashed: Pareto front; " if front else "")
+                  + "PPL: lower-left is better, METEOR: upper-left; bars: p10–p90 over samples")
+    _panels(fig, panels, cols=2)
+    return fig
+
+
 def chart_savings(summaries: list[dict], steps: list[dict]) -> Figure:
     """Savings vs llava while generating, per method: does prefill-only pruning (fastv, random)
     keep its saving once generated text fills the KV cache?"""
@@ -394,6 +412,7 @@ CHARTS: dict[str, Callable[[list[dict], list[dict]], Figure]] = {
     "layer_tokens": chart_layers,
     "summary": chart_summary,
     "pareto": chart_pareto,
+    "quality": chart_quality,
     "savings": chart_savings,
     "roofline": chart_roofline,  # report/roofline_chart.py: bounds on a GPU spec (--gpu)
     "text_keep_samples": chart_text_keep_samples,
@@ -411,7 +430,9 @@ def _slug(*parts: Any) -> str:
 
 def plot_all(df: pd.DataFrame, out_dir: str | os.PathLike, *, skipped: list[str] | None = None,
              charts: Sequence[str] | None = None) -> list[Path]:
-    """Write every chart with data as PNG and SVG under `out_dir`; return the files written.
+    """Write every chart with data as PNG and SVG under `out_dir`; return the files written. They
+    are rendered first and written together at the end (`safe_io.write_together`): a full disk
+    leaves none of them rather than a chart set cut short.
 
     `charts`: names from CHARTS to draw (default: all).
     One chart set per (model, device, dtype): file names are `<chart>.png` when the records
@@ -426,7 +447,7 @@ def plot_all(df: pd.DataFrame, out_dir: str | os.PathLike, *, skipped: list[str]
     out.mkdir(parents=True, exist_ok=True)
     summaries, steps, samples = C.summary_rows(df), C.step_rows(df), C.sample_rows(df)
     groups = sorted({key_of(r, GROUP) for r in summaries + steps}, key=lambda k: tuple(map(str, k)))
-    written: list[Path] = []
+    written: dict[Path, bytes] = {}
     for group in groups:
         g_sum = [r for r in summaries if key_of(r, GROUP) == group]
         g_steps = [r for r in steps if key_of(r, GROUP) == group]
@@ -443,15 +464,16 @@ def plot_all(df: pd.DataFrame, out_dir: str | os.PathLike, *, skipped: list[str]
                 continue
             with matplotlib.rc_context(RC):
                 for ext in FORMATS:
-                    path = out / f"{name}{suffix}.{ext}"
-                    fig.savefig(path, dpi=120 if ext == "png" else None, metadata=METADATA[ext])
-                    written.append(path)
+                    buf = io.BytesIO()
+                    fig.savefig(buf, format=ext, dpi=120 if ext == "png" else None, metadata=METADATA[ext])
+                    written[out / f"{name}{suffix}.{ext}"] = buf.getvalue()
                     # the layout is in figure fractions, the same for every format: solve it once
                     # (constrained layout is most of the drawing time)
                     fig.set_layout_engine("none")
     if not groups and skipped is not None:
         skipped.append("all charts: the records hold no rows")
-    return written
+    write_together(written)
+    return list(written)
 
 
 __all__ = ["CHARTS", "COLORS", "Skip", "color", "plot_all", "style"]

@@ -26,12 +26,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from dynbench.records import STEP_ROW, is_point_summary, row_kind
+from dynbench.names import DECODE_PHASE, FORWARD_PHASE, PHASES, PREFILL_PHASE
+from dynbench.records import STEP_ROW, is_point_summary, row_kind, step_phase
 from dynbench.report.format import engineering_scale, fmt_ms
 from dynbench.report.plot_data import Skip, color, series_label
 
-PHASES = ("prefill", "forward", "decode")  # a step: the prefill, a no-cache forward, a kv-cache decode step
-PHASE_MARKERS = {"prefill": "s", "forward": "^", "decode": "o"}
+PHASE_MARKERS = {PREFILL_PHASE: "s", FORWARD_PHASE: "^", DECODE_PHASE: "o"}
 MODE_LINES = {"kv-cache": "-", "no-cache": "--"}
 
 
@@ -73,12 +73,6 @@ def _key(row: dict, varying: set[str]) -> tuple:
 
 def label(key: tuple) -> str:
     return key[1]
-
-
-def _phase(row: dict) -> str:
-    if row.get("mode") == "prefill" or (row.get("mode") == "kv-cache" and row.get("step") == 0):
-        return "prefill"
-    return "forward" if row.get("mode") == "no-cache" else "decode"
 
 
 def _tflops(flops: float, ms: float | None) -> float | None:
@@ -123,7 +117,7 @@ def roofline_series(summaries: list[dict], steps: list[dict]) -> RooflineSeries 
             if r.get("step_roofline_ms") is None or r.get("tmacs") is None or not r.get("roofline_bytes"):
                 continue
             flops = 2 * r["tmacs"] * 1e12
-            out.points.setdefault((key, _phase(r)), []).append(
+            out.points.setdefault((key, step_phase(r)), []).append(
                 (flops / r["roofline_bytes"], _tflops(flops, r["step_roofline_ms"]), _tflops(flops, r.get("step_ms"))))
     for (key, mode), rows in longest.items():
         if mode == "prefill" or any(r.get("step_roofline_ms") is None for r in rows):
@@ -132,18 +126,25 @@ def roofline_series(summaries: list[dict], steps: list[dict]) -> RooflineSeries 
         bound = [r["step_roofline_ms"] for r in rows]
         measured = [r.get("step_ms") for r in rows]
         out.cumulative[(key, mode)] = (x, _cumsum(bound), _cumsum(measured))
-        if mode == "kv-cache":
+        if step_phase(rows[0]) == PREFILL_PHASE:
             out.ttft[key] = bound[0]
-            if len(rows) > 1:
-                out.per_token[(key, mode)] = (x[1:], bound[1:], measured[1:])
+        decode = [i for i, r in enumerate(rows) if step_phase(r) == DECODE_PHASE]  # TPOT: the decode steps
+        if decode:
+            out.per_token[(key, mode)] = tuple([seq[i] for i in decode] for seq in (x, bound, measured))
+    _add_summary_lines(out, ok, varying, longest)
+    return out
+
+
+def _add_summary_lines(out: RooflineSeries, ok: list[dict], varying: set[str], longest: dict) -> None:
+    """Points without step rows: one point per generated length, from their summary rows."""
     summary_lines: dict[str, dict[tuple, list[tuple]]] = {"per_token": {}, "cumulative": {}}
-    for r in ok:  # no step rows: one point per generated length from the summaries
+    for r in ok:
         key, mode = _key(r, varying), r["mode"]
         if r.get("ttft_roofline_ms") is not None:
             out.ttft.setdefault(key, r["ttft_roofline_ms"])
         if mode == "prefill" or (key, mode) in longest or r.get("gen_len") is None:
             continue
-        if mode == "kv-cache" and r.get("tpot_roofline_ms") is not None:
+        if r.get("tpot_roofline_ms") is not None:  # decode steps ran (kv-cache)
             summary_lines["per_token"].setdefault((key, mode), []).append(
                 (r["gen_len"], r["tpot_roofline_ms"], r.get("tpot_ms_median")))
         if r.get("total_roofline_ms") is not None:
@@ -153,7 +154,6 @@ def roofline_series(summaries: list[dict], steps: list[dict]) -> RooflineSeries 
         for line_key, pts in lines.items():
             pts.sort(key=lambda p: p[0])
             getattr(out, name)[line_key] = tuple(list(col) for col in zip(*pts, strict=True))
-    return out
 
 
 # ---- drawing ------------------------------------------------------------------------------------
@@ -216,11 +216,11 @@ def _draw_roof(ax, s: RooflineSeries, index: dict[tuple, int]) -> None:
                 fontsize=8, color="#555555")  # fmt: skip
     for (key, phase), pts in sorted(s.points.items(), key=lambda kv: (str(kv[0][0]), PHASES.index(kv[0][1]))):
         st = _style(key, index)
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14 if phase == "decode" else 36,
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14 if phase == DECODE_PHASE else 36,
                    marker=PHASE_MARKERS[phase], color=st["color"], alpha=0.8, label=f"{label(key)} · {phase}")
         measured = [(p[0], p[2]) for p in pts if p[2] is not None]
         if measured:
-            ax.scatter(*zip(*measured, strict=True), s=14 if phase == "decode" else 36, marker=PHASE_MARKERS[phase],
+            ax.scatter(*zip(*measured, strict=True), s=14 if phase == DECODE_PHASE else 36, marker=PHASE_MARKERS[phase],
                        facecolors="none", edgecolors=st["color"], label=f"{label(key)} · {phase}, measured")
     ax.set_xscale("log")
     ax.set_yscale("log")

@@ -88,8 +88,8 @@ def _caption(view: KeptView) -> str:
     return f"{image} · {sum(bool(t.kept) for t in fed)} / {len(fed)} generated tokens kept"
 
 
-def write_png(path: Path, pictures: Sequence[np.ndarray], views: Sequence[KeptView], title: str) -> Path:
-    """The pictures side by side, each titled with its method and counts."""
+def png_bytes(pictures: Sequence[np.ndarray], views: Sequence[KeptView], title: str) -> bytes:
+    """The pictures side by side, each titled with its method and counts, as a PNG file."""
     from matplotlib.figure import Figure
 
     h, w = pictures[0].shape[:2]
@@ -101,8 +101,9 @@ def write_png(path: Path, pictures: Sequence[np.ndarray], views: Sequence[KeptVi
         ax.imshow(pic, interpolation="nearest")
         ax.set_title(f"{view.method}\n{_caption(view)}", fontsize=9)
         ax.set_axis_off()
-    fig.savefig(path, dpi=dpi, metadata={"Software": None})
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    return buf.getvalue()
 
 
 def _png_bytes(picture: np.ndarray) -> bytes:
@@ -167,19 +168,19 @@ def page_html(title: str, meta: str, views: Sequence[KeptView], pictures: Sequen
 
 def write_show(out_dir: Path, name: str, pixel_values, views: Sequence[KeptView], info: dict[str, Any],
                mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD) -> list[Path]:
-    """Write `<name>.png`, `<name>.html` and `<name>.json` under `out_dir`; return the paths."""
-    from dynbench.results import write_atomic
+    """Write `<name>.png`, `<name>.html` and `<name>.json` under `out_dir`, together or none of
+    them (`safe_io.write_together`); return the paths."""
+    from dynbench.safe_io import write_together
 
     rgb = image_rgb(pixel_values, mean, std)
     pictures = [overlay(rgb, v.kept_image_indices, v.image_tokens) for v in views]
     side = grid_side(views[0].image_tokens)
     title = f"dynbench show — {name}"
     meta = " · ".join(f"{k} {v}" for k, v in info.items() if v is not None)
-    png = write_png(out_dir / f"{name}.png", pictures, views, title)
-    page = out_dir / f"{name}.html"
-    write_atomic(page, page_html(title, meta, views, pictures))
     doc = {"name": name, **info, "image_grid": side, "patch_pixels": rgb.shape[0] // side,
            "methods": {v.method: v.as_dict() for v in views}}  # fmt: skip
-    sidecar = out_dir / f"{name}.json"
-    write_atomic(sidecar, json.dumps(doc, indent=1) + "\n")
-    return [png, page, sidecar]
+    files = {out_dir / f"{name}.png": png_bytes(pictures, views, title),
+             out_dir / f"{name}.html": page_html(title, meta, views, pictures),
+             out_dir / f"{name}.json": json.dumps(doc, indent=1) + "\n"}  # fmt: skip
+    write_together(files)
+    return list(files)

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from dynbench.errors import DynbenchError
+from dynbench.measure.host import dominates as host_bound_dominates
 from dynbench.names import BASELINE, MODES
 from dynbench.records import key_of
 from dynbench.report.compare import (
@@ -23,7 +24,17 @@ from dynbench.report.compare import (
     env_labels,
     records,
 )  # fmt: skip
-from dynbench.report.format import DASH, fmt_bytes, fmt_ms, fmt_pct, fmt_t, md_table, options_label, run_length
+from dynbench.report.format import (
+    DASH,
+    fmt_bytes,
+    fmt_ms,
+    fmt_pct,
+    fmt_score,
+    fmt_t,
+    md_table,
+    options_label,
+    run_length,
+)
 
 NOISE = "~"  # a latency Δ% that cannot be told from noise
 ENV_MISMATCH = "†"  # a Δ% against a llava row from another environment
@@ -109,8 +120,24 @@ def _roofline(row: Mapping[str, Any], name: str, ratio: str | None = None) -> st
     if row.get("roofline_projected"):
         text += " proj."
     elif ratio is not None and row.get(ratio) is not None:
-        text += f" ×{row[ratio]:.2f}"
+        text += f" ×{row[ratio]:.2f}" + (HOST_BOUND if ratio != "ttft_roofline_ratio" and host_bound_dominates(row)
+                                         else "")
     return _with_delta(text, row, name)
+
+
+# a decode latency measured mostly on host-bound steps (measure/host.py): it times Python launching
+# ops, not the kernels, and a roofline ratio from it says nothing about the GPU
+HOST_BOUND = " host-bound"
+
+
+def _host_labelled(metric: str) -> Any:
+    """A decode latency cell, labelled where most of the point's headline steps were host-bound."""
+    return lambda r: _with_delta(fmt_ms(r.get(metric)) + (HOST_BOUND if host_bound_dominates(r) else ""), r,
+                                 metric)
+
+
+def _share(value: float | None) -> str:
+    return DASH if value is None or value != value else f"{value:.0%}"
 
 
 def _samples(row: Mapping[str, Any]) -> str:
@@ -185,9 +212,9 @@ COLUMNS = (
     Column("kv_gen", "KV generated", _delta_cell("kv_bytes_generated", fmt_bytes), ("kv_bytes_generated",)),
     Column("kv", "KV total", _delta_cell("kv_bytes", fmt_bytes), ("kv_bytes",)),
     Column("ttft", "TTFT", _delta_cell("ttft_ms", fmt_ms), ("ttft_ms",)),
-    Column("tpot", "TPOT", _delta_cell("tpot_ms_median", fmt_ms), ("tpot_ms_median",)),
+    Column("tpot", "TPOT", _host_labelled("tpot_ms_median"), ("tpot_ms_median",)),
     Column("tpot_p90", "TPOT med / p90", lambda r: _latency(r, "tpot_ms"), ("tpot_ms_median",)),
-    Column("step", "step", _delta_cell("step_ms_median", fmt_ms), ("step_ms_median",)),
+    Column("step", "step", _host_labelled("step_ms_median"), ("step_ms_median",)),
     Column("step_p90", "step med / p90", lambda r: _latency(r, "step_ms"), ("step_ms_median",)),
     Column("total", "total", _delta_cell("total_ms", fmt_ms), ("total_ms",)),
     Column("ttft_roof", "TTFT roofline", lambda r: _roofline(r, "ttft_roofline_ms", "ttft_roofline_ratio"),
@@ -199,6 +226,9 @@ COLUMNS = (
     Column("total_roof", "total roofline", lambda r: _roofline(r, "total_roofline_ms", "total_roofline_ratio"),
            ("total_roofline_ms",)),
     Column("scoring", "scoring", lambda r: fmt_ms(r.get("scoring_ms")), ("scoring_ms",)),
+    Column("host", "host-bound steps", lambda r: _share(r.get("host_bound_frac")), ("host_bound_frac",)),
+    Column("ops", "ops / step", _delta_cell("ops_per_step", lambda v: DASH if v is None or v != v else f"{int(v):,}"),
+           ("ops_per_step",)),
     Column("energy", "energy / run", _delta_cell("energy_j", _fmt_joules), ("energy_j",)),
     Column("energy_tok", "energy / token", _delta_cell("energy_j_per_token", _fmt_joules), ("energy_j_per_token",)),
     Column("samples", "samples", lambda r: _samples(r), ("samples",)),
@@ -208,6 +238,11 @@ COLUMNS = (
            ("tpot_ms_median_p50",)),
     Column("tokens", "tokens = llava", lambda r: DASH if r.get("token_agreement") is None
            else f"{r['token_agreement'] * 100:.1f}%", ("token_agreement",)),
+    # quality (dynbench/quality.py)
+    Column("ppl", "PPL", _delta_cell("ppl", fmt_score), ("ppl",)),
+    Column("meteor", "METEOR", _delta_cell("meteor", fmt_score), ("meteor",)),
+    Column("top1", "top-1 = llava", lambda r: DASH if r.get("top1_agree") is None
+           else f"{r['top1_agree'] * 100:.1f}%", ("top1_agree",)),
     Column("status", "status", lambda r: _status(r), (), False),
 )  # fmt: skip
 BY_KEY = {c.key: c for c in COLUMNS}
@@ -215,9 +250,9 @@ BY_KEY = {c.key: c for c in COLUMNS}
 COMPACT = {  # the roofline bound only where `--gpu` gave one (a column without data is left out)
     "prefill": ("method", "keep", "samples", "image", "layers", "macs", "flops", "peak", "ttft", "ttft_roof"),
     "no-cache": ("method", "gen", "keep", "samples", "text", "text_spread", "layers", "macs", "flops", "step", "total",
-                 "step_roof"),
+                 "step_roof", "ppl", "meteor", "top1"),
     "kv-cache": ("method", "gen", "keep", "samples", "text", "text_spread", "macs", "kv_gen", "peak", "tpot",
-                 "tpot_roof"),
+                 "tpot_roof", "ppl", "meteor", "top1"),
 }  # a dataset point's columns (samples, spread) only where its aggregate rows give them
 WIDE_EXCLUDED = {"tpot", "step"}  # --wide shows the median / p90 versions instead
 # shown in the title when constant inside one mode table, as a column when they vary
