@@ -101,6 +101,10 @@ class Method:
     evicts_kv: ClassVar[bool] = False  # bounds the KV cache while decoding (h2o, streaming-llm)
     budget_matched: ClassVar[bool] = False  # --match-budget sets its ratio (random, fastv)
     matched_ratio_field: ClassVar[str] = "vision_keep"  # the `matched_ratio` column of a matched point
+    # how reports name a point's own parameters: (prefix, spec field, format spec) each, e.g. fastv's
+    # (("K", "fastv_k", "g"), ("R", "fastv_r", ".3g")) → "K2 R0.5"; () = the keep ratios (or a
+    # plug-in's `method_options`)
+    label_fields: ClassVar[tuple[tuple[str, str, str], ...]] = ()
 
     # ---- decisions (pure: the preset's sizes and the option values in, counts out) --------------
     # `preset`: `models.presets.Preset` (layers, image_tokens, hidden, sparse_layer, …);

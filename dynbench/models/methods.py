@@ -66,6 +66,7 @@ class FastV(Method):
     model = "dynbench.models.baselines:FastV"
     budget_matched = True
     matched_ratio_field = "fastv_r"
+    label_fields = (("K", "fastv_k", "g"), ("R", "fastv_r", ".3g"))
     options = (Option("k", "int", 2, "first pruned layer K", field="fastv_k"),
                Option("r", "float", 0.5, "fraction R of image tokens dropped", field="fastv_r"))
 
@@ -89,6 +90,7 @@ class H2O(Method):
     model = "dynbench.models.baselines:H2O"
     modes = ("prefill", "kv-cache")
     evicts_kv = True
+    label_fields = (("KV ", "kv_budget", "g"),)
     options = (Option("budget", "float", 0.2, "KV budget, share of the prompt P", field="kv_budget"),)
 
     def scored_layers(self, preset, options, phase):
@@ -101,6 +103,7 @@ class StreamingLLM(Method):
     model = "dynbench.models.baselines:StreamingLLM"
     modes = ("prefill", "kv-cache")
     evicts_kv = True
+    label_fields = (("KV ", "kv_budget", "g"),)
     options = (Option("budget", "float", 0.2, "KV budget, share of the prompt P", field="kv_budget"),)
 
     def kv_prompt_kept(self, n_prompt, n, budget):

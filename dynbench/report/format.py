@@ -138,3 +138,22 @@ def options_label(options: Mapping[str, Any] | Iterable | None) -> str:
     show = lambda v: ",".join(map(str, v)) if isinstance(v, list | tuple) else f"{v:g}" if isinstance(v, float) \
         else str(v)  # noqa: E731
     return " ".join(f"{name}={show(value)}" for name, value in items)
+
+
+def method_of(row: Mapping[str, Any]):
+    """The installed `method_api.Method` a row names, or None (a method not installed here: its
+    rows are still shown, named by their keep ratios)."""
+    from dynbench.registry import installed
+
+    entry = installed().get(str(row.get("method")))
+    return entry.method if entry is not None and entry.error is None else None
+
+
+def params_label(row: Mapping[str, Any]) -> str | None:
+    """A method's own parameters as its declaration names them (`Method.label_fields`): fastv
+    'K2 R0.5', h2o 'KV 0.2'; None when it declares none or the first one is null."""
+    method = method_of(row)
+    fields = [(prefix, row.get(name), spec) for prefix, name, spec in (method.label_fields if method else ())]
+    if not fields or fields[0][1] is None:
+        return None
+    return " ".join(f"{prefix}{format(value, spec)}" for prefix, value, spec in fields if value is not None)

@@ -31,7 +31,7 @@ from dynbench.names import BASELINE
 from dynbench.records import SHOWN_KEY as SHOWN
 from dynbench.records import hashable, key_of
 from dynbench.report import compare as C
-from dynbench.report.format import engineering_scale, fmt_pct, options_label
+from dynbench.report.format import engineering_scale, fmt_pct, options_label, params_label
 from dynbench.stats import percentile
 
 # fields that tell points of one method variant apart; shown in a label only where they vary
@@ -131,10 +131,8 @@ def series_label(row: Mapping[str, Any], axis: Iterable[str] = (), context: Iter
     parts = [m]
     if row.get("method_options"):  # a plug-in method's own options
         parts.append(options_label(row["method_options"]))
-    elif m == "fastv" and row.get("fastv_k") is not None:
-        parts.append(f"K{_g(row['fastv_k'])}" + ("" if row.get("fastv_r") is None else f" R{row['fastv_r']:.3g}"))
-    elif row.get("kv_budget") is not None:
-        parts.append(f"KV {_g(row['kv_budget'])}")
+    elif (params := params_label(row)) is not None:  # fastv 'K2 R0.5', h2o 'KV 0.2' (`Method.label_fields`)
+        parts.append(params)
     elif m != BASELINE:
         if row.get("vision_keep") is not None and "vision_keep" not in axis:
             parts.append(f"v{_g(row['vision_keep'])}")

@@ -32,7 +32,9 @@ from dynbench.report.format import (
     fmt_score,
     fmt_t,
     md_table,
+    method_of,
     options_label,
+    params_label,
     run_length,
 )
 
@@ -68,14 +70,11 @@ def keeps_label(row: Mapping[str, Any]) -> str:
         return DASH
     if row.get("method_options"):  # a plug-in method's own options
         return options_label(row["method_options"])
-    if row.get("method") == "fastv" and row.get("fastv_k") is not None:
-        label = f"K{int(row['fastv_k'])} R{row.get('fastv_r'):.3g}"
-        if row.get("match_budget"):
-            label += f" ={row['match_budget']}@{row.get('vision_keep'):g}"
-        return label
-    if row.get("kv_budget") is not None:
-        return f"KV {row['kv_budget']:g}"
-    if row.get("method") == "random" and row.get("vision_keep") is not None:
+    label = params_label(row)
+    if label is not None:
+        return label + (f" ={row['match_budget']}@{row.get('vision_keep'):g}" if row.get("match_budget") else "")
+    method = method_of(row)
+    if method is not None and not method.text_policy and row.get("vision_keep") is not None:  # random
         return f"{row['vision_keep']:g}" + (f" ={row['match_budget']}" if row.get("match_budget") else "")
     v = DASH if row.get("vision_keep") is None else f"{row['vision_keep']:g}"
     if row.get("text_policy") == "learned":
