@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from dynbench.errors import DynbenchError
 from dynbench.models.presets import Preset, get_preset, register_preset
+from dynbench.names import BASELINE
 
 
 @dataclass
@@ -205,7 +206,7 @@ class Source:
         if info is not None:
             values["model"] = info.preset_name
             if values["method"] is None:
-                values["method"] = ["llava", "dynamic-llava"] if info.method == "dynamic-llava" else ["llava"]
+                values["method"] = list(dict.fromkeys([BASELINE, info.method]))  # the dense model, and the checkpoint's
             if values["text_policy"] is None and values["text_keep"] is None:
                 values["text_policy"] = info.text_policy_default
             if values["vision_keep"] is None and info.vision_keep_default is not None:

@@ -255,6 +255,6 @@ def test_no_method_name_branches_outside_the_methods_modules():
     branch = re.compile(r'(method|\bm)\s*(==|!=|in|not in)\s*\(?\s*"(dynamic-llava|random|fastv|h2o|streaming-llm)"'
                         r"|KV_METHODS|PRUNE_METHODS")
     own = {"models/baselines.py", "models/dynamic_llava.py", "models/llava.py", "models/methods.py", "names.py"}
-    left = {"models/checkpoints.py", "sources.py"}
+    left = {"models/checkpoints.py"}  # which weights form an official Dynamic-LLaVA checkpoint
     found = {str(p.relative_to(root)) for p in root.rglob("*.py") if branch.search(p.read_text(encoding="utf-8"))}
     assert found - own <= left, sorted(found - own - left)

@@ -68,6 +68,7 @@ from dynbench.models.build import MODEL_CLASSES, default_dtype
 from dynbench.models.llava import LlavaForBench
 from dynbench.models.presets import PRESETS, Preset, get_preset
 from dynbench.names import ATTN_IMPLEMENTATIONS
+from dynbench.registry import get as get_method
 
 LAYOUTS = ("hf", "official")
 
@@ -181,7 +182,7 @@ def load_checkpoint(
         checkpoint_dir=root, vision_tower_dir=clip_dir, sparse_config=sparse, tokenizer_dir=root,
         image_processor_dir=root if layout == "hf" else clip_dir,
         preprocessing="pad" if layout == "official" and config.get("image_aspect_ratio") == "pad" else "crop",
-        text_policy_default="learned" if method == "dynamic-llava" else "budget",
+        text_policy_default="learned" if get_method(method).text_policy else "budget",  # its own predictors
         vision_keep_default=(sparse or {}).get("vision_keep_rate"), notes=notes,
     )  # fmt: skip
 
