@@ -5,7 +5,20 @@
 # runs on CPU here). The venv lives in .floor-venv/ (ignored) and is reused between runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY312="${FLOOR_PYTHON:-$(command -v python3.12 || echo /root/.pyenv/versions/3.12.1/bin/python)}"
+# a Python 3.12 that runs: a pyenv shim named python3.12 exists even where 3.12 is not selected
+PY312="${FLOOR_PYTHON:-}"
+if [ -z "$PY312" ]; then
+  for candidate in python3.12 "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/3.12*/bin/python3.12; do
+    if "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null; then
+      PY312=$candidate
+      break
+    fi
+  done
+fi
+if [ -z "$PY312" ]; then
+  echo "floor env: no Python 3.12 found (install one, or set FLOOR_PYTHON=/path/to/python3.12)" >&2
+  exit 1
+fi
 VENV=.floor-venv
 FLOOR_PINS=("torch==2.11.0" "transformers==5.17.0")
 if [ ! -x "$VENV/bin/python" ]; then
