@@ -350,7 +350,7 @@ def test_cli_every_method_then_pareto_chart(tmp_path, capsys):
     out = tmp_path / "res"
     argv = ["run", "--model", "tiny", "--mode", "kv-cache", *[a for m in ["llava", "dynamic-llava", *B.BASELINES]
             for a in ("--method", m)], "--gen-len", "5", "--prompt-len", "8", "--warmup", "0", "--repeats", "1",
-            "--regions", "--out", str(out)]  # (--regions: scoring is timed inside the steps)
+            "--regions", "--out", str(out)]  # --regions: scoring is timed inside the steps
     assert main(argv) == 0, capsys.readouterr().err
     df = load(out)
     s = df[df["step"].isna()].set_index("method")

@@ -377,7 +377,7 @@ def test_profiled_peak_keeps_the_recorded_order_of_simultaneous_events():
                 @staticmethod
                 def events():
                     return [Event(20, -300), Event(5, 400), Event(5, -400), Event(10, 300),
-                            Event(15, 1000, name="aten::mm")]  # (not a memory event)
+                            Event(15, 1000, name="aten::mm")]  # not a memory event
 
     # t=5: +400 then −400 (peak 400), t=10: +300, t=20: −300; sorting by (time, bytes) would give 300
     assert memory.profiled_peak_bytes(Prof()) == 400
