@@ -7,7 +7,7 @@ import statistics
 
 import numpy as np
 import pytest
-from assets import ANSWERS, QUESTIONS, SHAPE_ANSWERS, checkpoints, datasets
+from assets import ANSWERS, QUESTIONS, SHAPE_ANSWERS
 
 from dynbench.cli import main
 from dynbench.inputs import load_tokenizer
@@ -18,9 +18,9 @@ FAST = ["--warmup", "0", "--repeats", "1"]
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(shared_assets, tmp_path_factory):
     root = tmp_path_factory.mktemp("dataset")
-    files = {**checkpoints(root), **datasets(root)}
+    files = dict(shared_assets)
     rng = np.random.default_rng(0)
     lines = []
     for i in range(3):  # exact tensors, for random weights (no tokenizer needed)

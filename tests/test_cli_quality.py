@@ -7,7 +7,6 @@ import math
 import statistics
 
 import pytest
-from assets import checkpoints, datasets
 
 from dynbench.cli import main
 from dynbench.inputs import load_tokenizer
@@ -19,9 +18,8 @@ FAST = ["--warmup", "0", "--repeats", "1"]
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("quality")
-    return {**checkpoints(root), **datasets(root), "root": root}
+def files(shared_assets):
+    return shared_assets
 
 
 def _run(argv, capsys):

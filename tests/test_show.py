@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from assets import QUESTIONS, checkpoints, datasets
+from assets import QUESTIONS
 
 from dynbench.cli import main
 from dynbench.inputs import npz_inputs
@@ -22,13 +22,13 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(shared_assets, tmp_path_factory):
     root = tmp_path_factory.mktemp("show")
     rng = np.random.default_rng(3)
     ids = np.concatenate([[1], rng.integers(3, 300, 12), [-200], rng.integers(3, 300, 6)])
     np.savez(root / "prompt.npz", input_ids=ids, pixel_values=rng.standard_normal((3, 336, 336)).astype("f4"))
     np.savez(root / "answer.npz", answer_ids=rng.integers(3, 300, 16))
-    return {**checkpoints(root), **datasets(root), "npz": root / "prompt.npz", "answer": root / "answer.npz"}
+    return {**shared_assets, "npz": root / "prompt.npz", "answer": root / "answer.npz"}
 
 
 def _show(argv, capsys):
