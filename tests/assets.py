@@ -114,13 +114,13 @@ def datasets(root: Path) -> dict[str, Path]:
         draw(images / f"{name}.png", name)
     (root / "data.jsonl").write_text("".join(
         json.dumps({"id": name, "image": f"images/{name}.png", "prompt": QUESTIONS[0], "answer": answer}) + "\n"
-        for name, answer in SHAPE_ANSWERS.items()))  # fmt: skip
+        for name, answer in SHAPE_ANSWERS.items()))
     turns = []
     for q, a in zip(QUESTIONS, ANSWERS, strict=True):
         turns += [{"from": "human", "value": ("<image>\n" if not turns else "") + q}, {"from": "gpt", "value": a}]
     (root / "conversation.json").write_text(json.dumps([{"id": "conv-1", "image": "circle.png",
-                                                         "conversations": turns}]))  # fmt: skip
+                                                         "conversations": turns}]))
     (root / "lvis.json").write_text(json.dumps([{"id": 7, "image": "images/square.png",
                                                  "question": list(QUESTIONS[:2]), "answer": list(ANSWERS[:2])}]))
     return {"jsonl": root / "data.jsonl", "conversation": root / "conversation.json", "images": images,
-            "lvis": root / "lvis.json"}  # fmt: skip
+            "lvis": root / "lvis.json"}

@@ -29,6 +29,16 @@ def pair():
 
 
 @pytest.fixture(scope="session")
+def shared_assets(tmp_path_factory):
+    """`assets.checkpoints` and `assets.datasets`, built once per session (the checkpoints take seconds
+    to build and write): read-only for the tests; a module writes its own extra files elsewhere."""
+    from assets import checkpoints, datasets
+
+    root = tmp_path_factory.mktemp("assets")
+    return {**checkpoints(root), **datasets(root)}
+
+
+@pytest.fixture(scope="session")
 def prompt():
     llava = build_model("tiny", "llava", device="meta")
     return synthetic_inputs(llava.preset, prompt_len=48, batch=1, seed=3)

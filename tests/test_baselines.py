@@ -265,7 +265,7 @@ def test_random_keep_all_equals_llava_bitwise(nets, prompt):
 # ---- plan == run, budget matching ----------------------------------------------------------------
 CASES = [("random", m) for m in ("prefill", "no-cache", "kv-cache")] + [
     ("fastv", m) for m in ("prefill", "no-cache", "kv-cache")] + [
-    (m, k) for m in names.KV_METHODS for k in ("prefill", "kv-cache")]  # fmt: skip
+    (m, k) for m in names.KV_METHODS for k in ("prefill", "kv-cache")]
 
 
 @pytest.mark.parametrize("method, mode", CASES)
@@ -307,7 +307,7 @@ def test_budget_matching_within_one_token(model, by):
 
 def test_match_budget_rows(capsys):
     argv = ["run", "--device", "meta", "--model", "llava-1.5-7b", "--mode", "prefill", "--prompt-len", "40",
-            "--method", "dynamic-llava,random,fastv", "--match-budget", "flops", "--no-flops", "--json"]  # fmt: skip
+            "--method", "dynamic-llava,random,fastv", "--match-budget", "flops", "--no-flops", "--json"]
     assert main(argv) == 0
     rows = {r["method"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
     dyn, fastv, rnd = rows["dynamic-llava"], rows["fastv"], rows["random"]
@@ -350,13 +350,13 @@ def test_cli_every_method_then_pareto_chart(tmp_path, capsys):
     out = tmp_path / "res"
     argv = ["run", "--model", "tiny", "--mode", "kv-cache", *[a for m in ["llava", "dynamic-llava", *B.BASELINES]
             for a in ("--method", m)], "--gen-len", "5", "--prompt-len", "8", "--warmup", "0", "--repeats", "1",
-            "--regions", "--out", str(out)]  # fmt: skip  (--regions: scoring is timed inside the steps)
+            "--regions", "--out", str(out)]  # --regions: scoring is timed inside the steps
     assert main(argv) == 0, capsys.readouterr().err
     df = load(out)
     s = df[df["step"].isna()].set_index("method")
     assert set(s.index) == {"llava", "dynamic-llava", *B.BASELINES} and (s["status"] == "ok").all()
     assert s.loc["fastv", "attn_ledger"] == {"prefill": {"0": "sdpa", "1": "eager", "2-3": "sdpa"},
-                                             "decode": {"0-3": "sdpa"}}  # fmt: skip
+                                             "decode": {"0-3": "sdpa"}}
     assert s.loc["h2o", "attn_ledger"] == {"prefill": {"0-3": "eager"}, "decode": {"0-3": "eager"}}
     assert s.loc["fastv", "scoring_ms"] > 0 and s.loc["h2o", "scoring_ms"] > 0
     assert s["scoring_ms"].drop(["fastv", "h2o"]).isna().all()
@@ -376,7 +376,7 @@ def test_checkpoint_serves_the_baselines(tmp_path, capsys):
 
     hf = save_hf(build_model("tiny", "llava", seed=2), tmp_path / "hf")
     argv = ["run", "--checkpoint", str(hf), "--mode", "prefill", "--method", "llava,fastv,random", "--prompt-len",
-            "8", "--warmup", "0", "--repeats", "1", "--no-flops", "--json"]  # fmt: skip
+            "8", "--warmup", "0", "--repeats", "1", "--no-flops", "--json"]
     assert main(argv) == 0, capsys.readouterr().err
     rows = {r["method"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
     assert rows["fastv"]["image_tokens_kept"] == 288 and rows["random"]["image_tokens_kept"] == 115
@@ -402,7 +402,7 @@ def test_bad_baseline_suite_values(tmp_path):
                           ("method: fastv\nfastv_r: 1.5\n", "fastv_r must be in [0, 1]"),
                           ("method: h2o\nkv_budget: 0\n", "kv_budget must be in (0, 1]"),
                           ("method: fastv\nfastv_k: 31\nmodel: llava-1.5-7b\nvision_keep: 0.05\n"
-                           "match_budget: tokens\n", "cannot match")):  # fmt: skip
+                           "match_budget: tokens\n", "cannot match")):
         (tmp_path / "s.yaml").write_text("mode: prefill\ndevice: meta\n" + text)
         with pytest.raises(DynbenchError, match=message.replace("[", r"\[").replace("(", r"\(")):
             load_suite(tmp_path / "s.yaml")

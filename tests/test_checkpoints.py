@@ -26,7 +26,7 @@ SPARSE_CONFIG = {  # as the official run scripts save it (train_sparse.py Sparse
     "use_output_text_predictor": True, "output_text_keep_rate": 0.5, "use_instruct_predictor": False,
     "sparse_layer": 2, "d_model": 64, "nhead": 4, "dim_feedforward": 128, "num_layers": 2,
     "mask_loss_weight": 100.0, "maskclip": False,
-}  # fmt: skip
+}
 
 
 HUB_CLIP = "openai/clip-vit-large-patch14-336"  # what released configs name: not a local folder
@@ -78,7 +78,7 @@ def save_official(net, folder, clip=None, *, sparse_config=SPARSE_CONFIG, vision
         "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -2,
         "mm_vision_select_feature": "patch", "mm_use_im_start_end": False,
         "mm_patch_merge_type": "flat",
-    }  # fmt: skip
+    }
     if sparse_config is not None:
         config["sparse_config"] = sparse_config
     (folder / "config.json").write_text(json.dumps(config))
@@ -88,7 +88,7 @@ def save_official(net, folder, clip=None, *, sparse_config=SPARSE_CONFIG, vision
         clip.mkdir(parents=True, exist_ok=True)
         net.preset.llava_config().vision_config.save_pretrained(clip)
         tower = {"vision_model." + k[len("model.vision_tower.") :]: v.contiguous()
-                 for k, v in sd.items() if k.startswith("model.vision_tower.")}  # fmt: skip
+                 for k, v in sd.items() if k.startswith("model.vision_tower.")}
         tower["text_model.embeddings.token_embedding.weight"] = torch.zeros(10, 4)
         tower["logit_scale"] = torch.tensor(4.6)
         save_file(tower, clip / "model.safetensors")
@@ -210,12 +210,12 @@ def test_official_vision_tower_from_config_path_and_meta(dyn, tmp_path):
 
 def test_sparse_config_overrides_preset(tmp_path, prompt):
     preset = replace(PRESETS["tiny"], sparse_layer=1, predictor_d_model=32, predictor_nhead=2,
-                     predictor_dim_feedforward=48, predictor_num_layers=1)  # fmt: skip
+                     predictor_dim_feedforward=48, predictor_num_layers=1)
     torch.manual_seed(0)
     net = DynamicLlava(preset).eval()
     sparse = SPARSE_CONFIG | {"sparse_layer": 1, "d_model": 32, "nhead": 2, "dim_feedforward": 48, "num_layers": 1}
     loaded = load_checkpoint(save_official(net, tmp_path / "c", tmp_path / "clip", sparse_config=sparse),
-                             vision_tower_dir=tmp_path / "clip")  # fmt: skip
+                             vision_tower_dir=tmp_path / "clip")
     assert loaded.preset == preset and loaded.net.sparse_layer == 1
     res = run_mode("prefill", loaded.net, prompt, LEARNED)
     assert res.last.layer_seq_lens[1] == prompt.layout.seq_len - (576 - 115)
@@ -241,7 +241,7 @@ def test_bfloat16_load_makes_no_float32_copy(tmp_path):
     # ~43 M parameters, 87 MB in bf16
     mid = Preset(name="mid", vision_hidden=64, vision_layers=1, vision_heads=2, vision_intermediate=128,
                  hidden=1024, layers=2, heads=8, kv_heads=8, intermediate=2816, vocab=8000,
-                 max_position_embeddings=2048)  # fmt: skip
+                 max_position_embeddings=2048)
     folder = tmp_path / "mid-ckpt"
     folder.mkdir()
     mid.llava_config().save_pretrained(folder)
@@ -331,12 +331,12 @@ def test_refuses_wrong_shape_naming_the_tensor(tmp_path):
     sd["multi_modal_projector.linear_2.bias"] = torch.zeros(7)
     save_file(sd, folder / "model.safetensors")
     _refused(r"tensor multi_modal_projector.linear_2.bias has shape \[7\], the tiny llava model expects "
-             r"\[128\]", folder)  # fmt: skip
+             r"\[128\]", folder)
 
 
 def test_refuses_checkpoint_contradicting_model_at_first_tensor(hf_dir):
     _refused(r"tensor vision_tower.vision_model.embeddings.class_embedding has shape \[64\], the "
-             r"llava-1.5-7b llava model expects \[1024\]", hf_dir, model="llava-1.5-7b")  # fmt: skip
+             r"llava-1.5-7b llava model expects \[1024\]", hf_dir, model="llava-1.5-7b")
 
 
 def test_model_must_agree_with_config_where_tensors_cannot_tell(hf_dir, tmp_path):

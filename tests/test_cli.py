@@ -50,7 +50,7 @@ def test_cuda_without_gpu_is_refused(capsys):
 
 def test_run_prints_counts(capsys):
     argv = ["run", "--mode", "kv-cache,prefill", "--gen-len", "4", "--prompt-len", "8", "--warmup", "0",
-            "--repeats", "1"]  # fmt: skip
+            "--repeats", "1"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "dynamic-llava" in text and "llava" in text
@@ -60,7 +60,7 @@ def test_run_prints_counts(capsys):
 
 def test_long_lengths_warn_but_run(capsys):
     argv = ["run", "--mode", "prefill", "--method", "llava", "--prompt-len", "1500", "--warmup", "0", "--repeats", "1",
-            "--no-flops"]  # fmt: skip
+            "--no-flops"]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "max_position_embeddings" in captured.err and "2076×4" in captured.out
@@ -74,13 +74,13 @@ def test_models_lists_presets(capsys):
 
 def test_expand_collapses_unused_axes():
     axes = {"mode": ["prefill", "kv-cache"], "method": ["llava", "dynamic-llava"], "gen_len": [8, 16],
-            "vision_keep": [0.2, 0.5], "text_keep": [0.5]}  # fmt: skip
+            "vision_keep": [0.2, 0.5], "text_keep": [0.5]}
     points = expand(axes, {"model": "tiny"})
     # llava: prefill 1 + kv-cache 2 (gen lens); dynamic: prefill 2 (keeps) + kv-cache 2 × 2
     assert len(points) == 3 + 6 == len(set(points))
     llava_prefill = [p for p in points if p.method == "llava" and p.mode == "prefill"]
     assert llava_prefill == [RunSpec(method="llava", mode="prefill", gen_len=None, vision_keep=None,
-                                     text_keep=None, text_policy=None, warmup=3, repeats=5)]  # fmt: skip
+                                     text_keep=None, text_policy=None, warmup=3, repeats=5)]
 
 
 def test_expand_refuses_text_keep_with_learned():

@@ -24,7 +24,7 @@ def files(tmp_path_factory):
     np.savez(root / "prompt.npz", input_ids=ids, pixel_values=rng.standard_normal((3, 336, 336)).astype("float32"))
     np.savez(root / "answer.npz", answer_ids=rng.integers(3, 32000, 12))
     return {"official": official, "clip": root / "clip", "hf": hf, "npz": root / "prompt.npz",
-            "answer": root / "answer.npz"}  # fmt: skip
+            "answer": root / "answer.npz"}
 
 
 def run_json(argv, capsys):
@@ -36,7 +36,7 @@ def run_json(argv, capsys):
 def test_official_checkpoint_with_npz_and_teacher_forcing(files, tmp_path, capsys):
     argv = ["run", "--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]),
             "--inputs", str(files["npz"]), "--teacher-force", str(files["answer"]), "--mode", "kv-cache,no-cache",
-            "--gen-len", "6", "--out", str(tmp_path / "res"), "--json", *FAST]  # fmt: skip
+            "--gen-len", "6", "--out", str(tmp_path / "res"), "--json", *FAST]
     rows = run_json(argv, capsys)
     assert {(r["method"], r["mode"]) for r in rows} == {
         (m, k) for m in ("llava", "dynamic-llava") for k in ("kv-cache", "no-cache")
@@ -54,7 +54,7 @@ def test_official_checkpoint_with_npz_and_teacher_forcing(files, tmp_path, capsy
 
 def test_hf_checkpoint_defaults_to_llava(files, capsys):
     rows = run_json(["run", "--checkpoint", str(files["hf"]), "--inputs", str(files["npz"]), "--mode", "prefill",
-                     "--json", *FAST], capsys)  # fmt: skip
+                     "--json", *FAST], capsys)
     assert [r["method"] for r in rows] == ["llava"] and rows[0]["checkpoint_layout"] == "hf"
 
 

@@ -7,7 +7,7 @@ import statistics
 
 import numpy as np
 import pytest
-from assets import ANSWERS, QUESTIONS, SHAPE_ANSWERS, checkpoints, datasets
+from assets import ANSWERS, QUESTIONS, SHAPE_ANSWERS
 
 from dynbench.cli import main
 from dynbench.inputs import load_tokenizer
@@ -18,9 +18,9 @@ FAST = ["--warmup", "0", "--repeats", "1"]
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(shared_assets, tmp_path_factory):
     root = tmp_path_factory.mktemp("dataset")
-    files = {**checkpoints(root), **datasets(root)}
+    files = dict(shared_assets)
     rng = np.random.default_rng(0)
     lines = []
     for i in range(3):  # exact tensors, for random weights (no tokenizer needed)
@@ -51,7 +51,7 @@ def _answer_tokens(files, text):
 def test_one_row_per_sample_and_an_aggregate_with_the_spread(files, tmp_path, capsys):
     out = tmp_path / "res"
     argv = ["run", *_official(files), "--dataset", str(files["jsonl"]), "--mode", "kv-cache", "--gen-len", "16",
-            "--out", str(out), "--json", *FAST]  # fmt: skip
+            "--out", str(out), "--json", *FAST]
     printed = [json.loads(line) for line in _run(argv, capsys).out.splitlines()]
     assert [(r["method"], r["sample"], r["samples"]) for r in printed] == [("llava", None, 3),
                                                                            ("dynamic-llava", None, 3)]
@@ -93,7 +93,7 @@ def test_one_row_per_sample_and_an_aggregate_with_the_spread(files, tmp_path, ca
 def test_three_turn_conversation_gives_round_rows(files, tmp_path, capsys):
     out = tmp_path / "conv"
     _run(["run", *_official(files), "--dataset", str(files["conversation"]), "--image-folder", str(files["images"]),
-          "--mode", "kv-cache", "--gen-len", "12", "--out", str(out), *FAST], capsys)  # fmt: skip
+          "--mode", "kv-cache", "--gen-len", "12", "--out", str(out), *FAST], capsys)
     rows = list(iter_records(out))
     tok = load_tokenizer(files["official"])
     turn = [len(tok(f"USER:{q}ASSISTANT:").input_ids) - 1 for q in QUESTIONS[1:]]  # BOS dropped
@@ -128,7 +128,7 @@ def test_three_turn_conversation_gives_round_rows(files, tmp_path, capsys):
 def test_npz_dataset_on_random_weights_every_mode(files, tmp_path, capsys):
     out = tmp_path / "npz"
     _run(["run", "--dataset", str(files["npz_data"]), "--gen-len", "4", "--method", "dynamic-llava", "--limit", "2",
-          "--out", str(out), "--no-flops", *FAST], capsys)  # fmt: skip
+          "--out", str(out), "--no-flops", *FAST], capsys)
     df = load(out)
     aggregates = df[df["sample"].isna() & df["step"].isna()]
     assert sorted(aggregates["mode"]) == ["kv-cache", "no-cache", "prefill"] and (aggregates["samples"] == 2).all()
@@ -151,7 +151,7 @@ def test_hf_checkpoint_with_its_tokenizer_runs_lvis_rounds(files, tmp_path, caps
     out = tmp_path / "hf"
     _run(["run", "--checkpoint", str(files["hf"]), "--dataset", str(files["lvis"]), "--mode", "kv-cache",
           "--method", "llava,random", "--gen-len", "6", "--free-run", "--out", str(out), "--no-flops", *FAST],
-         capsys)  # fmt: skip
+         capsys)
     rows = list(iter_records(out))
     rounds = [r for r in rows if row_kind(r) == "round"]
     assert len(rounds) == 4 and all(r["text_tokens_fed"] == 5 for r in rounds)  # free run: gen_len − 1 each
@@ -169,13 +169,13 @@ def test_hf_checkpoint_with_its_tokenizer_runs_lvis_rounds(files, tmp_path, caps
     (["--dataset", "NPZDATA", "--device", "meta", "--no-ckpt"], "real device"),
     (["--dataset", "NPZDATA", "--limit", "0", "--no-ckpt"], "--limit must be ≥ 1"),
     (["--dataset", "nowhere.jsonl"], "no such file"),
-])  # fmt: skip
+])
 def test_dataset_errors_are_one_line(files, tmp_path, capsys, extra, message):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"image": str(files["images"] / "circle.png"), "prompt": "q"}) + "\n"
                    + json.dumps({"image": "gone.png", "prompt": "q"}) + "\n")
     names = {"BADLINE": bad, "JSONL": files["jsonl"], "NPZ": files["root"] / "p0.npz", "CONV": files["conversation"],
-             "NPZDATA": files["npz_data"], "IMAGES": files["images"]}  # fmt: skip
+             "NPZDATA": files["npz_data"], "IMAGES": files["images"]}
     ckpt = [] if "--no-ckpt" in extra else _official(files)
     argv = ["run", *ckpt, *[str(names.get(a, a)) for a in extra if a != "--no-ckpt"], *FAST]
     assert main(argv) == 2
@@ -188,6 +188,6 @@ def test_skip_bad_counts_the_skipped(files, tmp_path, capsys):
     bad.write_text("".join(json.dumps(r) + "\n" for r in [{"inputs": str(files["root"] / "p0.npz")},
                                                           {"inputs": "gone.npz"}, "not a record"]))
     printed = _run(["run", "--dataset", str(bad), "--skip-bad", "--mode", "prefill", "--method", "llava", "--json",
-                    "--no-flops", *FAST], capsys).out  # fmt: skip
+                    "--no-flops", *FAST], capsys).out
     (row,) = [json.loads(line) for line in printed.splitlines()]
     assert (row["samples"], row["samples_skipped"], row["status"]) == (1, 2, "ok")

@@ -7,7 +7,6 @@ import math
 import statistics
 
 import pytest
-from assets import checkpoints, datasets
 
 from dynbench.cli import main
 from dynbench.inputs import load_tokenizer
@@ -19,9 +18,8 @@ FAST = ["--warmup", "0", "--repeats", "1"]
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("quality")
-    return {**checkpoints(root), **datasets(root), "root": root}
+def files(shared_assets):
+    return shared_assets
 
 
 def _run(argv, capsys):
@@ -33,7 +31,7 @@ def _dataset_run(files, out, capsys, *extra):
     _run(["run", "--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--dataset",
           str(files["jsonl"]), "--mode", "kv-cache,no-cache", "--method", "llava,dynamic-llava", "--gen-len", "16",
           "--limit", "2", "--no-flops",
-          "--out", str(out), *FAST, *extra], capsys)  # fmt: skip
+          "--out", str(out), *FAST, *extra], capsys)
     return list(iter_records(out))
 
 
@@ -42,7 +40,7 @@ def forced(files, tmp_path_factory):
     out = tmp_path_factory.mktemp("forced") / "res"
     assert main(["run", "--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--dataset",
                  str(files["jsonl"]), "--mode", "kv-cache,no-cache", "--method", "llava,dynamic-llava",
-                 "--gen-len", "16", "--limit", "2", "--no-flops", "--out", str(out), *FAST]) == 0  # fmt: skip
+                 "--gen-len", "16", "--limit", "2", "--no-flops", "--out", str(out), *FAST]) == 0
     return out, list(iter_records(out))
 
 
@@ -66,7 +64,7 @@ def test_teacher_forced_ppl_per_sample_from_its_steps_and_aggregated(forced):
             assert s["answer_argmax"] == [r["token_ids"][0] for r in steps[:-1]]
         assert point["ppl"] == pytest.approx(statistics.fmean(s["ppl"] for s in samples))  # the paper's mean
         pooled = math.exp(sum(s["nll_mean"] * s["answer_tokens"] for s in samples)
-                          / sum(s["answer_tokens"] for s in samples))  # fmt: skip
+                          / sum(s["answer_tokens"] for s in samples))
         assert point["ppl_pooled"] == pytest.approx(pooled)
         assert point["ppl_p50"] == pytest.approx(statistics.median(s["ppl"] for s in samples))
         assert point["meteor"] is None  # teacher-forced outputs are not the model's own answers
@@ -104,7 +102,7 @@ def test_free_run_meteor_of_the_decoded_output(files, free):
             answer = tok.decode(ids, skip_special_tokens=True).strip()
             ref = references[s["sample_id"]]
             want = single_meteor_score(word_tokenize(ref.lower(), preserve_line=True),
-                                       word_tokenize(answer, preserve_line=True))  # fmt: skip
+                                       word_tokenize(answer, preserve_line=True))
             assert s["meteor"] == pytest.approx(want) and s["output_tokens"] == len(ids)
             assert s["ppl"] is None  # nothing teacher-forced
         assert point["meteor"] == pytest.approx(statistics.fmean(s["meteor"] for s in samples))
@@ -130,7 +128,7 @@ def test_paper_view_puts_ppl_and_meteor_beside_the_costs(forced, free, capsys):
             assert row["ppl_delta_pct"] == pytest.approx((mine["ppl"] / base["ppl"] - 1) * 100)
             mine_s = [r for r in forced[1] if r["point_id"] == mine["point_id"] and row_kind(r) == "sample"]
             base_s = {r["sample"]: r["answer_argmax"] for r in forced[1]
-                      if r["point_id"] == base["point_id"] and row_kind(r) == "sample"}  # fmt: skip
+                      if r["point_id"] == base["point_id"] and row_kind(r) == "sample"}
             same = sum(a == b for s in mine_s for a, b in zip(s["answer_argmax"], base_s[s["sample"]], strict=True))
             assert row["top1_agree"] == pytest.approx(same / sum(len(s["answer_argmax"]) for s in mine_s))
         if row["mode"] == "no-cache":
@@ -167,7 +165,7 @@ def test_free_run_without_wordnet_is_one_line_and_writes_no_row(files, tmp_path,
     out = tmp_path / "none"
     argv = ["run", "--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--dataset",
             str(files["jsonl"]), "--mode", "kv-cache", "--method", "llava", "--gen-len", "4", "--free-run",
-            "--out", str(out), *FAST]  # fmt: skip
+            "--out", str(out), *FAST]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nltk.downloader wordnet" in err[0] and "wordnet-sense-index" in err[0]
@@ -179,7 +177,7 @@ def test_conversation_rounds_each_have_their_ppl_and_the_sample_pools_them(files
     out = tmp_path / "conv"
     _run(["run", "--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--dataset",
           str(files["conversation"]), "--image-folder", str(files["images"]), "--mode", "kv-cache", "--method",
-          "llava", "--gen-len", "12", "--no-flops", "--out", str(out), *FAST], capsys)  # fmt: skip
+          "llava", "--gen-len", "12", "--no-flops", "--out", str(out), *FAST], capsys)
     rows = list(iter_records(out))
     rounds = sorted((r for r in rows if row_kind(r) == "round"), key=lambda r: r["round"])
     (sample,) = [r for r in rows if row_kind(r) == "sample"]

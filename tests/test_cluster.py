@@ -37,7 +37,7 @@ CHEAP = ["--mode", "prefill", "--prompt-len", "4", "--no-flops", "--warmup", "0"
 
 def spec(seed=0, method="llava", prompt_len=8, keep=None):
     return RunSpec(model="tiny", method=method, mode="prefill", prompt_len=prompt_len, gen_len=None,
-                   vision_keep=keep, text_keep=None, text_policy=None, seed=seed)  # fmt: skip
+                   vision_keep=keep, text_keep=None, text_policy=None, seed=seed)
 
 
 def cost(p):
@@ -176,7 +176,7 @@ def test_merge_keeps_the_last_finished_summary_with_its_steps(tmp_path):
     merged = merge_folders([fa, fb])
     won = {key_of(r): r["point_id"] for r in merged.rows if is_summary(r)}
     assert won == {key_of(a.as_dict()): "a1", key_of(b.as_dict()): "b2", key_of(c.as_dict()): "c2",
-                   key_of(e.as_dict()): "e2"}  # fmt: skip
+                   key_of(e.as_dict()): "e2"}
     steps = [r["point_id"] for r in merged.rows if not is_summary(r)]
     assert sorted(steps) == ["a1", "a1", "b2", "b2", "c2", "c2", "c2"]
     assert len(merged.rows) == 11 and merged.dropped == 22 - 11 and merged.points == 4
@@ -199,7 +199,7 @@ def write_dataset_point(folder, point, pid, samples=2, rounds=1, steps=2):
         for r in range(rounds):
             for i in range(steps):
                 append_record(folder / RECORDS_FILE, {**mine, "step": r * steps + i, "status": "ok",
-                                                      "round": r if rounds > 1 else None})  # fmt: skip
+                                                      "round": r if rounds > 1 else None})
         for r in range(rounds if rounds > 1 else 0):
             append_record(folder / RECORDS_FILE, {**mine, "step": None, "round": r, "status": "ok"})
         append_record(folder / RECORDS_FILE, {**mine, "step": None, "status": "ok", "rounds": rounds})
@@ -302,10 +302,10 @@ def test_executors_set_every_limit(tmp_path, fake_slurm):
     local = cluster.make_executor(cluster.Options("local", 3, tmp_path / "l"))
     assert local._executor.parameters["timeout_min"] == cluster.DEFAULT_TIMEOUT_MIN  # not submitit's 2 min
     slurm = cluster.make_executor(cluster.Options("slurm", 3, tmp_path / "s", parallel=2, partition="gpu",
-                                                  gpus_per_job=1, timeout_min=90))  # fmt: skip
+                                                  gpus_per_job=1, timeout_min=90))
     text = _make_sbatch_string(command="x", folder=str(tmp_path / "s"), map_count=3, **slurm._executor.parameters)
     for line in ("#SBATCH --array=0-2%2", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1",
-                 "#SBATCH --time=90", f"export PYTHONPATH={ROOT}"):  # fmt: skip
+                 "#SBATCH --time=90", f"export PYTHONPATH={ROOT}"):
         assert line in text, line
 
 
@@ -343,7 +343,7 @@ def test_slurm_submits_one_array_and_merges(tmp_path, capsys, monkeypatch, fake_
     monkeypatch.setattr(cluster, "submit_slurm", fake_submit)
     out = tmp_path / "sweep"
     argv = ["run", *CHEAP, "--vision-keep", "0.2,0.5", "--executor", "slurm", "--jobs", "2", "--slurm-partition",
-            "gpu", "--timeout-min", "30", "--out", str(out)]  # fmt: skip
+            "gpu", "--timeout-min", "30", "--out", str(out)]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert f"dynbench merge {out}/shards/1 {out}/shards/2 --out {out}" in err
@@ -357,7 +357,7 @@ def test_slurm_submits_one_array_and_merges(tmp_path, capsys, monkeypatch, fake_
     from dynbench.spec import points_from
 
     flag_points = points_from({"mode": ["prefill"], "prompt_len": [4], "vision_keep": [0.2, 0.5], "warmup": 0,
-                               "repeats": 1})  # fmt: skip
+                               "repeats": 1})
     expected = {key_of(p.as_dict()) for p in flag_points}
     assert sorted(map(key_of, summaries(out)), key=str) == sorted(expected, key=str)
     assert main(argv) == 2  # the folder holds shards: --resume to continue
@@ -382,7 +382,7 @@ def test_executor_keeps_a_dataset_points_samples_and_prints_only_point_rows(tmp_
     out = tmp_path / "sweep"
     assert main(["run", "--dataset", str(tmp_path / "data.jsonl"), "--mode", "kv-cache", "--gen-len", "3",
                  "--no-flops", "--warmup", "0", "--repeats", "1", "--executor", "slurm", "--jobs", "2",
-                 "--slurm-partition", "gpu", "--out", str(out), "--json"]) == 0  # fmt: skip
+                 "--slurm-partition", "gpu", "--out", str(out), "--json"]) == 0
     out_lines = capsys.readouterr().out.splitlines()  # the in-process jobs' tables, then the sweep's rows
     printed = [json.loads(line) for line in out_lines if line.startswith("{")]
     assert sorted((r["method"], row_kind(r), r["samples"]) for r in printed) == [("dynamic-llava", "point", 3),
@@ -476,12 +476,12 @@ def test_smoke_whole_sharded_and_local_jobs_agree(tmp_path, fast_smoke, one_thre
 def test_a_killed_job_resumes_only_its_missing_points(tmp_path, capsys):
     pytest.importorskip("submitit")
     flags = ["--mode", "prefill", "--vision-keep", "0.2,0.5,0.8", "--prompt-len", "8", "--no-flops", "--warmup", "0",
-             "--repeats", "10"]  # fmt: skip
+             "--repeats", "10"]
     out = tmp_path / "jobs"
     argv = ["run", *flags, "--executor", "local", "--jobs", "2", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "dynbench", *argv], cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while not any(summaries(p) for p in out.glob("shards/*") if (p / RECORDS_FILE).exists()):
         assert proc.poll() is None and time.monotonic() < deadline, "no point finished"

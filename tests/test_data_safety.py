@@ -159,7 +159,7 @@ def test_merge_baseline_plot_show_on_a_full_disk(tiny_disk, results, capsys):
     (["--debug-decode-delay-ms", "nan"], "--debug-decode-delay-ms: nan is not a finite number"),
     (["--debug-decode-delay-ms", "inf"], "--debug-decode-delay-ms: inf is not a finite number"),
     (["--prompt-len", str(2**64)], "is out of range"),
-])  # fmt: skip
+])
 def test_numbers_are_range_checked_where_they_are_parsed(capsys, flags, message):
     assert main(["run", "--device", "meta", "--mode", "prefill", *flags]) == 2
     assert message in one_error_line(capsys)
@@ -286,7 +286,7 @@ def test_a_dataset_key_holding_a_newline_is_still_one_line(tmp_path, capsys):
     ({"\n": 1}, "unknown key(s) \\n;"),  # was a two-line message (fuzzing)
     ({1: 2, "x": 3}, "unknown key(s) 1, x;"),  # numbers and text as keys: sorting them was a TypeError
     ({"defaults": {2: 1, "y": 0}, "sweeps": [{}]}, "unknown key(s) in defaults: 2, y;"),
-])  # fmt: skip
+])
 def test_odd_suites_are_one_line(tmp_path, suite, message):
     import yaml
 

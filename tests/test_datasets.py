@@ -30,7 +30,7 @@ def test_jsonl_image_prompt_relative_to_the_file(folder):
         {"id": "c", "image": "images/circle.png", "prompt": "<image>\nWhat?", "answer": "A circle."},
         "",  # a blank line is no record
         {"image": "images/square.png", "prompt": ["What?", "Where?"], "answer": ["A square.", "Top left."]},
-    ]))  # fmt: skip
+    ]))
     first, second = data.samples
     assert data.format == "jsonl" and len(data.samples) == 2
     assert (first.index, first.id, first.image) == (0, "c", folder / "images" / "circle.png")
@@ -67,7 +67,7 @@ def test_lvis_question_lists_and_npz_records(folder):
 
 def test_limit_and_sample_seed_pick_samples_in_file_order(folder):
     path = _jsonl(folder / "many.jsonl", [{"id": str(i), "image": "images/circle.png", "prompt": "q"}
-                                          for i in range(10)])  # fmt: skip
+                                          for i in range(10)])
     assert [s.id for s in load_dataset(path, limit=3).samples] == ["0", "1", "2"]
     drawn = [s.id for s in load_dataset(path, limit=4, sample_seed=1).samples]
     assert drawn == [s.id for s in load_dataset(path, limit=4, sample_seed=1).samples]  # reproducible
@@ -89,7 +89,7 @@ def test_limit_and_sample_seed_pick_samples_in_file_order(folder):
     ({"inputs": "missing.npz"}, r"inputs .*missing\.npz not found"),
     ({"image": "bad.txt", "prompt": "q"}, "cannot read image"),
     ([1, 2], "must be a JSON object"),
-])  # fmt: skip
+])
 def test_bad_records_name_their_line(folder, record, match):
     (folder / "bad.txt").write_text("not a picture")
     path = _jsonl(folder / "bad.jsonl", [{"image": "images/circle.png", "prompt": "fine"}, record])
@@ -103,7 +103,7 @@ def test_bad_records_name_their_line(folder, record, match):
 def test_skip_bad_refills_the_limit_and_refuses_an_empty_dataset(folder):
     path = _jsonl(folder / "gaps.jsonl", [{"image": "images/circle.png", "prompt": "q"},
                                           {"image": "images/gone.png", "prompt": "q"},
-                                          {"image": "images/square.png", "prompt": "q"}])  # fmt: skip
+                                          {"image": "images/square.png", "prompt": "q"}])
     data = load_dataset(path, limit=2, skip_bad=True)
     assert [s.id for s in data.samples] == ["line 1", "line 3"] and len(data.skipped) == 1
     with pytest.raises(DynbenchError, match="no usable sample"):

@@ -138,7 +138,7 @@ def test_sdpa_and_eager_agree_on_tokens_and_decisions(pair, prompt):
         for x, y in zip(a.steps, b.steps, strict=True):
             assert (x.layer_seq_lens, x.layer_cache_lens, x.text_tokens_kept) == (
                 y.layer_seq_lens, y.layer_cache_lens, y.text_tokens_kept,
-            )  # fmt: skip
+            )
     with torch.inference_mode():
         idx = []
         for m in (dyn_sdpa, dyn_eager):

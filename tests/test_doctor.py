@@ -13,7 +13,7 @@ from dynbench.measure import env
 from dynbench.measure.energy import EnergyMeter, energy_columns
 
 CUDA_CHECKS = ("cuda-event-timer", "allocator-peak", "no-hidden-sync", "nvml-memory", "nvml-energy", "cuda-oom",
-               "attention-backends", "host-bound-flag", "ci-gpu-suite")  # fmt: skip
+               "attention-backends", "host-bound-flag", "ci-gpu-suite")
 
 
 def test_doctor_cpu_quick(tmp_path, capsys):
@@ -135,7 +135,7 @@ def _fake_cuda_row(monkeypatch, energy_readings=None):
     return {"step": None, "method": "llava", "mode": "kv-cache", "nvml_source": None, "nvml_process_bytes": None,
             "peak_reserved_bytes": 2, "sm_clock_mhz": c.sm_clock_mhz_median, "throttled": c.throttled,
             "energy_j": energy.joules, "energy_j_per_token": None,
-            "nvml_unavailable": _nvml_unavailable(memory, c, energy)}  # fmt: skip
+            "nvml_unavailable": _nvml_unavailable(memory, c, energy)}
 
 
 @pytest.mark.parametrize("energy", [None, [5_000, 5_000], [0, 0]], ids=["not-supported", "frozen", "zero"])

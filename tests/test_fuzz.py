@@ -23,13 +23,13 @@ from dynbench.results import RECORDS_FILE
 
 LONG = settings.default.max_examples > 100  # --hypothesis-profile=fuzz-long (tests/conftest.py)
 FUZZ = settings(max_examples=settings.default.max_examples if LONG else 40, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 RUN = ["run", "--mode", "prefill", "--method", "llava", "--prompt-len", "8", "--repeats", "1", "--warmup", "0",
        "--no-flops"]
 
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-                         st.floats(allow_nan=False), st.text(max_size=20))  # fmt: skip
+                         st.floats(allow_nan=False), st.text(max_size=20))
 json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                                  st.dictionaries(st.text(max_size=8), inner,
                                                                                  max_size=4)), max_leaves=8)
@@ -79,7 +79,7 @@ def damaged_records(draw, lines):
                 continue
             if isinstance(row, dict):
                 row[draw(st.sampled_from(HOT))] = draw(st.sampled_from([5, -1, 2.5, "0.2", "abc", [1, "x"], {"a": 1},
-                                                                        True, [], ""]))  # fmt: skip
+                                                                        True, [], ""]))
                 lines[i] = json.dumps(row)
         elif how in ("column", "drop-column"):
             try:
@@ -164,7 +164,7 @@ def _library_ok_or_one_line(call):
                                                                     "batch", "seed", "vision_keep", "sweeps",
                                                                     "defaults", "dataset", "sample_seed"]),
                                                    json_values, max_size=5)),
-       raw=st.booleans(), text=st.text(max_size=60))  # fmt: skip
+       raw=st.booleans(), text=st.text(max_size=60))
 def test_suites(data, raw, text):
     from dynbench.spec import load_suite
 
@@ -185,7 +185,7 @@ def test_suites(data, raw, text):
      "prompt": st.one_of(st.text(max_size=20), json_values)},
     optional={"answer": json_values, "inputs": json_values, "id": json_values})), max_size=4),
     jsonl=st.booleans(), limit=st.one_of(st.none(), st.integers(-2, 5)), seed=st.one_of(st.none(), st.integers(0, 9)),
-    skip_bad=st.booleans())  # fmt: skip
+    skip_bad=st.booleans())
 def test_datasets(tmp_path_factory, records, jsonl, limit, seed, skip_bad):
     from PIL import Image
 
@@ -204,7 +204,7 @@ def test_datasets(tmp_path_factory, records, jsonl, limit, seed, skip_bad):
 @FUZZ
 @given(data=st.one_of(json_values, st.fixed_dictionaries({"shard": json_values, "of": json_values,
                                                           "sweep": json_values, "points": json_values})),
-       raw=st.binary(max_size=40), use_raw=st.booleans())  # fmt: skip
+       raw=st.binary(max_size=40), use_raw=st.booleans())
 def test_shard_manifests(tmp_path_factory, data, raw, use_raw):
     from dynbench.shards import MANIFEST_FILE, read_manifest
 
@@ -220,13 +220,13 @@ npz_arrays = st.one_of(
               st.lists(st.integers(0, 4), min_size=0, max_size=4).map(tuple)),
     st.just(np.array(["text"])), st.just(np.array([-200, 1, 2, 3])),
     st.just(np.zeros((1, 3, 336, 336), dtype=np.float32)), st.just(np.zeros((3, 32, 32), dtype=np.float16)),
-)  # fmt: skip
+)
 
 
 @FUZZ
 @given(arrays=st.dictionaries(st.sampled_from(["input_ids", "pixel_values", "attention_mask", "other"]),
                               npz_arrays, max_size=4),
-       batch=st.one_of(st.none(), st.integers(1, 3)), garbage=st.one_of(st.none(), st.binary(max_size=30)))  # fmt: skip
+       batch=st.one_of(st.none(), st.integers(1, 3)), garbage=st.one_of(st.none(), st.binary(max_size=30)))
 def test_npz_inputs(tmp_path_factory, arrays, batch, garbage):
     from dynbench.inputs import npz_inputs
     from dynbench.models.presets import get_preset

@@ -10,7 +10,7 @@ from dynbench.errors import DynbenchError
 from dynbench.measure.gpus import GPUS, GpuSpec, custom_gpu, get_gpu, gpu_from_nvml_name, peak_tflops
 
 REQUIRED = ("a100-40gb-sxm", "a100-80gb-sxm", "a100-80gb-pcie", "h100-sxm", "h100-pcie", "h200", "l4", "l40s",
-            "a10g", "rtx-4090")  # fmt: skip
+            "a10g", "rtx-4090")
 
 
 def test_required_entries_present_and_keyed_by_slug():
@@ -33,7 +33,7 @@ def test_h100_sxm_anchor():
 def test_entry_sanity(name):
     spec = GPUS[name]
     numbers = (spec.tflops_bf16, spec.tflops_fp16, spec.tflops_tf32, spec.tflops_fp32_nontensor, spec.mem_gbps,
-               spec.mem_gib)  # fmt: skip
+               spec.mem_gib)
     assert all(isinstance(x, float) and math.isfinite(x) and x > 0 for x in numbers)
     assert spec.source.strip() and spec.label.strip() and spec.nvml_names
     # dense tensor fp16 >= tf32 >= fp32 on the CUDA cores
@@ -46,7 +46,7 @@ def test_entry_sanity(name):
 @pytest.mark.parametrize(("name", "dense_bf16_below"), [
     ("h100-sxm", 1000), ("h200", 1000), ("h100-pcie", 800), ("a100-40gb-sxm", 400), ("a100-80gb-sxm", 400),
     ("a100-80gb-pcie", 400), ("l4", 150), ("l40s", 400), ("a10g", 125), ("rtx-4090", 200),
-])  # fmt: skip
+])
 def test_no_sparse_figures(name, dense_bf16_below):
     spec = get_gpu(name)
     assert spec.tflops_bf16 < dense_bf16_below
@@ -97,7 +97,7 @@ def test_get_gpu_is_exact(name):
     ("  NVIDIA  H100 PCIe \n", "h100-pcie"),
     ("A100-SXM4-40GB", "a100-40gb-sxm"),
     (b"NVIDIA L4", "l4"),
-])  # fmt: skip
+])
 def test_nvml_names_map(device_name, slug):
     spec = gpu_from_nvml_name(device_name)
     assert spec is not None and spec.name == slug
@@ -107,7 +107,7 @@ def test_nvml_names_map(device_name, slug):
     "NVIDIA B200", "Tesla T4", "NVIDIA H100 NVL", "NVIDIA H200 NVL", "NVIDIA H100", "NVIDIA L40", "NVIDIA A10",
     "NVIDIA A100-PCIE-40GB", "NVIDIA GeForce RTX 4090 D", "NVIDIA GeForce RTX 4090 Laptop GPU",
     "NVIDIA A100-SXM4-40GB MIG 1g.5gb", "NVIDIA GH200 480GB", "", "NVIDIA",
-])  # fmt: skip
+])
 def test_unknown_nvml_names_return_none(device_name):
     assert gpu_from_nvml_name(device_name) is None
 
@@ -127,7 +127,7 @@ def test_custom_gpu():
 
 
 @pytest.mark.parametrize("spec", ["x", "0,100", "100,0", "-1,100", "1,2,3", "", "400", "400,", "nan,100", "inf,100",
-                                  "400;1500"])  # fmt: skip
+                                  "400;1500"])
 def test_custom_gpu_rejects(spec):
     with pytest.raises(DynbenchError) as info:
         custom_gpu(spec)

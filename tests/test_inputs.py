@@ -51,7 +51,7 @@ def assets(tmp_path_factory):
 
 def test_image_prompt_layout(assets):
     inputs = image_prompt_inputs(assets / "wide.png", QUESTION, assets / "ckpt", assets / "clip", TINY,
-                                 layout="official", batch=2)  # fmt: skip
+                                 layout="official", batch=2)
     tok = load_tokenizer(assets / "ckpt")
     ids, lay = inputs.input_ids, inputs.layout
     a, b = lay.image_start, lay.image_end
@@ -138,7 +138,7 @@ def _bad_npz(kind):
         "no pixels": dict(input_ids=ids),
         "rows": dict(input_ids=np.stack([ids, ids]), pixel_values=np.zeros((3, 3, 336, 336), np.float32)),
         "pickled": dict(input_ids=np.array([ids, "x"], dtype=object), pixel_values=px),
-    }  # fmt: skip
+    }
     return cases[kind]
 
 
@@ -152,7 +152,7 @@ def _bad_npz(kind):
         ("padding", "padding is not supported"), ("no pixels", "has no pixel_values"),
         ("rows", "input_ids has 2 rows but the batch is 3"), ("pickled", "not a readable .npz"),
     ],
-)  # fmt: skip
+)
 def test_npz_refusals(tmp_path, kind, match):
     np.savez(tmp_path / "bad.npz", **_bad_npz(kind))
     with pytest.raises(DynbenchError, match=match) as info:

@@ -135,7 +135,7 @@ def runs(tmp_path_factory):
     for repeats in (1, 3):
         folder = tmp_path_factory.mktemp(f"r{repeats}")
         argv = ["run", "--mode", "prefill,no-cache,kv-cache", "--method", ",".join(METHODS), "--prompt-len", "8",
-                "--gen-len", str(GEN), "--warmup", "0", "--repeats", str(repeats), "--out", str(folder)]  # fmt: skip
+                "--gen-len", str(GEN), "--warmup", "0", "--repeats", str(repeats), "--out", str(folder)]
         assert main(argv if repeats == 1 else [*argv, "--no-flops"]) == 0
         out[repeats] = load(folder)
     return out
@@ -166,7 +166,7 @@ def test_step_rows_are_every_step_of_every_run(runs, repeats):
         n = {"prefill": 1, "no-cache": GEN, "kv-cache": GEN}[s["mode"]]
         assert len(steps) == repeats * n, (s["method"], s["mode"])
         assert sorted(zip(steps["repeat"], steps["step"], strict=True)) == [(r, i) for r in range(repeats)
-                                                                           for i in range(n)]  # fmt: skip
+                                                                           for i in range(n)]
         assert (steps["step_ms"] > 0).all()
 
 
@@ -234,7 +234,7 @@ def run_mode_calls(monkeypatch):
 
     def spy(*args, step_timer=None, **kwargs):
         calls.append({"timed": step_timer is not None, "delay": kwargs.get("decode_delay_s"),
-                      "profiled": torch.autograd._profiler_enabled()})  # fmt: skip
+                      "profiled": torch.autograd._profiler_enabled()})
         return real(*args, step_timer=step_timer, **kwargs)
 
     monkeypatch.setattr(point_mod, "run_mode", spy)
@@ -243,7 +243,7 @@ def run_mode_calls(monkeypatch):
 
 def test_warmup_runs_before_the_measured_runs(tmp_path, run_mode_calls):
     argv = ["run", "--mode", "kv-cache", "--method", "llava", "--prompt-len", "4", "--gen-len", "3",
-            "--warmup", "2", "--repeats", "3", "--no-flops", "--out", str(tmp_path / "r")]  # fmt: skip
+            "--warmup", "2", "--repeats", "3", "--no-flops", "--out", str(tmp_path / "r")]
     assert main(argv) == 0
     # 2 warm-ups, 3 timed runs, then (CPU) one untimed run under the memory profiler
     assert [c["timed"] for c in run_mode_calls] == [False, False, True, True, True, False]
@@ -262,7 +262,7 @@ def test_headline_runs_time_only_the_coarse_regions(runs, repeats):
 
 def test_debug_decode_delay_reaches_the_timed_runs_in_seconds(run_mode_calls):
     argv = ["run", "--mode", "kv-cache", "--method", "llava", "--prompt-len", "4", "--gen-len", "2",
-            "--debug-decode-delay-ms", "5", "--warmup", "0", "--repeats", "2", "--no-flops", "--json"]  # fmt: skip
+            "--debug-decode-delay-ms", "5", "--warmup", "0", "--repeats", "2", "--no-flops", "--json"]
     assert main(argv) == 0
     assert [c["delay"] for c in run_mode_calls if c["timed"]] == [0.005, 0.005]
 
@@ -299,7 +299,7 @@ def test_clock_and_energy_of_the_timed_runs_reach_the_row(monkeypatch, capsys):
     monkeypatch.setattr(point_mod, "ClockMonitor", Clock)
     monkeypatch.setattr(point_mod, "EnergyMeter", Energy)
     argv = ["run", "--mode", "kv-cache", "--method", "llava", "--prompt-len", "4", "--gen-len", "3",
-            "--warmup", "0", "--repeats", "2", "--no-flops", "--json"]  # fmt: skip
+            "--warmup", "0", "--repeats", "2", "--no-flops", "--json"]
     assert main(argv) == 0
     row = json.loads(capsys.readouterr().out)
     assert (row["throttled"], row["sm_clock_mhz"]) == (True, 1600)
@@ -311,7 +311,7 @@ def test_where_tracking_is_free_memory_wraps_the_timed_runs(tmp_path, monkeypatc
     and no extra run is made (modelled on CPU by a tracker that says it needs no run of its own)."""
     monkeypatch.setattr(MemoryTracker, "needs_own_run", property(lambda self: False))
     argv = ["run", "--mode", "kv-cache", "--method", "llava", "--prompt-len", "4", "--gen-len", "3",
-            "--warmup", "0", "--repeats", "2", "--no-flops", "--out", str(tmp_path / "r")]  # fmt: skip
+            "--warmup", "0", "--repeats", "2", "--no-flops", "--out", str(tmp_path / "r")]
     assert main(argv) == 0
     assert [c["timed"] for c in run_mode_calls] == [True, True]
     s = load(tmp_path / "r")
@@ -320,12 +320,12 @@ def test_where_tracking_is_free_memory_wraps_the_timed_runs(tmp_path, monkeypatc
 
 def test_done_when_prefill_four_repeats_and_kv_cache_sixteen_tpot(capsys):
     assert main(["run", "--mode", "prefill", "--method", "llava", "--repeats", "4", "--prompt-len", "8",
-                 "--no-flops", "--json"]) == 0  # fmt: skip
+                 "--no-flops", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert len(row["latency_ms_samples"]) == 4 and min(row["latency_ms_samples"]) > 0.1  # no ~0 ms phantom
     assert row["ttft_ms"] == pytest.approx(np.median(row["latency_ms_samples"]))
     assert main(["run", "--mode", "kv-cache", "--method", "llava", "--repeats", "4", "--gen-len", "5",
-                 "--prompt-len", "8", "--no-flops", "--json"]) == 0  # fmt: skip
+                 "--prompt-len", "8", "--no-flops", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert len(row["latency_ms_samples"]) == 16 and len(row["ttft_ms_samples"]) == 4
 
@@ -342,7 +342,7 @@ def test_cpu_tensor_memory_counts_weights_and_every_input(tmp_path, monkeypatch,
     answer = tmp_path / "answer.npz"
     np.savez(answer, answer_ids=np.array([5, 7], dtype=np.int64))
     argv = ["run", "--mode", "kv-cache", "--method", "llava", "--prompt-len", "8", "--gen-len", "3",
-            "--teacher-force", str(answer), "--warmup", "0", "--repeats", "1", "--no-flops", "--json"]  # fmt: skip
+            "--teacher-force", str(answer), "--warmup", "0", "--repeats", "1", "--no-flops", "--json"]
     assert main(argv) == 0
     row = json.loads(capsys.readouterr().out)
     inputs = (8 + 576) * 8 + 3 * 336 * 336 * 4 + 2 * 8

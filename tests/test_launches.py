@@ -109,7 +109,7 @@ def test_a_cpu_sweep_records_ops_and_null_host_columns(tmp_path):
     from dynbench.sweep import Sweep, order_points
 
     point = {"mode": "kv-cache", "method": "llava", "prompt_len": 8, "gen_len": 4, "warmup": 0, "repeats": 2,
-             "device": "cpu"}  # fmt: skip
+             "device": "cpu"}
     list(Sweep(tmp_path, flops=False, warn=lambda m: None).run(order_points(points_from(point))))
     rows = list(iter_records(tmp_path / RECORDS_FILE))
     summary = next(r for r in rows if r["step"] is None)
@@ -134,7 +134,7 @@ def test_cuda_step_rows_carry_host_time_flag_and_ops():
     net = build_model("tiny", "llava", device="meta")
     planned = plan_mode(net.preset, "llava", "kv-cache", 8, 4)
     measured = PointMeasurement([planned], step_ms=[[30.0, 5.0, 6.0, 5.1]], timer="cuda_event",
-                                host_ms=[[2.0, 5.0, 1.0, 5.0]], ops_per_step=[191, 160, 160, 160])  # fmt: skip
+                                host_ms=[[2.0, 5.0, 1.0, 5.0]], ops_per_step=[191, 160, 160, 160])
     rows = point_rows(spec, ModelFacts(net.preset, 0, 0), measured)
     assert [r["host_bound"] for r in rows.steps] == [False, True, False, True]
     assert [r["host_ms"] for r in rows.steps] == [2.0, 5.0, 1.0, 5.0]

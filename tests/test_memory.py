@@ -316,7 +316,7 @@ def test_process_baseline_asks_about_its_own_device(monkeypatch):
     fake_cuda(monkeypatch, [])
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: asked.append(("sync", str(device))))
     monkeypatch.setattr(torch.cuda, "memory_reserved",
-                        lambda device=None: asked.append(("reserved", str(device))) or 2**30)  # fmt: skip
+                        lambda device=None: asked.append(("reserved", str(device))) or 2**30)
     fake_nvml(monkeypatch, [5 * 2**30], [])
     assert memory.process_baseline(torch.device("cuda", 1), "handle") == 4 * 2**30
     assert asked == [("sync", "cuda:1"), ("reserved", "cuda:1")]
@@ -377,7 +377,7 @@ def test_profiled_peak_keeps_the_recorded_order_of_simultaneous_events():
                 @staticmethod
                 def events():
                     return [Event(20, -300), Event(5, 400), Event(5, -400), Event(10, 300),
-                            Event(15, 1000, name="aten::mm")]  # fmt: skip  (not a memory event)
+                            Event(15, 1000, name="aten::mm")]  # not a memory event
 
     # t=5: +400 then −400 (peak 400), t=10: +300, t=20: −300; sorting by (time, bytes) would give 300
     assert memory.profiled_peak_bytes(Prof()) == 400

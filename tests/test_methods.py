@@ -55,7 +55,7 @@ def test_installed_pdrop_is_listed_and_gives_the_papers_7b_figures(pdrop_site):
     assert [(o["flag"], o["default"]) for o in entry["options"]] == [("--pdrop-layers", [8, 16, 24]),
                                                                       ("--pdrop-ratio", 0.5)]
     out = dynbench("run", "--method", "llava,dynamic-llava,pdrop", "--device", "meta", "--model", "llava-1.5-7b",
-                   "--mode", "prefill", "--json", env=env)
+                   "--mode", "prefill", "--no-flops", "--json", env=env)  # fvcore's CLIP-L trace: not asserted here
     assert out.returncode == 0, out.stderr
     rows = {r["method"]: r for r in map(json.loads, out.stdout.splitlines())}
     d, m = 4096, 11008

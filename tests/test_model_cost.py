@@ -93,7 +93,7 @@ def test_layer_fit_equals_fresh_traces(pair):
         traced = decoder_layer_macs(dyn.layers[3], q, kv, batch=3)
         assert 3 * cost.layer(q, kv) == traced
         assert traced == analytic_layer_macs(q, kv, p.hidden, p.intermediate, p.heads, p.kv_heads,
-                                             p.hidden // p.heads, batch=3)  # fmt: skip
+                                             p.hidden // p.heads, batch=3)
 
 
 @pytest.mark.slow

@@ -74,16 +74,16 @@ def test_series_labels_are_one_name_per_variant():
     dyn = {"method": "dynamic-llava", "vision_keep": 0.2, "text_keep": 0.5}
     assert D.series_label(dyn) == "dynamic-llava v0.2 t0.5"
     assert D.series_label({"method": "dynamic-llava", "vision_keep": 0.2, "text_keep": 0.5},
-                          axis=("vision_keep",)) == "dynamic-llava t0.5"  # fmt: skip
+                          axis=("vision_keep",)) == "dynamic-llava t0.5"
     assert D.series_label({"method": "dynamic-llava", "vision_keep": 0.2, "text_policy": "learned"}) == (
         "dynamic-llava v0.2 t learned")
     assert D.series_label({"method": "fastv", "fastv_k": 2, "fastv_r": 0.5}) == "fastv K2 R0.5"
     assert D.series_label({"method": "fastv", "fastv_k": 3, "fastv_r": 0.828125, "vision_keep": 0.2,
-                           "match_budget": "flops"}) == "fastv K3 R0.828 =flops"  # fmt: skip
+                           "match_budget": "flops"}) == "fastv K3 R0.828 =flops"
     assert D.series_label({"method": "h2o", "kv_budget": 0.2, "prompt_len": 64}, context=("prompt_len",)) == (
         "h2o KV 0.2 P=64")
     assert D.series_label({"method": "random", "vision_keep": 0.2, "env_id": ENV_B}, context=("env_id",),
-                          envs={ENV_B: "B"}) == "random v0.2 env B"  # fmt: skip
+                          envs={ENV_B: "B"}) == "random v0.2 env B"
 
 
 def test_prefill_series_hold_the_records_and_compare_deltas():
@@ -165,9 +165,9 @@ def test_summary_deltas_are_compares_at_the_largest_point():
     panel = next(p for p in kv if p.title == "KV of generated tokens")
     (s,) = panel.series
     dyn = next(r for r in summaries_of(rows) if r["method"] == "dynamic-llava" and r["mode"] == "kv-cache"
-               and r["gen_len"] == 16)  # fmt: skip
+               and r["gen_len"] == 16)
     base = next(r for r in summaries_of(rows) if r["method"] == "llava" and r["mode"] == "kv-cache"
-                and r["gen_len"] == 16)  # fmt: skip
+                and r["gen_len"] == 16)
     want = (dyn["kv_bytes_generated"] - base["kv_bytes_generated"]) / base["kv_bytes_generated"] * 100
     assert s.x == approx([want]) and s.texts == [f"{want:+.1f}%"] and panel.ticks == ["dynamic-llava v0.2 t0.5"]
 
@@ -229,7 +229,7 @@ def test_a_run_without_llava_skips_the_comparisons(tmp_path):
     paths = P.plot_all(_df(tmp_path, rows), tmp_path / "figs", skipped=skipped, charts=charts)
     _check_files(paths, ("kv_cache",))
     assert sorted(skipped) == ["savings: no step rows with a llava reference in the same context",
-                               "summary: no point has both llava and another method"]  # fmt: skip
+                               "summary: no point has both llava and another method"]
 
 
 def test_identical_series_stay_visible_and_are_named(tmp_path):
@@ -345,10 +345,10 @@ def test_every_chart_from_a_real_run(tmp_path):
     runner = Sweep(tmp_path / "run")
     for mode, gen in (("prefill", None), ("no-cache", 3), ("kv-cache", 3)):
         runner.run_point(RunSpec(method="llava", mode=mode, prompt_len=8, gen_len=gen, vision_keep=None,
-                                 text_keep=None, text_policy=None, device="meta"))  # fmt: skip
+                                 text_keep=None, text_policy=None, device="meta"))
         runner.run_point(RunSpec(method="dynamic-llava", mode=mode, prompt_len=8, gen_len=gen, vision_keep=0.2,
                                  text_keep=0.5 if gen else None, text_policy="budget" if gen else None,
-                                 device="meta"))  # fmt: skip
+                                 device="meta"))
     df = load_many([str(tmp_path / "run")])
     cmp = C.compare(df)
     assert len(cmp) == 6 and (cmp["status"] == "ok").all()

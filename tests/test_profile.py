@@ -72,7 +72,7 @@ def test_nested_ranges_have_their_parents(kv):
     assert set(nested) == {
         ("predictor_vision", "llm_prefill"), ("token_drop", "llm_prefill"),
         ("predictor_text", "decode_step"), ("lm_head", "decode_step"),
-    }  # fmt: skip
+    }
     assert nested[("predictor_text", "decode_step")].calls == GEN_LEN - 1
     parent_ms = {r.name: r.cpu_ms for r in kv.ranges}
     for n in kv.nested:

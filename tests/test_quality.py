@@ -17,7 +17,7 @@ from dynbench.quality import (
     step_answer_columns,
     top1_agree,
     wordnet_available,
-)  # fmt: skip
+)
 
 KEEP_ALL = DropConfig(vision_keep=1.0, text_keep=1.0, text_policy="budget")
 N_ANSWER = 12
@@ -130,7 +130,7 @@ def test_meteor_of_identical_sentences():
 @pytest.mark.parametrize(("reference", "answer", "counts"), [
     ("A red circle in the middle", "in the middle a red circle", (6, 6, 6, 2)),  # two chunks, reordered
     ("A red circle in the middle", "a blue circle", (2, 3, 6, 2)),  # "a", "circle": P 2/3, R 1/3
-])  # fmt: skip
+])
 def test_meteor_against_its_definition(reference, answer, counts):
     from dynbench.quality import meteor
 
@@ -158,7 +158,7 @@ def test_missing_wordnet_is_one_line_naming_both_fixes(tmp_path):
     ("meteor", 0.3103, 0.300, "regression"),  # METEOR: lower is worse
     ("meteor", 0.300, 0.3103, "improvement"),
     ("meteor", 0.0, 0.0, "pass"),
-])  # fmt: skip
+])
 def test_quality_checks_direction_and_tolerance(metric, base, cur, verdict):
     from dynbench.regress.checks import default_checks
 

@@ -19,10 +19,10 @@ def sweep_rows(tmp_path_factory):
     """Every mode and a KV-eviction baseline on the CPU, plus a meta-device (counts only) sweep."""
     out = tmp_path_factory.mktemp("cpu")
     assert main(["run", "--method", "llava,dynamic-llava,h2o", "--prompt-len", "8", "--gen-len", "3", "--warmup",
-                 "0", "--repeats", "2", "--out", str(out)]) == 0  # fmt: skip
+                 "0", "--repeats", "2", "--out", str(out)]) == 0
     meta = tmp_path_factory.mktemp("meta")
     assert main(["run", "--device", "meta", "--method", "llava,dynamic-llava,fastv", "--mode", "prefill,kv-cache",
-                 "--prompt-len", "8", "--gen-len", "3", "--out", str(meta)]) == 0  # fmt: skip
+                 "--prompt-len", "8", "--gen-len", "3", "--out", str(meta)]) == 0
     return list(iter_records(out)) + list(iter_records(meta))
 
 

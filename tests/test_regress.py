@@ -32,7 +32,7 @@ GPU_ENV = {
     "env_id": "aaaaaaaaaaaa", "gpu_name": "NVIDIA H100 80GB HBM3", "driver_version": "550.54.15",
     "cuda_version": "12.4", "torch_version": "2.11.0", "transformers_version": "5.17.0",
     "fvcore_version": "0.1.5.post20221221",
-}  # fmt: skip
+}
 
 
 def lognormal(rng, median, cv=CV, n=N):
@@ -55,7 +55,7 @@ def row(**over):
         "tmacs": 0.01234567891, "flops_source": "fvcore", "tflops_paper": None,
         "tmacs_fastv": None, "peak_alloc_bytes": 52_428_800, "peak_reserved_bytes": 62_914_560,
         "latency_ms_samples": [10.0] * N,
-    }  # fmt: skip
+    }
     r.update(over)
     return r
 
@@ -166,7 +166,7 @@ CHANGED = {
     "kv_bytes": 1_810_433, "kv_bytes_prompt": 1_638_401, "kv_bytes_generated": 172_033,
     "params": 9_262_182, "tmacs": 0.01234567891 * (1 + 1e-8), "tflops_paper": 1.53,
     "tmacs_fastv": 3.817,
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("metric", EXACT_METRICS)
@@ -521,7 +521,7 @@ def test_workflow_is_valid_and_runs_the_gate():
         "dynbench check results/ci-gpu --baseline results/baselines/ci-gpu.jsonl \\ "
         '--summary-md "$GITHUB_STEP_SUMMARY"',
         "dynbench plot results/ci-gpu --out results/ci-gpu/figures",
-    )]  # fmt: skip
+    )]
     assert order == sorted(order)
     gate = next(cmd for cmd in g if "dynbench check" in cmd)
     assert "::error::" in gate and "refs/heads/main" in gate and "::warning::" in gate  # no baseline: visible

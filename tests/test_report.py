@@ -48,7 +48,7 @@ def synthetic_point(method: str, mode: str, *, prompt_len: int = 64, gen_len: in
                     vision_keep: float | None = None, text_keep: float | None = None,
                     env_id: str = ENV_A, model: str = "tiny", device: str = "cpu",
                     dtype: str = "float32", status: str = "ok", slow: float = 1.0,
-                    batch: int = 1) -> list[dict]:  # fmt: skip
+                    batch: int = 1) -> list[dict]:
     """Step rows then the summary row of one point, numbers derived from the token arithmetic."""
     dyn = method != "llava"
     decoding = mode != "prefill"
@@ -65,9 +65,9 @@ def synthetic_point(method: str, mode: str, *, prompt_len: int = 64, gen_len: in
         text_policy="budget" if dyn and decoding else None,
         reuse_vision=False if mode == "no-cache" else None, batch=batch, seed=0, device=device,
         dtype=dtype, attn="sdpa", warmup=1, repeats=1, checkpoint=None,
-    )  # fmt: skip
+    )
     ident = dict(env_id=env_id, git_sha="0" * 40, time_utc="2026-01-01T00:00:00Z",
-                 text_keep_imposed=dyn and decoding)  # fmt: skip
+                 text_keep_imposed=dyn and decoding)
     steps = []
     n_steps = 1 if mode == "prefill" else gen_len
     for i in range(n_steps):
@@ -94,7 +94,7 @@ def synthetic_point(method: str, mode: str, *, prompt_len: int = 64, gen_len: in
             "kv_bytes": None if cache is None else kv_p + kv_g, "kv_bytes_prompt": kv_p,
             "kv_bytes_generated": kv_g, "timer": None if meta else "cpu",
             "step_ms": None if meta else slow * (0.5 + work * (1e-3 if seq else 1e-4)),
-        })  # fmt: skip
+        })
     ms = [s["step_ms"] for s in steps]
     last = steps[-1]
     fed, kept = last["text_tokens_fed"], last["text_tokens_kept"]
@@ -125,7 +125,7 @@ def synthetic_point(method: str, mode: str, *, prompt_len: int = 64, gen_len: in
         "step_ms_median": None, "step_ms_p90": None, "total_ms": None if meta else sum(ms),
         "latency_ms_samples": None if meta else ms, "latency_cv": None, "throttled": None,
         "sm_clock_mhz": None,
-    }  # fmt: skip
+    }
     summary["peak_mem_bytes"] = summary["peak_rss_bytes"]
     if not meta:
         decode = ms[1:] if mode == "kv-cache" else ms
@@ -140,14 +140,14 @@ def synthetic_point(method: str, mode: str, *, prompt_len: int = 64, gen_len: in
     if status != "ok":  # an oom / error point: measurements null
         for k in ("tmacs", "tflops_paper", "peak_mem_bytes", "peak_rss_bytes", "kv_bytes", "kv_bytes_prompt",
                   "kv_bytes_generated", "ttft_ms", "tpot_ms_median", "tpot_ms_p90", "step_ms_median",
-                  "step_ms_p90", "total_ms", "generated_ids", "latency_ms_samples"):  # fmt: skip
+                  "step_ms_p90", "total_ms", "generated_ids", "latency_ms_samples"):
             summary[k] = None
         steps = []
     return [*steps, summary]
 
 
 def sweep(modes=("prefill", "no-cache", "kv-cache"), gen_lens=(8, 16), keeps=(0.2, 0.5),
-          **kw) -> list[dict]:  # fmt: skip
+          **kw) -> list[dict]:
     """llava + dynamic-llava at several vision keeps, every mode and generated length."""
     rows = []
     for mode in modes:
@@ -174,14 +174,14 @@ def base_of(row, rows):
     """The llava summary row at the same comparison key (independent of dynbench's lookup)."""
     match = [r for r in summaries_of(rows) if r["method"] == "llava"
              and all(r[k] == row[k] for k in ("model", "mode", "batch", "prompt_len", "gen_len",
-                                               "dtype", "device", "attn"))]  # fmt: skip
+                                               "dtype", "device", "attn"))]
     return match[-1] if match else None
 
 
 def _plain(df: pd.DataFrame) -> list[dict]:
     """DataFrame rows as dicts, missing values as None."""
     return [{k: None if not isinstance(v, list) and pd.isna(v) else v for k, v in r.items()}
-            for r in df.to_dict("records")]  # fmt: skip
+            for r in df.to_dict("records")]
 
 
 def pct(a, b):
@@ -214,7 +214,7 @@ def test_compare_numbers_equal_records_and_delta_recomputed(full):
     checked = 0
     for rec in summaries_of(rows):
         got = [r for r in _plain(cmp) if all(r[k] == rec[k] for k in ("mode", "method", "gen_len",
-                                                                      "vision_keep"))]  # fmt: skip
+                                                                      "vision_keep"))]
         assert len(got) == 1, rec
         got = got[0]
         base = base_of(rec, rows)
@@ -381,7 +381,7 @@ def test_paper_table_view(tmp_path):
     for rec in summaries_of(rows):
         col = {"prefill": "ttft_ms", "no-cache": "total_ms", "kv-cache": "peak_mem_bytes"}[rec["mode"]]
         got = ptab[(ptab["method"] == rec["method"]) & (ptab["gen_len"].fillna(0) == (rec["gen_len"] or 0))
-                   & (ptab["measure"].str.startswith(rec["mode"].replace("-", "_")[:4]))]  # fmt: skip
+                   & (ptab["measure"].str.startswith(rec["mode"].replace("-", "_")[:4]))]
         got = got.iloc[0]
         assert (pd.isna(got["value"]) and rec[col] is None) or got["value"] == pytest.approx(rec[col])
         base = base_of(rec, rows)
@@ -423,7 +423,7 @@ def test_run_tables_compact_and_resumed(full, tmp_path):
     rows = rows + synthetic_point("dynamic-llava", "kv-cache", gen_len=64, status="oom")
     text = _text(T.run_tables(rows))
     rec = next(r for r in summaries_of(rows) if r["mode"] == "kv-cache" and r["gen_len"] == 16
-               and r["vision_keep"] == 0.5)  # fmt: skip
+               and r["vision_keep"] == 0.5)
     base = base_of(rec, rows)
     assert f"{rec['tmacs']:.3g} T ({pct(rec['tmacs'], base['tmacs']):+.1f}%)" in text
     # 15 TPOT samples a side: the Δ% carries its bootstrap CI
@@ -481,7 +481,7 @@ def test_units_only_when_rendering():
     ("this is not json\n", "corrupt record"),
     ('{"a": 1}\n{"a": \n{"a": 3}\n', "corrupt record"),
     ('{"a": 1}\n', "not dynbench records"),
-])  # fmt: skip
+])
 def test_empty_or_corrupt_records_is_one_clear_error(tmp_path, content, message):
     path = tmp_path / RECORDS_FILE
     path.write_text(content)

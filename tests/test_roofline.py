@@ -27,12 +27,12 @@ H100 = get_gpu("h100-sxm")
 
 # ---- pure arithmetic ---------------------------------------------------------------------------
 PARTS = R.ModuleBytes(vision=1000, layers=(100, 100, 100), final_norm=3, lm_head=50, embed_row=8, embed_table=800,
-                      vision_predictor=20, text_predictor=5)  # fmt: skip
+                      vision_predictor=20, text_predictor=5)
 
 
 def _step(shapes, seq=None, cache=None, vision=False, image=0, text=0):
     return SimpleNamespace(layer_shapes=shapes, layer_seq_lens=seq, layer_cache_lens=cache, vision_ran=vision,
-                           image_scored=image, text_scored=text)  # fmt: skip
+                           image_scored=image, text_scored=text)
 
 
 def test_prefill_bytes_by_hand():
@@ -174,7 +174,7 @@ def test_module_bytes_of_a_model_without_predictors():
 def run_7b(tmp_path_factory):
     out = tmp_path_factory.mktemp("r7b") / "res"
     argv = ["run", "--device", "meta", "--model", "llava-1.5-7b", "--mode", "prefill,kv-cache", "--prompt-len", "40",
-            "--gen-len", "4", "--dtype", "float16", "--gpu", "h100-sxm", "--out", str(out)]  # fmt: skip
+            "--gen-len", "4", "--dtype", "float16", "--gpu", "h100-sxm", "--out", str(out)]
     assert main(argv) == 0
     rows = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     summaries = {(r["method"], r["mode"]): r for r in rows if r["step"] is None}
@@ -212,7 +212,7 @@ def test_7b_decode_memory_bound(run_7b, parts_7b):
     _, parts = parts_7b
     llava, dyn = s[("llava", "kv-cache")], s[("dynamic-llava", "kv-cache")]
     decode = sorted((r for r in steps if r["point_id"] == llava["point_id"] and r["step"] >= 1),
-                    key=lambda r: r["step"])  # fmt: skip
+                    key=lambda r: r["step"])
     assert {r["roofline_bound"] for r in decode} == {"memory"}
     entry = 2 * 32 * 128 * 2  # K and V × kv heads × head dim × fp16
     weights = sum(parts.layers) + parts.final_norm + parts.lm_head
@@ -245,7 +245,7 @@ def test_report_shows_projected_bounds(run_7b, tmp_path):
 def _tiny_rows(mode, roof, step_ms=None, dtype="float32"):
     spec = RunSpec(model="tiny", method="dynamic-llava", mode=mode, gen_len=4 if mode != "prefill" else None,
                    prompt_len=8, device="meta", dtype=dtype, text_keep=0.5 if mode != "prefill" else None,
-                   text_policy="budget" if mode != "prefill" else None)  # fmt: skip
+                   text_policy="budget" if mode != "prefill" else None)
     net = build_model("tiny", "dynamic-llava", device="meta", dtype=DTYPES[dtype])
     facts = ModelFacts(net.preset, 0, 0, R.module_bytes(net))
     planned = plan_mode(net.preset, spec.method, mode, 8, spec.gen_len or 1, spec.drop, element_bytes=4)
@@ -275,7 +275,7 @@ def test_cuda_rows_carry_measured_over_bound():
 def test_cpu_run_is_projected(tmp_path):
     out = tmp_path / "res"
     argv = ["run", "--mode", "prefill", "--method", "llava", "--prompt-len", "8", "--warmup", "0", "--repeats", "1",
-            "--gpu-spec", "100,1000", "--out", str(out)]  # fmt: skip
+            "--gpu-spec", "100,1000", "--out", str(out)]
     assert main(argv) == 0
     s = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()][-1]
     assert s["roofline_gpu"] == "custom" and s["roofline_projected"] is True and s["ttft_ms"] > 0
@@ -315,10 +315,10 @@ def _synthetic(method, mode, point_id, steps, measured=None):
     rows = []
     for i, (tmacs, nbytes, ms) in enumerate(steps):
         rows.append({**base, "step": i, "repeat": 0, "tmacs": tmacs, "roofline_bytes": nbytes,
-                     "step_roofline_ms": ms, "step_ms": None if measured is None else measured[i]})  # fmt: skip
+                     "step_roofline_ms": ms, "step_ms": None if measured is None else measured[i]})
     summary = {**base, "step": None, "gen_len": len(steps) if mode != "prefill" else None, "roofline_gpu": "g",
                "roofline_tflops": 100.0, "roofline_gbps": 1000.0, "roofline_projected": measured is None,
-               "ttft_roofline_ms": steps[0][2] if mode != "no-cache" else None}  # fmt: skip
+               "ttft_roofline_ms": steps[0][2] if mode != "no-cache" else None}
     return rows, summary
 
 
@@ -326,7 +326,7 @@ def test_roofline_series_numbers():
     # roof: 100 TFLOP/s, 1000 GB/s → ridge 100 FLOP/B
     pre_steps, pre = _synthetic("llava", "prefill", "a", [(5.0, 1e10, 100.0)])  # 1e13 FLOP / 1e10 B = 1000 FLOP/B
     kv_steps, kv = _synthetic("llava", "kv-cache", "b", [(5.0, 1e10, 100.0), (0.001, 1e9, 1.0), (0.001, 1.2e9, 1.2)],
-                              measured=[150.0, 2.0, 2.0])  # fmt: skip
+                              measured=[150.0, 2.0, 2.0])
     dyn_steps, dyn = _synthetic("dynamic-llava", "kv-cache", "c", [(2.0, 9e9, 40.0), (0.001, 1e9, 1.0)])
     s = roofline_series([pre, kv, dyn], pre_steps + kv_steps + dyn_steps)
     assert (s.gpu, s.tflops, s.gbps, s.ridge) == ("g", 100.0, 1000.0, 100.0)

@@ -62,7 +62,7 @@ def test_prefill_tmacs_drop_matches_per_layer_counts(tmp_path):
 def test_resume_records_each_point_once(tmp_path, monkeypatch, capsys):
     out = tmp_path / "res"
     argv = ["run", "--mode", "prefill", "--vision-keep", "0.2,0.5,0.8", "--prompt-len", "4", "--out", str(out),
-            "--no-flops", *FAST]  # fmt: skip
+            "--no-flops", *FAST]
     real = sweep_mod.Sweep.run_point
     calls = []
 
@@ -115,7 +115,7 @@ def test_error_row_exits_1(tmp_path, monkeypatch):
 
 def test_meta_7b_prefill_counts(capsys):
     assert main(["run", "--device", "meta", "--model", "llava-1.5-7b", "--mode", "prefill", "--prompt-len", "40",
-                 "--json"]) == 0  # fmt: skip
+                 "--json"]) == 0
     rows = {r["method"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
     assert round(rows["llava"]["tflops_paper"], 2) == 10.07
     assert round(rows["dynamic-llava"]["tflops_paper"], 2) == 2.49
@@ -130,7 +130,7 @@ def test_meta_points_follow_their_own_keep(capsys):
     """A meta point is planned with its own drop settings, not the defaults: vision keep 0.5 keeps
     floor(576 × 0.5) = 288 image tokens from layer 2 on (40 + 288 = 328), keep 0.1 keeps 57."""
     assert main(["run", "--device", "meta", "--model", "llava-1.5-7b", "--mode", "prefill", "--prompt-len", "40",
-                 "--method", "dynamic-llava", "--vision-keep", "0.5,0.1", "--json"]) == 0  # fmt: skip
+                 "--method", "dynamic-llava", "--vision-keep", "0.5,0.1", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {r["vision_keep"]: r["layer_seq_lens"] for r in rows} == {0.5: [616] * 2 + [328] * 30,
                                                                     0.1: [616] * 2 + [97] * 30}
@@ -142,7 +142,7 @@ BAD = [
     (["--suite", "missing.yaml"], "cannot read suite"),
     (["--out", "FILE/sub"], "is a file; give a directory path"),
     (["--prompt-len", ",".join(map(str, range(101))), "--gen-len", ",".join(map(str, range(1, 101))),
-      "--mode", "no-cache", "--method", "llava"], "add --yes"),  # fmt: skip
+      "--mode", "no-cache", "--method", "llava"], "add --yes"),
     (["--resume"], "--resume needs --out"),
     (["--device", "meta", "--text-policy", "learned", "--mode", "kv-cache"], "learned text decisions"),
 ]
@@ -155,7 +155,7 @@ def test_bad_run_input(tmp_path, capsys, extra, message):
     (tmp_path / "unknown.yaml").write_text("modes: [prefill]\n")
     (tmp_path / "file").write_text("")
     names = {"SUITE": "suite.yaml", "BADYAML": "bad.yaml", "UNKNOWN": "unknown.yaml", "FILE/sub": "file/sub",
-             "missing.yaml": "missing.yaml"}  # fmt: skip
+             "missing.yaml": "missing.yaml"}
     extra = [str(tmp_path / names[a]) if a in names else a for a in extra]
     assert main(["run", *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -219,7 +219,7 @@ def test_meta_h2o_kv_bytes_from_the_budgeted_caches(capsys):
     """Planned h2o cannot split its cache into prompt and generated once decoding evicts, yet the
     total is exact: every layer holds the budget, floor(0.1 × (8 + 576)) = 58 tokens."""
     assert main(["run", "--device", "meta", "--method", "h2o", "--mode", "kv-cache", "--prompt-len", "8",
-                 "--gen-len", "4", "--kv-budget", "0.1", "--json"]) == 0  # fmt: skip
+                 "--gen-len", "4", "--kv-budget", "0.1", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     p = build_model("tiny", "llava", device="meta").preset
     per_token = 2 * p.kv_heads * (p.hidden // p.heads) * 4  # K and V, float32
@@ -239,7 +239,7 @@ def test_meta_paper_tflops_scale_with_the_batch(capsys):
     """The paper's convention counts one sample (10.07 TFLOPs for 7B llava, prompt 40): a batch of
     2 costs twice that."""
     argv = ["run", "--device", "meta", "--model", "llava-1.5-7b", "--mode", "prefill", "--prompt-len", "40",
-            "--method", "llava", "--json"]  # fmt: skip
+            "--method", "llava", "--json"]
     assert main([*argv, "--batch", "2"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["batch"] == 2 and row["tflops_paper"] == pytest.approx(2 * 10.07, abs=0.01)

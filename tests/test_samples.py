@@ -17,14 +17,14 @@ def _sample(i, kept, fed, tmacs, kv, tpot, peak, status="ok", **extra):
             "text_tokens_fed": fed, "text_keep_realized": kept / fed, "image_tokens_kept": 115,
             "vision_keep_realized": 115 / 576, "tmacs": tmacs, "kv_bytes": kv, "tpot_ms_median": tpot,
             "peak_mem_bytes": peak, "latency_ms_samples": [tpot, tpot + 1], "timer": "cpu", "throttled": None,
-            "generated_ids": [i, i], "seq_len": 600 + i, "mem_source": "cpu_tensors", **extra}  # fmt: skip
+            "generated_ids": [i, i], "seq_len": 600 + i, "mem_source": "cpu_tensors", **extra}
 
 
 def test_aggregate_by_hand():
     rows = [_sample(0, 1, 4, 1.0, 1000, 10.0, 500, preprocessing="pad"),
             _sample(1, 3, 6, 2.0, 2001, 20.0, 900, preprocessing="pad"),
             _sample(2, 8, 8, 6.0, 3000, 30.0, 700, preprocessing="crop"),
-            _sample(3, 0, 1, 99.0, 9, 99.0, 10**9, status="oom")]  # fmt: skip
+            _sample(3, 0, 1, 99.0, 9, 99.0, 10**9, status="oom")]
     agg = aggregate(rows, skipped=2)
     assert agg["samples"] == 3 and agg["samples_skipped"] == 2 and agg["status"] == "oom"  # the oom is left out
     # means: keeps 1/4, 3/6, 8/8 → (0.25 + 0.5 + 1) / 3; counts and bytes rounded
@@ -63,7 +63,7 @@ def test_percentile_matches_numpy():
 def _step(r, fed, kept, lens, prompt_kv, gen_kv, token, nll=None):
     return SimpleNamespace(round=r, text_tokens_fed=fed, text_tokens_kept=kept, image_tokens_kept=115,
                            layer_cache_lens=lens, kv_bytes_prompt=prompt_kv, kv_bytes_generated=gen_kv,
-                           token_ids=[token], nll=nll)  # fmt: skip
+                           token_ids=[token], nll=nll)
 
 
 def test_round_rows_by_hand():
@@ -71,7 +71,7 @@ def test_round_rows_by_hand():
     # teacher-forced: 2 answer tokens per round, scored by all steps but each round's last
     steps = [_step(0, 0, 0, [600, 139], 100, 0, 11, 1.0), _step(0, 1, 1, [601, 140], 100, 10, 12, 3.0),
              _step(0, 2, 1, [602, 140], 100, 15, 13), _step(1, 2, 1, [609, 147], 170, 15, 14, 0.5),
-             _step(1, 3, 2, [610, 148], 170, 25, 15)]  # fmt: skip
+             _step(1, 3, 2, [610, 148], 170, 25, 15)]
     ms = [[50.0, 2.0, 3.0, 9.0, 4.0], [60.0, 2.0, 3.0, 7.0, 6.0]]
     rows = round_rows(steps, ms, [5.0, 1.0, 1.0, 3.0, 1.0], 576, [600, 7])
     r0, r1 = rows
@@ -111,12 +111,12 @@ def _dataset_rows():
     for method, ratios in (("dynamic-llava", [0.25, 0.5, 1.0]), ("llava", [1.0, 1.0, 1.0])):
         point = {"model": "tiny", "method": method, "mode": "kv-cache", "batch": 1, "gen_len": 8, "dtype": "float32",
                  "device": "cpu", "attn": "sdpa", "dataset": "d.jsonl", "free_run": False, "status": "ok",
-                 "point_id": method, "env_id": "e"}  # fmt: skip
+                 "point_id": method, "env_id": "e"}
         for i, r in enumerate(ratios):
             rows.append({**point, "step": None, "sample": i, "prompt_len": 10 + i, "text_keep_realized": r,
-                         "tmacs": 1.0 + i})  # fmt: skip
+                         "tmacs": 1.0 + i})
         rows.append({**point, "step": None, "sample": None, "samples": 3, "tmacs": 2.0,
-                     **aggregate(rows[-3:])})  # fmt: skip
+                     **aggregate(rows[-3:])})
     return rows
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from assets import QUESTIONS, checkpoints, datasets
+from assets import QUESTIONS
 
 from dynbench.cli import main
 from dynbench.inputs import npz_inputs
@@ -22,13 +22,13 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(shared_assets, tmp_path_factory):
     root = tmp_path_factory.mktemp("show")
     rng = np.random.default_rng(3)
     ids = np.concatenate([[1], rng.integers(3, 300, 12), [-200], rng.integers(3, 300, 6)])
     np.savez(root / "prompt.npz", input_ids=ids, pixel_values=rng.standard_normal((3, 336, 336)).astype("f4"))
     np.savez(root / "answer.npz", answer_ids=rng.integers(3, 300, 16))
-    return {**checkpoints(root), **datasets(root), "npz": root / "prompt.npz", "answer": root / "answer.npz"}
+    return {**shared_assets, "npz": root / "prompt.npz", "answer": root / "answer.npz"}
 
 
 def _show(argv, capsys):
@@ -40,7 +40,7 @@ def _show(argv, capsys):
 def test_kept_indices_and_decisions_equal_the_predictors_computed_directly(files, tmp_path, capsys):
     paths = _show(["--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--inputs",
                    str(files["npz"]), "--teacher-force", str(files["answer"]), "--gen-len", "12", "--out",
-                   str(tmp_path)], capsys)  # fmt: skip
+                   str(tmp_path)], capsys)
     assert [p.name for p in paths] == ["prompt.png", "prompt.html", "prompt.json"]
     doc = json.loads(paths[2].read_text())
     view = doc["methods"]["dynamic-llava"]
@@ -52,7 +52,7 @@ def test_kept_indices_and_decisions_equal_the_predictors_computed_directly(files
     dense = dense_view(net)
     hook = dense.layers[2].register_forward_pre_hook(lambda m, args: seen.setdefault("h", args[0]))
     dense.forward_sequence(dense.embed_prompt(inputs.input_ids, dense.encode_image(inputs.pixel_values),
-                                              inputs.layout), inputs.layout)  # fmt: skip
+                                              inputs.layout), inputs.layout)
     hook.remove()
     score = torch.log_softmax(net.model.image_score_predictor(seen["h"][:, a:b]).float(), -1)[0, :, 0]
     assert view["kept_image_indices"] == sorted(score.topk(115).indices.tolist())
@@ -65,7 +65,7 @@ def test_kept_indices_and_decisions_equal_the_predictors_computed_directly(files
     logits = []
     hook = net.model.output_text_score_predictor.register_forward_hook(lambda m, i, o: logits.append(o))
     hidden = torch.cat([net.embed_prompt(inputs.input_ids, net.encode_image(inputs.pixel_values), inputs.layout),
-                        net.embed_tokens(fed)], dim=1)  # fmt: skip
+                        net.embed_tokens(fed)], dim=1)
     from dynbench.models.llava import DropConfig
 
     net.forward_sequence(hidden, inputs.layout, DropConfig(0.2, None, "learned"))
@@ -78,7 +78,7 @@ def test_kept_indices_and_decisions_equal_the_predictors_computed_directly(files
 
 def test_random_weights_and_several_methods_side_by_side(files, tmp_path, capsys):
     paths = _show(["--inputs", str(files["npz"]), "--method", "dynamic-llava,fastv,random,llava", "--gen-len", "4",
-                   "--out", str(tmp_path), "--name", "four"], capsys)  # fmt: skip
+                   "--out", str(tmp_path), "--name", "four"], capsys)
     doc = json.loads(paths[2].read_text())
     counts = {m: len(v["kept_image_indices"]) for m, v in doc["methods"].items()}
     assert counts == {"dynamic-llava": 115, "fastv": 288, "random": 115, "llava": 576}
@@ -94,7 +94,7 @@ def test_random_weights_and_several_methods_side_by_side(files, tmp_path, capsys
 def test_three_turn_conversation_per_round(files, tmp_path, capsys):
     paths = _show(["--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--dataset",
                    str(files["conversation"]), "--image-folder", str(files["images"]), "--sample", "0",
-                   "--method", "dynamic-llava,fastv", "--gen-len", "8", "--out", str(tmp_path)], capsys)  # fmt: skip
+                   "--method", "dynamic-llava,fastv", "--gen-len", "8", "--out", str(tmp_path)], capsys)
     assert paths[0].name == "conv-1.png"
     doc = json.loads(paths[2].read_text())
     assert doc["sample_id"] == "conv-1" and set(doc["methods"]) == {"dynamic-llava", "fastv"}
@@ -113,7 +113,7 @@ def test_html_escapes_the_prompt(files, tmp_path, capsys):
     prompt = '<script>alert("x")</script> & more'
     paths = _show(["--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--image",
                    str(files["images"] / "wide.png"), "--prompt", prompt, "--gen-len", "3", "--out", str(tmp_path)],
-                  capsys)  # fmt: skip
+                  capsys)
     page = paths[1].read_text()
     assert "<script>" not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; more" in page
     assert json.loads(paths[2].read_text())["prompt"] == prompt
@@ -123,7 +123,7 @@ def test_show_refusals(files, capsys):
     for argv, message in ((["--sample", "2"], "--sample picks a sample of --dataset"),
                           (["--method", "h2o", "--mode", "kv-cache"], "no one kept set"),
                           (["--mode", "no-cache"], "prefill or kv-cache"),
-                          (["--device", "meta"], "nothing was kept")):  # fmt: skip
+                          (["--device", "meta"], "nothing was kept")):
         assert main(["show", "--inputs", str(files["npz"]), "--gen-len", "2", "--out", "/tmp/x", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
@@ -157,7 +157,7 @@ def _screenshot(page: Path, png: Path) -> np.ndarray:
     cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1400,1100", f"--screenshot={png}",
-           page.as_uri()]  # fmt: skip
+           page.as_uri()]
     subprocess.run(cmd, check=True, capture_output=True, timeout=120)
     return np.asarray(Image.open(png).convert("RGB"))
 
@@ -167,7 +167,7 @@ def _screenshot(page: Path, png: Path) -> np.ndarray:
 def test_page_renders_in_headless_chromium(files, tmp_path, capsys):
     paths = _show(["--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--dataset",
                    str(files["jsonl"]), "--sample", "2", "--method", "dynamic-llava,llava", "--gen-len", "12",
-                   "--out", str(tmp_path)], capsys)  # fmt: skip
+                   "--out", str(tmp_path)], capsys)
     shot = _screenshot(paths[1], tmp_path / "page.png")
     shutil.copy(tmp_path / "page.png", Path("/tmp") / "dynbench-show-page.png")  # for a human to look at
     colours = {tuple(c) for c in shot.reshape(-1, 3)[:: 7].tolist()}
