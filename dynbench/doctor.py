@@ -82,12 +82,13 @@ def _sweep_rows(ctx: Context, name: str, point: dict, flops: bool = False) -> li
     """Run the points of `point` (flag values, as `dynbench run` takes them) into a fresh folder
     under the scratch dir, quietly; the records written."""
     from dynbench.results import RECORDS_FILE, iter_records
-    from dynbench.spec import points_from
-    from dynbench.sweep import Sweep, order_points
+    from dynbench.run import run_sweep
+    from dynbench.sources import Source
+    from dynbench.spec import FIELDS
 
     out = ctx.work / name
-    sweep = Sweep(out, flops=flops, warn=lambda message: None)
-    rows = list(sweep.run(order_points(points_from(point))))
+    point = {**dict.fromkeys(FIELDS), **point}  # every field, as the CLI's flags give them
+    rows = run_sweep(point, Source(), out=str(out), flops=flops, yes=True).rows  # yes: the checks size their points
     failed = [r["status"] for r in rows if r["status"] not in ("ok", "oom")]
     if failed:
         raise AssertionError(f"{name}: {failed[0]}")

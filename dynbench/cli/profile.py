@@ -50,7 +50,7 @@ def profile(
     spec = points[0]
     if spec.device == "meta":
         raise DynbenchError("--device meta runs nothing, so there is nothing to profile; use cpu or cuda")
-    from dynbench.cli.run import check_attn
+    from dynbench.run import check_attn
 
     check_attn(spec.attn)
     net = Sweep(source=src).build_net(spec)
