@@ -300,8 +300,55 @@ BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 assert len(BY_NAME) == len(COLUMNS), "a column is declared twice"
 
 SPEC_COLUMNS = tuple(c.name for c in COLUMNS if c.group == SPEC)
-ENV_COLUMNS = ("gpu_name", "driver_version", "cuda_version", "torch_version", "transformers_version",
-               "fvcore_version", "cpu_threads")  # fmt: skip
+
+
+# ---- the environment snapshot's fields (`measure.env.snapshot`), each with the roles it plays ----
+ROW_ENV = "row"  # copied into every row (a column of group `environment`)
+ENV_ID = "env id"  # hashed into `env_id`: a change makes two measurements incomparable
+BASELINE_ENV = "baseline"  # kept in a baseline's header
+VERSIONED = "version"  # the gate: a change shifts exact counts (FLOPs, launches), so a mismatch is explained
+LATENCY_ENV = "latency"  # the gate: latency is compared only on the same GPU and driver
+MEMORY_ENV = "memory"  # the gate: memory is compared only on the same GPU, driver, CUDA and torch
+
+
+@dataclass(frozen=True)
+class EnvField:
+    name: str
+    roles: frozenset[str]
+
+
+def _env(name: str, *roles: str) -> EnvField:
+    return EnvField(name, frozenset(roles))
+
+
+ENV_SNAPSHOT_FIELDS: tuple[EnvField, ...] = (
+    _env("gpu_name", ROW_ENV, ENV_ID, BASELINE_ENV, LATENCY_ENV, MEMORY_ENV),
+    _env("driver_version", ROW_ENV, ENV_ID, BASELINE_ENV, LATENCY_ENV, MEMORY_ENV),
+    _env("cuda_version", ROW_ENV, ENV_ID, BASELINE_ENV, MEMORY_ENV),
+    _env("torch_version", ROW_ENV, ENV_ID, BASELINE_ENV, VERSIONED, MEMORY_ENV),
+    _env("transformers_version", ROW_ENV, ENV_ID, BASELINE_ENV, VERSIONED),
+    _env("fvcore_version", ROW_ENV, ENV_ID, BASELINE_ENV, VERSIONED),
+    _env("python_version", BASELINE_ENV),
+    _env("platform", BASELINE_ENV),
+    _env("cpu_model", BASELINE_ENV),
+    _env("cpu_count"),
+    _env("cpu_threads", ROW_ENV),
+    _env("device", BASELINE_ENV),
+    _env("device_type", ENV_ID, BASELINE_ENV),
+    _env("dtype", ENV_ID, BASELINE_ENV),
+    _env("attn", ENV_ID, BASELINE_ENV),
+    _env("git_sha"),
+)
+
+
+def env_fields(role: str) -> tuple[str, ...]:
+    """The snapshot fields that play `role`, in declaration order."""
+    return tuple(f.name for f in ENV_SNAPSHOT_FIELDS if role in f.roles)
+
+
+ENV_COLUMNS = env_fields(ROW_ENV)
+assert all(BY_NAME[name].group == ENV for name in ENV_COLUMNS), "a row's environment field is not a column"
+
 # a dataset point's samples (which file, how many, drawn how, forced or free) are part of "the same
 # point": a method is only compared with llava over the very same samples
 DATASET_KEY = ("dataset", "limit", "sample_seed", "free_run")

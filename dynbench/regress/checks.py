@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 
 from dynbench.names import STATUS_OK, STATUS_OOM
+from dynbench.records import LATENCY_ENV, MEMORY_ENV, VERSIONED, env_fields
 from dynbench.report.format import run_length
 from dynbench.stats import MIN_CI_SAMPLES, ratio_of_medians_ci
 
-VERSION_FIELDS = ("torch_version", "transformers_version", "fvcore_version")  # shift fvcore counts
-LATENCY_ENV_FIELDS = ("gpu_name", "driver_version")
-MEMORY_ENV_FIELDS = ("gpu_name", "driver_version", "cuda_version", "torch_version")
+VERSION_FIELDS = env_fields(VERSIONED)  # shift fvcore counts
+LATENCY_ENV_FIELDS = env_fields(LATENCY_ENV)
+MEMORY_ENV_FIELDS = env_fields(MEMORY_ENV)
 
 EXACT_METRICS = (
     "layer_seq_lens", "layer_cache_lens", "image_tokens_kept", "text_tokens_fed",
