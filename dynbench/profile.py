@@ -236,7 +236,7 @@ def profile_point(
         "prompt_len": inputs.layout.prompt_len, "batch": inputs.batch, "reuse_vision": reuse_vision,
         "drop": dataclasses.asdict(drop) if info.options else None,  # a method with nothing to set: none
         "wait": wait, "warmup": warmup, "active": active,
-    }  # fmt: skip
+    }
 
     before = _trace_files(path)
     settings = dict(activities=activities, schedule=schedule(wait=wait, warmup=warmup, active=active, repeat=1),
@@ -250,7 +250,7 @@ def profile_point(
     return ProfileResult(
         model.preset.name, model.method, mode, str(model.device), str(path), str(written[-1]),
         wait, warmup, active, total_ms, device_ms, ranges, nested, ops, result,
-    )  # fmt: skip
+    )
 
 
 def _check_point(model: LlavaForBench, mode: str, *, wait: int, warmup: int, active: int) -> None:
@@ -345,13 +345,13 @@ def tabulate(events, *, cuda: bool = False, top: int = 15):
         RangeRow(n, g["calls"], g["cpu"] / 1e3, share(g["cpu"], total_us), (g["cpu"] - g["ops"]) / 1e3,
                  dev(g["dev"]), dev_share(g["dev"], dev_total_us))
         for n, g in top_level
-    ]  # fmt: skip
+    ]
     other_us = total_us - sum(g["cpu"] for _, g in top_level)
     other_dev = dev_total_us - sum(g["dev"] for _, g in top_level) if cuda else None
     ranges.append(
         RangeRow(OTHER, None, other_us / 1e3, share(other_us, total_us), None, dev(other_dev),
                  dev_share(other_dev, dev_total_us))
-    )  # fmt: skip
+    )
 
     nested = [
         NestedRow(
@@ -361,7 +361,7 @@ def tabulate(events, *, cuda: bool = False, top: int = 15):
         )
         for (n, p), g in groups.items()
         if p != STEP_PREFIX
-    ]  # fmt: skip
+    ]
     nested.sort(key=lambda r: (order(r.parent), not r.method_specific, order(r.name)))
 
     rows = _op_rows(events, cuda, total_us, dev_total_us)
@@ -433,4 +433,4 @@ def to_json(result: ProfileResult) -> dict:
         "text_tokens_kept": r.last.text_tokens_kept,
         "layer_seq_lens": r.last.layer_seq_lens,
         "layer_cache_lens": r.last.layer_cache_lens,
-    }  # fmt: skip
+    }

@@ -56,7 +56,7 @@ def _c(name, group, type_, doc, unit="", rows=BOTH, modes=MODES) -> Column:
 
 
 SPEC, IDENT, ENV, SOURCE, COUNTS, FLOPS, MEMORY, LATENCY = (
-    "spec", "identity", "environment", "weights and inputs", "counts", "FLOPs", "memory", "latency")  # fmt: skip
+    "spec", "identity", "environment", "weights and inputs", "counts", "FLOPs", "memory", "latency")
 ROOFLINE = "roofline"
 WHERE = "where it ran"
 DATASET = "datasets"
@@ -356,7 +356,7 @@ COMPARISON_KEY = ("model", "mode", "batch", "prompt_len", "gen_len", "dtype", "d
 POINT_KEY = COMPARISON_KEY + ("method", "vision_keep", "text_keep", "text_policy", "fastv_k", "fastv_r",
                               "kv_budget", "match_budget", "reuse_vision", "seed", "checkpoint", "inputs",
                               "teacher_force", "regions", "image_folder",
-                              "method_options")  # fmt: skip
+                              "method_options")
 assert set(POINT_KEY) <= set(SPEC_COLUMNS)
 # one point as shown (report, plots): its identity and the environment it ran in
 SHOWN_KEY = POINT_KEY + ("env_id",)
@@ -372,7 +372,7 @@ STEP_ROW, ROUND_ROW, SAMPLE_ROW, POINT_ROW = "step", "round", "sample", "point"
 ROW_KINDS = (STEP_ROW, ROUND_ROW, SAMPLE_ROW, POINT_ROW)
 
 _PY_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict,
-             "list[int]": list, "list[float]": list, "list": list}  # fmt: skip
+             "list[int]": list, "list[float]": list, "list": list}
 
 
 def hashable(value: Any) -> Any:

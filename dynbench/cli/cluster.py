@@ -113,9 +113,9 @@ def _run_jobs(ctx, points, target: Path, token: str, *, executor: str, jobs: int
     base = ["run", *child_argv(ctx)]
     watch = tuple(parent_env(target, token).items()) if executor == "local" else ()  # Slurm: scancel
     tasks = [cluster.Task(k, jobs, (*base, "--shard", f"{k}/{jobs}", "--out", str(d), "--resume", "--yes"),
-                          os.getcwd(), watch) for k, d in enumerate(shard_dirs, start=1)]  # fmt: skip
+                          os.getcwd(), watch) for k, d in enumerate(shard_dirs, start=1)]
     opts = cluster.Options(executor, jobs, target / "jobs", parallel, partition, gpus_per_job,
-                           timeout_min or cluster.DEFAULT_TIMEOUT_MIN)  # fmt: skip
+                           timeout_min or cluster.DEFAULT_TIMEOUT_MIN)
     console = err_console()
     say = lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
     merge_cmd = shlex.join(["dynbench", "merge", *map(str, shard_dirs), "--out", str(target)])

@@ -142,7 +142,7 @@ def point_options(func):
     own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for name, p in sig.parameters.items()
            if name not in ("point", "source")]
     added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=dflt)
-             for name, (ann, dflt) in POINT_OPTIONS.items()]  # fmt: skip
+             for name, (ann, dflt) in POINT_OPTIONS.items()]
 
     @functools.wraps(func)
     def wrapper(**kwargs):

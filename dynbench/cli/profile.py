@@ -59,7 +59,7 @@ def profile(
         net, inputs, spec.drop, spec.mode, spec.gen_len or 1, out, reuse_vision=bool(spec.reuse_vision),
         wait=wait, warmup=warmup, active=active, record_shapes=shapes, profile_memory=memory,
         with_stack=with_stack, use_gzip=gzip, top=top,
-    )  # fmt: skip
+    )
     console = err_console() if json_out else out_console()
     for table in render(result):
         console.print(table)
