@@ -153,14 +153,21 @@ class Hooks:
 
 def run_sweep(point: dict, source, *, suite: str | None = None, out: str | None = None, resume: bool = False,
               yes: bool = False, shard: str | None = None, flops: bool = True, gpu=None,
-              hooks: Hooks | None = None) -> SweepResult:
+              hooks: Hooks | None = None, jobs=None):
     """Expand the points (`point`: flag values, or `suite`), keep shard K/N of them, and measure
-    those not yet in `out` (`resume`) under the folder's writer lock; a shard writes its manifest."""
+    those not yet in `out` (`resume`) under the folder's writer lock; a shard writes its manifest.
+    With `jobs` (`sweep_jobs.JobPlan`) the sweep runs as shard jobs merged into `out` instead
+    (a `sweep_jobs.JobsResult`)."""
     from dynbench.folder_lock import watch_parent
     from dynbench.shards import manifest, parse_shard, shard_points, write_manifest
     from dynbench.sweep import Sweep
 
     hooks = hooks or Hooks()
+    if jobs is not None:  # the jobs get --yes: checked here, or bounded by --timeout-min
+        from dynbench.sweep_jobs import run_jobs
+
+        points = expand_points(point, source, suite, executor=jobs.executor, yes=yes, warn=hooks.warn)
+        return run_jobs(points, jobs, out=out, resume=resume, say=hooks.note)
     this_shard = parse_shard(shard) if shard is not None else None
     points = sweep_points = expand_points(point, source, suite, executor=None, yes=yes, warn=hooks.warn)
     if this_shard is not None:

@@ -41,10 +41,12 @@ def run(ctx: typer.Context, point: dict, source: dict, warmup: o.WarmupOpt = Non
         slurm_partition: o.PartitionOpt = None, gpus_per_job: o.GpusPerJobOpt = 1, timeout_min: o.TimeoutOpt = None,
         ) -> None:
     """Measure every point of the sweep: FLOPs, memory, latency and the tokens each method keeps."""
+    from dynbench.cli.cluster import child_argv, say_jobs
     from dynbench.cluster import check_options
     from dynbench.measure.roofline import resolve_gpu
-    from dynbench.run import Hooks, SweepInterrupted, expand_points, run_sweep
+    from dynbench.run import Hooks, SweepInterrupted, run_sweep
     from dynbench.sources import Source
+    from dynbench.sweep_jobs import JobPlan
 
     check_options(executor, jobs, shard, parallel, slurm_partition, gpus_per_job, timeout_min)
     point.update(warmup=warmup, repeats=repeats, regions=regions or None, debug_decode_delay_ms=debug_decode_delay_ms)
@@ -52,22 +54,17 @@ def run(ctx: typer.Context, point: dict, source: dict, warmup: o.WarmupOpt = Non
     if roof_gpu is not None and not flops:
         raise DynbenchError("--gpu / --gpu-spec bound each step by its FLOPs; drop --no-flops")
     src, hooks = Source(**source), Hooks(warn=warn, note=say, progress=progress)
-    if executor is not None:  # the jobs get --yes: checked here, or bounded by --timeout-min
-        from dynbench.cli.cluster import run_on_executor
-
-        return run_on_executor(ctx, expand_points(point, src, suite, executor=executor, yes=yes, warn=warn),
-                               executor=executor, jobs=jobs, parallel=parallel, partition=slurm_partition,
-                               gpus_per_job=gpus_per_job, timeout_min=timeout_min, out=out, resume=resume,
-                               json_out=json_out)
+    plan = None if executor is None else JobPlan(executor, jobs, tuple(child_argv(ctx)), parallel, slurm_partition,
+                                                 gpus_per_job, timeout_min)
     try:
         result = run_sweep(point, src, suite=suite, out=out, resume=resume, yes=yes, shard=shard, flops=flops,
-                           gpu=roof_gpu, hooks=hooks)
+                           gpu=roof_gpu, hooks=hooks, jobs=plan)
     except SweepInterrupted as stop:
         argv = [a for a in sys.argv[1:] if a != "--resume"]
         hint = f"; resume with: dynbench {shlex.join(argv)} --resume" if stop.out_dir is not None else ""
         say(f"Interrupted after {stop.done} point(s); every finished row is kept{hint}")
         raise
-    say_results(result, json_out=json_out)
+    say_jobs(result, json_out=json_out) if plan else say_results(result, json_out=json_out)
 
 
 def warn(message: str) -> None:
@@ -75,7 +72,7 @@ def warn(message: str) -> None:
 
 
 def say(line: str) -> None:
-    err_console().print(line, highlight=False, markup=False)
+    err_console().print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def progress(costs: list[float], skipped: int, total: int):
