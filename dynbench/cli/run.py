@@ -64,7 +64,10 @@ def run(ctx: typer.Context, point: dict, source: dict, warmup: o.WarmupOpt = Non
         hint = f"; resume with: dynbench {shlex.join(argv)} --resume" if stop.out_dir is not None else ""
         say(f"Interrupted after {stop.done} point(s); every finished row is kept{hint}")
         raise
-    say_jobs(result, json_out=json_out) if plan else say_results(result, json_out=json_out)
+    if plan is not None:
+        say_jobs(result, json_out=json_out)
+    else:
+        say_results(result, json_out=json_out)
 
 
 def warn(message: str) -> None:
