@@ -77,7 +77,7 @@ def run_task(task: Task) -> int:
     # run watches the parent's folder lock, `folder_lock.watch_parent`) — no traceback per job
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     return subprocess.run([sys.executable, "-m", "dynbench", *task.argv], cwd=task.cwd, env=env,
-                          check=False, start_new_session=True).returncode  # fmt: skip
+                          check=False, start_new_session=True).returncode
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def check_options(kind: str | None, jobs: int | None, shard, parallel, partition
     """Flag combinations; the error names the fix."""
     if kind is None:
         given = [f for f, v in (("--jobs", jobs), ("--parallel", parallel), ("--slurm-partition", partition),
-                                ("--timeout-min", timeout_min)) if v is not None]  # fmt: skip
+                                ("--timeout-min", timeout_min)) if v is not None]
         if given:
             raise DynbenchError(f"{', '.join(given)} configure --executor local|slurm; add --executor")
         return
@@ -146,7 +146,7 @@ def make_executor(opts: Options):
     params = {"timeout_min": int(opts.timeout_min), "name": "dynbench"}
     if opts.kind == "slurm":
         params.update(gpus_per_node=opts.gpus_per_job, slurm_array_parallelism=opts.parallel or opts.jobs,
-                      slurm_setup=_setup())  # fmt: skip
+                      slurm_setup=_setup())
         if opts.partition:
             params["slurm_partition"] = opts.partition
     else:  # GPUs are given per job through the task's CUDA_VISIBLE_DEVICES (`local_slots`)

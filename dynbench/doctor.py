@@ -82,12 +82,13 @@ def _sweep_rows(ctx: Context, name: str, point: dict, flops: bool = False) -> li
     """Run the points of `point` (flag values, as `dynbench run` takes them) into a fresh folder
     under the scratch dir, quietly; the records written."""
     from dynbench.results import RECORDS_FILE, iter_records
-    from dynbench.spec import points_from
-    from dynbench.sweep import Sweep, order_points
+    from dynbench.run import run_sweep
+    from dynbench.sources import Source
+    from dynbench.spec import FIELDS
 
     out = ctx.work / name
-    sweep = Sweep(out, flops=flops, warn=lambda message: None)
-    rows = list(sweep.run(order_points(points_from(point))))
+    point = {**dict.fromkeys(FIELDS), **point}  # every field, as the CLI's flags give them
+    rows = run_sweep(point, Source(), out=str(out), flops=flops, yes=True).rows  # yes: the checks size their points
     failed = [r["status"] for r in rows if r["status"] not in ("ok", "oom")]
     if failed:
         raise AssertionError(f"{name}: {failed[0]}")
@@ -241,7 +242,7 @@ def cpu_gate(ctx: Context) -> str:
     """The regression gate end to end on CPU: A/A passes, a decode delay fails. CPU timings of a
     shared machine are noisy, so the delay is gated explicitly at a 50 % tolerance."""
     point = {"mode": "kv-cache", "method": "dynamic-llava", "prompt_len": 8, "gen_len": 12, "warmup": 1,
-             "repeats": 1, "device": "cpu"}  # fmt: skip
+             "repeats": 1, "device": "cpu"}
     return _gate(ctx, "cpu-gate", point, delay_ms=20.0, gate_cpu=True, tol=0.5)
 
 
@@ -451,7 +452,7 @@ def cuda_oom(ctx: Context) -> str:
     assert row["status"] == "oom", f"status {row['status']}"
     after = torch.cuda.memory_allocated()
     small = sweep.run_point(RunSpec(method="llava", mode="prefill", device="cuda", dtype="bfloat16", warmup=0,
-                                    repeats=1))  # fmt: skip
+                                    repeats=1))
     assert small["status"] == "ok" and small["peak_alloc_bytes"] < 2 * 2**30, small["peak_alloc_bytes"]
     return (f"batch 512 with 768 MiB free → oom row; {after / 2**20:.0f} MiB still allocated after it; "
             f"the next point ok, peak {small['peak_alloc_bytes'] / 2**20:.0f} MiB")
@@ -550,7 +551,7 @@ def ci_gpu_suite(ctx: Context) -> str:
     slowdown exit 1 (the GPU gate fires)."""
     _need_cuda(ctx)
     point = {"model": ctx.model, "mode": "kv-cache", "method": ["llava", "dynamic-llava"], "prompt_len": 64,
-             "gen_len": 48, "dtype": "bfloat16", "device": "cuda", "text_keep": 0.5}  # fmt: skip
+             "gen_len": 48, "dtype": "bfloat16", "device": "cuda", "text_keep": 0.5}
     return _gate(ctx, "ci-gpu", point, delay_ms=5.0, gate_cpu=False, tol=0.05)
 
 

@@ -43,9 +43,9 @@ def point_tmacs(spec) -> float:
         drop = dataclasses.replace(drop, text_keep=1.0, text_policy="budget")
     # a dataset point (prompt_len None): one sample with no text, an estimate per sample
     planned = plan_mode(p, spec.method, spec.mode, spec.prompt_len or 0, spec.gen_len or 1, drop,
-                        bool(spec.reuse_vision), spec.batch)  # fmt: skip
+                        bool(spec.reuse_vision), spec.batch)
     layer = functools.partial(analytic_layer_macs, hidden=p.hidden, intermediate=p.intermediate, heads=p.heads,
-                              kv_heads=p.kv_heads, head_dim=p.head_dim)  # fmt: skip
+                              kv_heads=p.kv_heads, head_dim=p.head_dim)
     macs = 0
     for step in planned.steps:
         macs += sum(layer(q, kv) for q, kv in step.layer_shapes)

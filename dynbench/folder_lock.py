@@ -134,7 +134,7 @@ def folder_lock(folder: str | os.PathLike, wait_s: float = 1.0, brief: bool = Fa
     try:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "token": token,
                 "command": shlex.join(["dynbench", *sys.argv[1:]]),
-                "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+                "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         try:
             os.ftruncate(fd, 0)
             if not brief:

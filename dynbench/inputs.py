@@ -89,13 +89,13 @@ class ModelInputs:
         move = lambda t: None if t is None else fn(t)  # noqa: E731
         rounds = tuple(replace(r, prompt_ids=move(r.prompt_ids), answer_ids=move(r.answer_ids)) for r in self.rounds)
         return replace(self, input_ids=move(self.input_ids), pixel_values=move(self.pixel_values),
-                       answer_ids=move(self.answer_ids), rounds=rounds)  # fmt: skip
+                       answer_ids=move(self.answer_ids), rounds=rounds)
 
     def rows_identical(self) -> bool:
         """True when every row repeats row 0 (one prompt replicated)."""
         same = lambda t: t is None or bool((t == t[:1]).all())
         tensors = [self.input_ids, self.pixel_values, self.answer_ids,
-                   *(t for r in self.rounds for t in (r.prompt_ids, r.answer_ids))]  # fmt: skip
+                   *(t for r in self.rounds for t in (r.prompt_ids, r.answer_ids))]
         return all(same(t) for t in tensors)
 
 
@@ -152,7 +152,7 @@ def image_prompt_inputs(
     return ModelInputs(
         ids.expand(batch, -1).clone(), pixels.expand(batch, -1, -1, -1).clone(), spans,
         source="image-prompt", preprocessing=mode,
-    )  # fmt: skip
+    )
 
 
 def tokenize_around_image(text: str, tokenizer) -> tuple[list[int], list[int]]:
@@ -225,7 +225,7 @@ def preprocess_image(image_path: str | Path, processor, preset: Preset, mode: st
     want = (3, preset.image_size, preset.image_size)
     if tuple(pixels.shape) != want:
         raise DynbenchError(f"the image processor gives pixels of shape {list(pixels.shape)}, the model "
-                            f"needs {list(want)}; use the CLIP ViT-L/14-336 processor")  # fmt: skip
+                            f"needs {list(want)}; use the CLIP ViT-L/14-336 processor")
     return pixels
 
 
@@ -267,7 +267,7 @@ def dataset_inputs(sample, preset: Preset, gen_len: int | None, *, free_run: boo
         rounds.append(_round(prompt, answer, cap, preset))
     layout = PromptLayout(len(before), preset.image_tokens, ids.shape[0])
     return ModelInputs(ids[None], pixels[None], layout, answer_ids=rounds[0].answer_ids, source="dataset",
-                       preprocessing=preprocessing or "pad", rounds=tuple(rounds))  # fmt: skip
+                       preprocessing=preprocessing or "pad", rounds=tuple(rounds))
 
 
 def _tokens(tokenizer, text: str, preset: Preset, where: str) -> torch.Tensor:
@@ -277,7 +277,7 @@ def _tokens(tokenizer, text: str, preset: Preset, where: str) -> torch.Tensor:
         ids = ids[1:]
     if ids and max(ids) >= preset.vocab:
         raise DynbenchError(f"{where}: the tokenizer gives id {max(ids)}, beyond the model's vocabulary "
-                            f"({preset.vocab}); use the checkpoint's own tokenizer")  # fmt: skip
+                            f"({preset.vocab}); use the checkpoint's own tokenizer")
     return torch.tensor(ids, dtype=torch.long)[None]
 
 
@@ -363,7 +363,7 @@ def _read_npz(path: str | Path, required: tuple[str, ...]) -> dict[str, np.ndarr
 def _int_rows(array: np.ndarray, name: str, path) -> torch.Tensor:
     if array.dtype.kind not in "iu" or array.ndim not in (1, 2) or array.size == 0:
         raise DynbenchError(f"{path}: {name} must be a non-empty 1-D or 2-D integer array, "
-                            f"got {array.dtype} of shape {list(array.shape)}")  # fmt: skip
+                            f"got {array.dtype} of shape {list(array.shape)}")
     ids = torch.from_numpy(array.astype(np.int64))
     return ids[None] if ids.ndim == 1 else ids
 
@@ -396,7 +396,7 @@ def _expand_image(ids: torch.Tensor, preset: Preset, path) -> tuple[torch.Tensor
 def _same_column(columns: torch.Tensor, path) -> int:
     if not bool((columns == columns[0]).all()):
         raise DynbenchError(f"{path}: the image must sit at the same position in every row "
-                            "(padding / ragged batches are not supported)")  # fmt: skip
+                            "(padding / ragged batches are not supported)")
     return int(columns[0])
 
 
@@ -404,14 +404,14 @@ def _check_mask(mask: np.ndarray, ids_shape: torch.Size, path) -> None:
     """Only the trivial mask is accepted: padded batches are not supported (pitfall 3)."""
     if mask.ndim not in (1, 2) or mask.shape[-1] != ids_shape[-1] or not bool((mask == 1).all()):
         raise DynbenchError(f"{path}: attention_mask must be all ones over input_ids — padding is not "
-                            "supported; give one unpadded prompt (it is replicated over the batch)")  # fmt: skip
+                            "supported; give one unpadded prompt (it is replicated over the batch)")
 
 
 def _pixel_rows(array: np.ndarray, preset: Preset, path) -> torch.Tensor:
     size = preset.image_size
     if array.dtype.kind != "f" or array.ndim not in (3, 4) or tuple(array.shape[-3:]) != (3, size, size):
         raise DynbenchError(f"{path}: pixel_values must be a float array of shape (3, {size}, {size}) or "
-                            f"(B, 3, {size}, {size}), got {array.dtype} {list(array.shape)}")  # fmt: skip
+                            f"(B, 3, {size}, {size}), got {array.dtype} {list(array.shape)}")
     pixels = torch.from_numpy(array)
     return pixels[None] if pixels.ndim == 3 else pixels
 
@@ -424,7 +424,7 @@ def _batch_rows(counts: dict[str, int], batch: int | None, path) -> int:
     bad = {name: n for name, n in counts.items() if n not in (1, rows)}
     if bad:
         raise DynbenchError(f"{path}: {', '.join(f'{k} has {n} rows' for k, n in bad.items())} but the batch "
-                            f"is {rows}; give one row (replicated) or one per batch row")  # fmt: skip
+                            f"is {rows}; give one row (replicated) or one per batch row")
     return rows
 
 

@@ -53,7 +53,7 @@ class KeptView:
             "text_tokens_fed": len(fed), "text_tokens_kept": sum(bool(t.kept) for t in fed),
             "generated": [{"id": t.id, **({"text": t.text} if t.text is not None else {}), "kept": t.kept,
                            "round": t.round} for t in self.tokens],
-        }  # fmt: skip
+        }
 
 
 def kept_view(result, inputs, tokenizer=None, questions: list[str | None] | None = None) -> KeptView:
@@ -129,7 +129,7 @@ def show_views(points, source, preset, sample=None) -> tuple[object, list[KeptVi
     sweep, views, inputs = Sweep(source=source), [], None
     tokenizer = source.tokenizer()
     questions = [t.question for t in sample.turns] if sample is not None and sample.turns else \
-        ([source.prompt] if source.prompt is not None else None)  # fmt: skip
+        ([source.prompt] if source.prompt is not None else None)
     for spec in points:
         if get_method(spec.method).evicts_kv:
             raise DynbenchError(f"{spec.method} evicts KV entries per layer and head: there is no one kept set to "
@@ -137,7 +137,7 @@ def show_views(points, source, preset, sample=None) -> tuple[object, list[KeptVi
         net = sweep.build_net(spec)
         if inputs is None:
             inputs = source.sample_inputs(spec, sample, preset) if sample is not None else \
-                source.point_inputs(spec, preset)  # fmt: skip
+                source.point_inputs(spec, preset)
         result = run_mode(spec.mode, net, inputs.to(net.device), spec.drop, spec.gen_len or 1)
         views.append(kept_view(result, inputs, tokenizer, questions))
     return inputs, views

@@ -203,7 +203,7 @@ def _write_merged(paths: Sequence[str | Path], out: str | Path, target: Path) ->
     info = {"merged_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "inputs": list(dict.fromkeys([*before, *(i for i in merged.inputs if Path(i) != target.resolve())])),
             "points": merged.points,
-            "rows": len(merged.rows), "shards": merged.shards, "notes": merged.notes}  # fmt: skip
+            "rows": len(merged.rows), "shards": merged.shards, "notes": merged.notes}
     files[target / MERGED_FILE] = json.dumps(info, indent=1) + "\n"
     write_together(files)
     return merged

@@ -56,7 +56,7 @@ from dynbench.models.rules import (
     keep_count,
     kv_budget_tokens,
     kv_bytes,
-)  # fmt: skip
+)
 from dynbench.names import DECODE_PHASE, FORWARD_PHASE, MODES, PREFILL_PHASE
 from dynbench.quality import token_nll
 from dynbench.registry import get as get_method

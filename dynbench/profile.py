@@ -224,14 +224,7 @@ def profile_point(
 ) -> ProfileResult:
     """Run one point `wait + warmup + active` times under the profiler; write the trace to
     `out_dir` and return the tables and the last active run's `ModeResult`."""
-    if mode not in MODES:
-        raise DynbenchError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
-    if wait < 0 or warmup < 0 or active < 1:
-        raise DynbenchError(
-            f"profiler schedule needs --wait ≥ 0, --warmup ≥ 0 and --active ≥ 1 (got {wait}, {warmup}, {active})"
-        )
-    if model.device.type == "meta":
-        raise DynbenchError("the meta device computes shapes only, nothing to profile; use cpu or cuda")
+    _check_point(model, mode, wait=wait, warmup=warmup, active=active)
     path = writable_dir(out_dir)
     drop = drop or DropConfig()
     cuda = model.device.type == "cuda" and torch.cuda.is_available()
@@ -243,35 +236,49 @@ def profile_point(
         "prompt_len": inputs.layout.prompt_len, "batch": inputs.batch, "reuse_vision": reuse_vision,
         "drop": dataclasses.asdict(drop) if info.options else None,  # a method with nothing to set: none
         "wait": wait, "warmup": warmup, "active": active,
-    }  # fmt: skip
+    }
 
     before = _trace_files(path)
-    previous, model.regions = model.regions, ProfilerRegions()
-    result = None
-    try:
-        with profiler_stderr_filtered(), profile(
-            activities=activities,
-            schedule=schedule(wait=wait, warmup=warmup, active=active, repeat=1),
-            on_trace_ready=_trace_writer(path, worker, use_gzip),
-            record_shapes=record_shapes,
-            profile_memory=profile_memory,
-            with_stack=with_stack,
-        ) as prof:
-            for _ in range(wait + warmup + active):
-                if prof.current_action != ProfilerAction.NONE:  # kineto drops metadata before
-                    prof.add_metadata_json("dynbench", json.dumps(meta))
-                result = run_mode(mode, model, inputs, drop, gen_len, reuse_vision)
-                prof.step()
-    finally:
-        model.regions = previous
-
+    settings = dict(activities=activities, schedule=schedule(wait=wait, warmup=warmup, active=active, repeat=1),
+                    on_trace_ready=_trace_writer(path, worker, use_gzip), record_shapes=record_shapes,
+                    profile_memory=profile_memory, with_stack=with_stack)
+    run = lambda: run_mode(mode, model, inputs, drop, gen_len, reuse_vision)  # noqa: E731
+    prof, result = _profiled(model, run, settings, runs=wait + warmup + active, meta=meta)
     written = sorted(_trace_files(path) - before, key=lambda p: p.stat().st_mtime)
     assert written, f"torch.profiler wrote no trace to {path}"
     ranges, nested, ops, total_ms, device_ms = tabulate(prof.events(), cuda=cuda, top=top)
     return ProfileResult(
         model.preset.name, model.method, mode, str(model.device), str(path), str(written[-1]),
         wait, warmup, active, total_ms, device_ms, ranges, nested, ops, result,
-    )  # fmt: skip
+    )
+
+
+def _check_point(model: LlavaForBench, mode: str, *, wait: int, warmup: int, active: int) -> None:
+    if mode not in MODES:
+        raise DynbenchError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    if wait < 0 or warmup < 0 or active < 1:
+        raise DynbenchError(
+            f"profiler schedule needs --wait ≥ 0, --warmup ≥ 0 and --active ≥ 1 (got {wait}, {warmup}, {active})"
+        )
+    if model.device.type == "meta":
+        raise DynbenchError("the meta device computes shapes only, nothing to profile; use cpu or cuda")
+
+
+def _profiled(model: LlavaForBench, run, settings: dict, *, runs: int, meta: dict):
+    """(the profiler, the last run's result): `run()` called `runs` times under `profile(**settings)`,
+    the model's regions as profiler ranges meanwhile."""
+    previous, model.regions = model.regions, ProfilerRegions()
+    result = None
+    try:
+        with profiler_stderr_filtered(), profile(**settings) as prof:
+            for _ in range(runs):
+                if prof.current_action != ProfilerAction.NONE:  # kineto drops metadata before
+                    prof.add_metadata_json("dynbench", json.dumps(meta))
+                result = run()
+                prof.step()
+    finally:
+        model.regions = previous
+    return prof, result
 
 
 # ---- tables from events ----------------------------------------------------------------------
@@ -331,7 +338,39 @@ def tabulate(events, *, cuda: bool = False, top: int = 15):
     dev = lambda us: us / 1e3 if cuda else None
     dev_share = lambda part, whole: share(part, whole) if cuda else None
 
-    # group named ranges by (name, nearest named parent); top-level = parent is the step
+    groups, by_name = _range_groups(events, cuda)
+    order = lambda name: (RANGES.index(name) if name in RANGES else len(RANGES), name)
+    top_level = sorted(((n, g) for (n, p), g in groups.items() if p == STEP_PREFIX), key=lambda x: order(x[0]))
+    ranges = [
+        RangeRow(n, g["calls"], g["cpu"] / 1e3, share(g["cpu"], total_us), (g["cpu"] - g["ops"]) / 1e3,
+                 dev(g["dev"]), dev_share(g["dev"], dev_total_us))
+        for n, g in top_level
+    ]
+    other_us = total_us - sum(g["cpu"] for _, g in top_level)
+    other_dev = dev_total_us - sum(g["dev"] for _, g in top_level) if cuda else None
+    ranges.append(
+        RangeRow(OTHER, None, other_us / 1e3, share(other_us, total_us), None, dev(other_dev),
+                 dev_share(other_dev, dev_total_us))
+    )
+
+    nested = [
+        NestedRow(
+            n, p, g["calls"], g["cpu"] / 1e3, share(g["cpu"], by_name[p]["cpu"]), share(g["cpu"], total_us),
+            n in METHOD_RANGES, dev(g["dev"]), dev_share(g["dev"], by_name[p]["dev"]),
+            dev_share(g["dev"], dev_total_us),
+        )
+        for (n, p), g in groups.items()
+        if p != STEP_PREFIX
+    ]
+    nested.sort(key=lambda r: (order(r.parent), not r.method_specific, order(r.name)))
+
+    rows = _op_rows(events, cuda, total_us, dev_total_us)
+    return ranges, nested, rows[:top], total_us / 1e3, dev(dev_total_us)
+
+
+def _range_groups(events, cuda: bool) -> tuple[dict, dict]:
+    """Named ranges grouped by (name, nearest named parent) — top-level: the parent is the step —
+    and each name's total over all levels (what the parents' shares divide by)."""
     groups: dict[tuple[str, str], dict] = {}
     for e in events:
         if not _is_range(e):
@@ -343,37 +382,17 @@ def tabulate(events, *, cuda: bool = False, top: int = 15):
         g["cpu"] += e.time_range.elapsed_us()
         g["ops"] += _ops_us(e)
         g["dev"] += e.device_time_total if cuda else 0.0
-    by_name: dict[str, dict] = {}  # a name's total over all levels (parent shares)
+    by_name: dict[str, dict] = {}
     for (name, _), g in groups.items():
         t = by_name.setdefault(name, {"cpu": 0.0, "dev": 0.0})
         t["cpu"] += g["cpu"]
         t["dev"] += g["dev"]
+    return groups, by_name
 
-    order = lambda name: (RANGES.index(name) if name in RANGES else len(RANGES), name)
-    top_level = sorted(((n, g) for (n, p), g in groups.items() if p == STEP_PREFIX), key=lambda x: order(x[0]))
-    ranges = [
-        RangeRow(n, g["calls"], g["cpu"] / 1e3, share(g["cpu"], total_us), (g["cpu"] - g["ops"]) / 1e3,
-                 dev(g["dev"]), dev_share(g["dev"], dev_total_us))
-        for n, g in top_level
-    ]  # fmt: skip
-    other_us = total_us - sum(g["cpu"] for _, g in top_level)
-    other_dev = dev_total_us - sum(g["dev"] for _, g in top_level) if cuda else None
-    ranges.append(
-        RangeRow(OTHER, None, other_us / 1e3, share(other_us, total_us), None, dev(other_dev),
-                 dev_share(other_dev, dev_total_us))
-    )  # fmt: skip
 
-    nested = [
-        NestedRow(
-            n, p, g["calls"], g["cpu"] / 1e3, share(g["cpu"], by_name[p]["cpu"]), share(g["cpu"], total_us),
-            n in METHOD_RANGES, dev(g["dev"]), dev_share(g["dev"], by_name[p]["dev"]),
-            dev_share(g["dev"], dev_total_us),
-        )
-        for (n, p), g in groups.items()
-        if p != STEP_PREFIX
-    ]  # fmt: skip
-    nested.sort(key=lambda r: (order(r.parent), not r.method_specific, order(r.name)))
-
+def _op_rows(events, cuda: bool, total_us: float, dev_total_us: float | None) -> list[OpRow]:
+    """Operators by self time (device first), largest first."""
+    share = lambda part, whole: part / whole if whole else 0.0  # noqa: E731
     ops: dict[str, list[float]] = {}
     for e in events:
         if _is_op(e):
@@ -382,11 +401,12 @@ def tabulate(events, *, cuda: bool = False, top: int = 15):
             o[1] += e.self_cpu_time_total
             o[2] += e.self_device_time_total if cuda else 0.0
     rows = [
-        OpRow(n, c, cpu / 1e3, share(cpu, total_us), dev(d), dev_share(d, dev_total_us))
+        OpRow(n, c, cpu / 1e3, share(cpu, total_us), d / 1e3 if cuda else None,
+              share(d, dev_total_us) if cuda else None)
         for n, (c, cpu, d) in ops.items()
     ]
     rows.sort(key=lambda r: (r.self_device_ms or 0.0, r.self_cpu_ms), reverse=True)
-    return ranges, nested, rows[:top], total_us / 1e3, dev(dev_total_us)
+    return rows
 
 
 # ---- output ------------------------------------------------------------------------------------
@@ -413,4 +433,4 @@ def to_json(result: ProfileResult) -> dict:
         "text_tokens_kept": r.last.text_tokens_kept,
         "layer_seq_lens": r.last.layer_seq_lens,
         "layer_cache_lens": r.last.layer_cache_lens,
-    }  # fmt: skip
+    }

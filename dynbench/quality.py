@@ -24,7 +24,7 @@ from typing import Any
 from dynbench.errors import DynbenchError
 
 WORDNET_FIX = ("METEOR needs WordNet for nltk: run `python -m nltk.downloader wordnet`, or offline install "
-               "Debian's wordnet-base and wordnet-sense-index and run scripts/ci-wordnet.sh")  # fmt: skip
+               "Debian's wordnet-base and wordnet-sense-index and run scripts/ci-wordnet.sh")
 NLTK_FIX = "METEOR needs nltk: pip install 'dynbench[quality]'"
 
 
@@ -49,7 +49,7 @@ def answer_columns(nll: Sequence[float | None], argmax: Sequence[int | None]) ->
         return dict.fromkeys(("answer_tokens", "nll_mean", "ppl", "answer_argmax"))
     mean = math.fsum(x for x, _ in scored) / len(scored)
     return {"answer_tokens": len(scored), "nll_mean": mean, "ppl": math.exp(mean),
-            "answer_argmax": [a for _, a in scored]}  # fmt: skip
+            "answer_argmax": [a for _, a in scored]}
 
 
 def step_answer_columns(steps: Sequence[Any]) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def pooled_ppl(rows: Sequence[Mapping[str, Any]]) -> float | None:
     """exp(Σ NLL / Σ tokens) over rows carrying `nll_mean` and `answer_tokens` (token-weighted,
     beside the mean of per-sample PPL)."""
     pairs = [(r["nll_mean"], r["answer_tokens"]) for r in rows
-             if r.get("nll_mean") is not None and r.get("answer_tokens")]  # fmt: skip
+             if r.get("nll_mean") is not None and r.get("answer_tokens")]
     tokens = sum(n for _, n in pairs)
     return math.exp(math.fsum(x * n for x, n in pairs) / tokens) if tokens else None
 
@@ -114,7 +114,7 @@ def combine_meteor(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if not scored:
         return {"meteor": None, "output_tokens": None}
     return {"meteor": math.fsum(r["meteor"] for r in scored) / len(scored),
-            "output_tokens": sum(r["output_tokens"] for r in scored)}  # fmt: skip
+            "output_tokens": sum(r["output_tokens"] for r in scored)}
 
 
 @functools.cache

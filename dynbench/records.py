@@ -56,7 +56,7 @@ def _c(name, group, type_, doc, unit="", rows=BOTH, modes=MODES) -> Column:
 
 
 SPEC, IDENT, ENV, SOURCE, COUNTS, FLOPS, MEMORY, LATENCY = (
-    "spec", "identity", "environment", "weights and inputs", "counts", "FLOPs", "memory", "latency")  # fmt: skip
+    "spec", "identity", "environment", "weights and inputs", "counts", "FLOPs", "memory", "latency")
 ROOFLINE = "roofline"
 WHERE = "where it ran"
 DATASET = "datasets"
@@ -300,8 +300,55 @@ BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 assert len(BY_NAME) == len(COLUMNS), "a column is declared twice"
 
 SPEC_COLUMNS = tuple(c.name for c in COLUMNS if c.group == SPEC)
-ENV_COLUMNS = ("gpu_name", "driver_version", "cuda_version", "torch_version", "transformers_version",
-               "fvcore_version", "cpu_threads")  # fmt: skip
+
+
+# ---- the environment snapshot's fields (`measure.env.snapshot`), each with the roles it plays ----
+ROW_ENV = "row"  # copied into every row (a column of group `environment`)
+ENV_ID = "env id"  # hashed into `env_id`: a change makes two measurements incomparable
+BASELINE_ENV = "baseline"  # kept in a baseline's header
+VERSIONED = "version"  # the gate: a change shifts exact counts (FLOPs, launches), so a mismatch is explained
+LATENCY_ENV = "latency"  # the gate: latency is compared only on the same GPU and driver
+MEMORY_ENV = "memory"  # the gate: memory is compared only on the same GPU, driver, CUDA and torch
+
+
+@dataclass(frozen=True)
+class EnvField:
+    name: str
+    roles: frozenset[str]
+
+
+def _env(name: str, *roles: str) -> EnvField:
+    return EnvField(name, frozenset(roles))
+
+
+ENV_SNAPSHOT_FIELDS: tuple[EnvField, ...] = (
+    _env("gpu_name", ROW_ENV, ENV_ID, BASELINE_ENV, LATENCY_ENV, MEMORY_ENV),
+    _env("driver_version", ROW_ENV, ENV_ID, BASELINE_ENV, LATENCY_ENV, MEMORY_ENV),
+    _env("cuda_version", ROW_ENV, ENV_ID, BASELINE_ENV, MEMORY_ENV),
+    _env("torch_version", ROW_ENV, ENV_ID, BASELINE_ENV, VERSIONED, MEMORY_ENV),
+    _env("transformers_version", ROW_ENV, ENV_ID, BASELINE_ENV, VERSIONED),
+    _env("fvcore_version", ROW_ENV, ENV_ID, BASELINE_ENV, VERSIONED),
+    _env("python_version", BASELINE_ENV),
+    _env("platform", BASELINE_ENV),
+    _env("cpu_model", BASELINE_ENV),
+    _env("cpu_count"),
+    _env("cpu_threads", ROW_ENV),
+    _env("device", BASELINE_ENV),
+    _env("device_type", ENV_ID, BASELINE_ENV),
+    _env("dtype", ENV_ID, BASELINE_ENV),
+    _env("attn", ENV_ID, BASELINE_ENV),
+    _env("git_sha"),
+)
+
+
+def env_fields(role: str) -> tuple[str, ...]:
+    """The snapshot fields that play `role`, in declaration order."""
+    return tuple(f.name for f in ENV_SNAPSHOT_FIELDS if role in f.roles)
+
+
+ENV_COLUMNS = env_fields(ROW_ENV)
+assert all(BY_NAME[name].group == ENV for name in ENV_COLUMNS), "a row's environment field is not a column"
+
 # a dataset point's samples (which file, how many, drawn how, forced or free) are part of "the same
 # point": a method is only compared with llava over the very same samples
 DATASET_KEY = ("dataset", "limit", "sample_seed", "free_run")
@@ -309,7 +356,7 @@ COMPARISON_KEY = ("model", "mode", "batch", "prompt_len", "gen_len", "dtype", "d
 POINT_KEY = COMPARISON_KEY + ("method", "vision_keep", "text_keep", "text_policy", "fastv_k", "fastv_r",
                               "kv_budget", "match_budget", "reuse_vision", "seed", "checkpoint", "inputs",
                               "teacher_force", "regions", "image_folder",
-                              "method_options")  # fmt: skip
+                              "method_options")
 assert set(POINT_KEY) <= set(SPEC_COLUMNS)
 # one point as shown (report, plots): its identity and the environment it ran in
 SHOWN_KEY = POINT_KEY + ("env_id",)
@@ -325,7 +372,7 @@ STEP_ROW, ROUND_ROW, SAMPLE_ROW, POINT_ROW = "step", "round", "sample", "point"
 ROW_KINDS = (STEP_ROW, ROUND_ROW, SAMPLE_ROW, POINT_ROW)
 
 _PY_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict,
-             "list[int]": list, "list[float]": list, "list": list}  # fmt: skip
+             "list[int]": list, "list[float]": list, "list": list}
 
 
 def hashable(value: Any) -> Any:

@@ -27,7 +27,7 @@ from dynbench.models.rules import (
     paper_decode_layer_tokens,
     tflops_paper,
     tmacs_fastv,
-)  # fmt: skip
+)
 from dynbench.modes import HEADLINE_PHASE, ModeResult
 from dynbench.names import DTYPE_BYTES
 from dynbench.quality import step_answer_columns
@@ -36,9 +36,9 @@ from dynbench.registry import get as get_method
 PARTS = ("vision", "llm", "predictors", "lm_head")  # tmacs_<part>
 LATENCY_COLUMNS = ("timer", "ttft_ms", "vision_ms", "llm_prefill_ms", "tpot_ms_median", "tpot_ms_p90", "tpot_ms_p99",
                    "step_ms_median", "step_ms_p90", "total_ms", "latency_ms_samples", "ttft_ms_samples",
-                   "total_ms_samples", "latency_cv", "scoring_ms", "throttled", "sm_clock_mhz")  # fmt: skip
+                   "total_ms_samples", "latency_cv", "scoring_ms", "throttled", "sm_clock_mhz")
 MEMORY_COLUMNS = ("peak_alloc_bytes", "peak_reserved_bytes", "nvml_process_bytes", "nvml_source", "peak_rss_bytes",
-                  "peak_tensor_bytes", "peak_mem_bytes", "mem_source")  # fmt: skip
+                  "peak_tensor_bytes", "peak_mem_bytes", "mem_source")
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def _roofline(spec, model: ModelFacts, result: ModeResult, rows: list[dict], roo
     p = model.preset
     entry = roofline.kv_entry_bytes(p.kv_heads, p.head_dim, DTYPE_BYTES[spec.dtype])
     nbytes = [roofline.step_bytes(step, model.module_bytes, p.image_tokens, entry, spec.batch)
-              for step in result.steps]  # fmt: skip
+              for step in result.steps]
     for row, b in zip(rows, nbytes, strict=True):
         row.update(roofline.step_columns(roof, row["tmacs"], b))
     return roofline.summary_columns([s.phase for s in result.steps], roof, [row["step_roofline_ms"] for row in rows],
@@ -149,7 +149,7 @@ def _run_rows(spec, model: ModelFacts, result: ModeResult, cost) -> tuple[dict, 
             "text_tokens_kept": step.text_tokens_kept, "kv_bytes_prompt": step.kv_bytes_prompt,
             "kv_bytes_generated": step.kv_bytes_generated, "kv_bytes": _kv_total(step, kv),
             "attn_ledger": attn_ledger([step]), "nll": step.nll,
-        }  # fmt: skip
+        }
         if cost is not None:
             macs = cost.step(step, spec.batch)
             for part in PARTS:
@@ -172,7 +172,7 @@ def _run_rows(spec, model: ModelFacts, result: ModeResult, cost) -> tuple[dict, 
         "kv_budget_tokens": kv_budget_tokens(spec.kv_budget, spec.prompt_len + p.image_tokens)
         if get_method(spec.method).evicts_kv else None,
         "matched_ratio": spec.matched_ratio, "attn_ledger": attn_ledger(result.steps),
-    }  # fmt: skip
+    }
     if cost is not None:
         summary.update({f"tmacs_{part}": value / 1e12 for part, value in totals.items()})
         summary["tmacs"] = sum(totals.values()) / 1e12
@@ -190,7 +190,7 @@ def _analytic(spec, p, result: ModeResult) -> dict:
     if spec.mode == "prefill":
         image = result.steps[0].layer_image_tokens
         return {"tflops_paper": tflops_paper(image, p.hidden) * spec.batch,
-                "tmacs_fastv": tmacs_fastv(image, p.hidden, p.intermediate) * spec.batch}  # fmt: skip
+                "tmacs_fastv": tmacs_fastv(image, p.hidden, p.intermediate) * spec.batch}
     if spec.mode == "no-cache":
         text = paper_decode_layer_tokens(p.layers, p.sparse_layer, last.text_tokens_fed, last.text_tokens_kept)
         return {"tflops_paper": tflops_paper(text, p.hidden) * spec.batch, "tmacs_fastv": None}

@@ -31,12 +31,12 @@ from dynbench.records import BY_NAME, ENV, IDENT, QUANTILES, SPEC, SPREAD_METRIC
 from dynbench.stats import percentile
 
 PEAKS = ("peak_alloc_bytes", "peak_reserved_bytes", "nvml_process_bytes", "peak_rss_bytes", "peak_tensor_bytes",
-         "peak_mem_bytes")  # fmt: skip
+         "peak_mem_bytes")
 CONCATENATED = ("latency_ms_samples", "ttft_ms_samples", "total_ms_samples")
 PER_SAMPLE = ("generated_ids", "layer_seq_lens", "layer_cache_lens", "seq_len", "rounds", "round_prompt_tokens",
               "answer_argmax")
 DATASET_COLUMNS = ("samples", "samples_skipped", "text_keep_pooled", "ppl_pooled",
-                   *(f"{m}_{q}" for m in SPREAD_METRICS for q in QUANTILES))  # fmt: skip
+                   *(f"{m}_{q}" for m in SPREAD_METRICS for q in QUANTILES))
 
 
 
@@ -78,7 +78,7 @@ def aggregate(sample_rows: Sequence[Mapping[str, Any]], skipped: int = 0) -> dic
         for q, pct in QUANTILES.items():
             out[f"{m}_{q}"] = percentile(values, pct) if values else None
     pairs = [(r["text_tokens_kept"], r["text_tokens_fed"]) for r in ok
-             if r.get("text_tokens_kept") is not None and r.get("text_tokens_fed")]  # fmt: skip
+             if r.get("text_tokens_kept") is not None and r.get("text_tokens_fed")]
     fed = sum(f for _, f in pairs)
     out["text_keep_pooled"] = sum(k for k, _ in pairs) / fed if fed else None
     out["ppl_pooled"] = pooled_ppl(ok)
@@ -135,7 +135,7 @@ def round_rows(steps: Sequence[Any], step_ms: Sequence[Sequence[float]] | None,
             **step_answer_columns(steps[lo:hi]),
             "ttft_ms": median(run[lo] for run in step_ms) if step_ms else None,
             "total_ms": median(math.fsum(run[lo:hi]) for run in step_ms) if step_ms else None,
-        }  # fmt: skip
+        }
         out.append(row)
         fed0, kept0 = end.text_tokens_fed, end.text_tokens_kept or 0
     return out

@@ -121,7 +121,7 @@ def manifest(points: Sequence, shard: Shard, mine: Sequence) -> dict:
 
     return {"shard": shard.index, "of": shard.count, "sweep": sweep_fingerprint(points),
             "sweep_points": len(points), "estimated_tmacs": sum(point_tmacs(p) for p in mine),
-            "points": [point_digest(p) for p in mine]}  # fmt: skip
+            "points": [point_digest(p) for p in mine]}
 
 
 def read_manifest(folder: str | Path) -> dict | None:

@@ -59,7 +59,7 @@ class Source:
     def labels(self) -> dict:
         """The RunSpec fields that name this source."""
         return {"checkpoint": self.checkpoint, "inputs": self.inputs or self.image,
-                "teacher_force": self.teacher_force}  # fmt: skip
+                "teacher_force": self.teacher_force}
 
     def checkpoint_info(self, model: str | None = None):
         """Read the checkpoint's config and check every tensor's name and shape (no data); None
@@ -68,7 +68,7 @@ class Source:
             from dynbench.models.checkpoints import load_checkpoint  # torch: only with a checkpoint
 
             self._meta = load_checkpoint(self.checkpoint, vision_tower_dir=self.vision_tower, model=model,
-                                         device="meta")  # fmt: skip
+                                         device="meta")
             register_preset(self._meta.preset)
             for note in self._meta.notes:
                 warnings.warn(note, stacklevel=2)
@@ -96,7 +96,7 @@ class Source:
                 info = self.checkpoint_info()
                 self._inputs = image_prompt_inputs(self.image, self.prompt, info.tokenizer_dir,
                                                    info.image_processor_dir, preset, layout=info.layout,
-                                                   preprocessing=info.preprocessing)  # fmt: skip
+                                                   preprocessing=info.preprocessing)
         return self._inputs
 
     def point_inputs(self, spec, preset: Preset):
@@ -127,7 +127,7 @@ class Source:
         if key not in self._datasets:
             self._refuse_other_inputs()
             data = load_dataset(spec.dataset, image_folder=spec.image_folder, limit=spec.limit,
-                                sample_seed=spec.sample_seed, skip_bad=self.skip_bad)  # fmt: skip
+                                sample_seed=spec.sample_seed, skip_bad=self.skip_bad)
             if data.needs_tokenizer and self.checkpoint is None:
                 raise DynbenchError(f"--dataset {spec.dataset} has image samples: they need --checkpoint (its "
                                     "tokenizer and image processor); npz samples run on random weights")
@@ -160,7 +160,7 @@ class Source:
             tokenizer, processor = self._load_tokenizer(), self._load_processor()
             preprocessing = self.checkpoint_info().preprocessing
         inputs = dataset_inputs(sample, preset, spec.gen_len, free_run=bool(spec.free_run), tokenizer=tokenizer,
-                                processor=processor, preprocessing=preprocessing)  # fmt: skip
+                                processor=processor, preprocessing=preprocessing)
         return replicate(inputs, spec.batch)
 
     def tokenizer(self):

@@ -29,7 +29,7 @@ from dynbench.names import (
     MATCH_BUDGETS,
     MODES,
     TEXT_POLICIES,
-)  # fmt: skip
+)
 
 MAX_TOTAL_TOKENS = 1_048_576
 TEXT_KEEP_WITH_LEARNED = (

@@ -41,7 +41,7 @@ from dynbench.sources import Source
 # the allocator's message, cuBLAS failing to allocate its workspace, and older gVisor sandboxes,
 # where PyTorch's OOM report trips an NVML assertion inside the caching allocator
 OOM_MARKERS = ("out of memory", "can't allocate memory", "CUBLAS_STATUS_ALLOC_FAILED",
-               "NVML_SUCCESS == r INTERNAL ASSERT FAILED")  # fmt: skip
+               "NVML_SUCCESS == r INTERNAL ASSERT FAILED")
 # every row carries every column of its kind (null = not measured here): summary-shaped rows
 # (point, sample, round) and step rows
 SUMMARY_NAMES = tuple(c.name for c in COLUMNS if c.rows != STEP)
@@ -149,12 +149,12 @@ class Sweep:
 
         if self.source.checkpoint is None:
             return build_model(spec.model, spec.method, attn=spec.attn, dtype=DTYPES[spec.dtype],
-                               device=spec.device, seed=spec.seed)  # fmt: skip
+                               device=spec.device, seed=spec.seed)
         key = (spec.dtype, spec.device, spec.attn)
         if self._checkpoint is None or self._checkpoint[0] != key:
             self._checkpoint = None
             loaded = load_checkpoint(self.source.checkpoint, vision_tower_dir=self.source.vision_tower,
-                                     dtype=DTYPES[spec.dtype], device=spec.device, attn=spec.attn)  # fmt: skip
+                                     dtype=DTYPES[spec.dtype], device=spec.device, attn=spec.attn)
             self._checkpoint = (key, loaded)
         loaded = self._checkpoint[1]
         if spec.method == loaded.method:
@@ -180,14 +180,14 @@ class Sweep:
 
         base = {**spec.as_dict(), "point_id": uuid.uuid4().hex[:12], "time_utc": _now(),
                 "text_keep_imposed": get_method(spec.method).text_policy and spec.text_policy == "budget",
-                **self.source.columns(), **self.where()}  # fmt: skip
+                **self.source.columns(), **self.where()}
         if spec.dataset is not None:
             return self._run_dataset(spec, base)
         failure = loaded = None
         try:
             loaded = self.model(spec)
             base.update(env_id=loaded.env_id, git_sha=loaded.env.get("git_sha"), gpu_uuid=loaded.gpu_uuid,
-                        **{k: loaded.env.get(k) for k in ENV_COLUMNS})  # fmt: skip
+                        **{k: loaded.env.get(k) for k in ENV_COLUMNS})
             rows = self._measure(spec, loaded)
         except DynbenchError:
             raise
@@ -220,7 +220,7 @@ class Sweep:
         if spec.device == "meta":
             cost = loaded.cost if self.flops else None
             rows = point_rows(spec, loaded.facts, plan_point(spec, loaded.facts.preset), cost,
-                              self._roof(spec, loaded))  # fmt: skip
+                              self._roof(spec, loaded))
             rows.summary["load_avg_1m"] = None  # nothing ran
             return rows
         return self._measure_inputs(spec, loaded, self.source.point_inputs(spec, loaded.facts.preset))[0]
@@ -275,7 +275,7 @@ class Sweep:
         try:
             loaded = self.model(spec)
             mine.update(env_id=loaded.env_id, git_sha=loaded.env.get("git_sha"), gpu_uuid=loaded.gpu_uuid,
-                        **{k: loaded.env.get(k) for k in ENV_COLUMNS})  # fmt: skip
+                        **{k: loaded.env.get(k) for k in ENV_COLUMNS})
             inputs = self.source.sample_inputs(spec, sample, loaded.facts.preset)
             conversation = spec.mode == "kv-cache" and len(inputs.rounds) > 1
             # the sample's own lengths: its prompt, and the tokens it produces (Σ rounds run)
@@ -328,7 +328,7 @@ class Sweep:
             return  # teacher-forced, npz samples, or no answers: nothing to score
         tokenizer = self.source.tokenizer()
         cols = [meteor_columns(row.get("generated_ids") or [], ref, tokenizer)
-                for row, ref in zip(ran, refs, strict=False)]  # fmt: skip
+                for row, ref in zip(ran, refs, strict=False)]
         for row, col in zip(rounds, cols, strict=False):
             row.update(col)
         summary.update(combine_meteor(cols))

@@ -507,3 +507,19 @@ def test_submitit_stays_optional():
     code = ("import sys, dynbench.cli.commands, dynbench.cluster, dynbench.merge, dynbench.shards, dynbench.sweep; "
             "assert 'submitit' not in sys.modules, 'imported submitit'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+
+
+def test_a_failed_job_makes_the_executor_run_exit_1_after_merging_the_rest(tmp_path, capsys, monkeypatch):
+    # shard 1 runs (in this process), shard 2's job fails: what finished is merged, the run exits 1
+    def one_fails(tasks, opts, slots, report):
+        assert main(list(tasks[0].argv)) == 0
+        return [cluster.Outcome(tasks[0], "1", 0, None), cluster.Outcome(tasks[1], "2", 1, None, "exit 1")]
+
+    monkeypatch.setattr(cluster, "run_local", one_fails)
+    monkeypatch.setattr(cluster, "make_executor", lambda opts: None)
+    out = tmp_path / "jobs"
+    argv = ["run", "--mode", "prefill", "--method", "llava", "--prompt-len", "4,8", "--no-flops", "--warmup", "0",
+            "--repeats", "1", "--executor", "local", "--jobs", "2", "--out", str(out)]
+    assert main(argv) == 1
+    assert "1 of 2 shard job(s) did not finish cleanly" in capsys.readouterr().err
+    assert len(summaries(out)) == 1

@@ -53,3 +53,11 @@ def test_snapshot_cuda_without_nvml_or_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     snap = env.snapshot("cuda", torch.float16, "sdpa")
     assert snap["gpu_name"] is None and snap["device_type"] == "cuda"
+
+
+def test_snapshot_holds_exactly_the_declared_env_fields():
+    # records.ENV_SNAPSHOT_FIELDS declares each field's roles (row, env id, baseline, gate): a field
+    # the snapshot gains or loses must be declared there, or the lists built from it miss it
+    from dynbench.records import ENV_SNAPSHOT_FIELDS
+
+    assert set(env.snapshot("cpu", torch.float32, "sdpa")) == {f.name for f in ENV_SNAPSHOT_FIELDS}

@@ -233,3 +233,4 @@ def test_tables_on_the_older_function_event_api():
     assert by_name["llm_prefill"].outside_ops_ms == pytest.approx(0.035)  # 60 − 25 µs outside the op
     assert by_name[OTHER].cpu_ms == pytest.approx(0.04)
     assert {o.name: o.calls for o in ops} == {"aten::mm": 1, "aten::add": 1}
+    assert [o.name for o in ops] == ["aten::mm", "aten::add"]  # largest self time first: 25 µs, then 10 µs

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import shlex
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from dynbench.cli.app import app
 from dynbench.cli.options import err_console, out_console
-from dynbench.errors import DynbenchError
 
 MERGE_EXAMPLES = """[bold]Examples[/]
 
@@ -65,88 +62,14 @@ def child_argv(ctx) -> list[str]:
     return argv
 
 
-def prepare_out(out: str | None, resume: bool) -> Path:
-    from dynbench.merge import MERGED_FILE
-    from dynbench.results import RECORDS_FILE, writable_dir
-
-    if out is None:
-        raise DynbenchError("--executor needs --out DIR: shard K writes DIR/shards/K, and they are merged into DIR")
-    path = writable_dir(Path(out))
-    if (path / RECORDS_FILE).exists() and not (path / MERGED_FILE).exists():
-        raise DynbenchError(f"--out {out} holds {RECORDS_FILE} of a run without --executor; choose another folder")
-    if not resume and ((path / "shards").exists() or (path / RECORDS_FILE).exists()):
-        raise DynbenchError(f"--out {out} already holds shards of a sweep; add --resume to continue them or choose "
-                            "another folder")
-    return path.resolve()
-
-
-def run_on_executor(ctx, points: list | None, *, executor: str, jobs: int, parallel: int | None,
-                    partition: str | None, gpus_per_job: int, timeout_min: int | None, out: str | None,
-                    resume: bool, json_out: bool) -> None:
-    """Shard the sweep into `jobs` jobs, run them (`cluster`), merge them into --out, print the tables.
-    --out's writer lock is held throughout; the local jobs end with this process (`folder_lock`)."""
-    from dynbench import cluster
-    from dynbench.folder_lock import folder_lock, wait_free
-
-    target = prepare_out(out, resume)
-    try:
-        with folder_lock(target) as token, cluster.sigterm_as_interrupt():  # local jobs watch this lock
-            _run_jobs(ctx, points, target, token, executor=executor, jobs=jobs, parallel=parallel,
-                      partition=partition, gpus_per_job=gpus_per_job, timeout_min=timeout_min, json_out=json_out)
-    except BaseException:
-        if executor == "local":  # our lock is released: the jobs stop; return only once none writes
-            wait_free([target / "shards" / str(k) for k in range(1, jobs + 1)], timeout_s=15.0)
-        raise
-
-
-def _run_jobs(ctx, points, target: Path, token: str, *, executor: str, jobs: int, parallel, partition,
-              gpus_per_job: int, timeout_min, json_out: bool) -> None:
-    import os
-
-    from dynbench import cluster
-    from dynbench.estimate import point_tmacs
-    from dynbench.folder_lock import parent_env
-    from dynbench.merge import write_merged
-    from dynbench.shards import partition as split
-
-    shard_dirs = [target / "shards" / str(k) for k in range(1, jobs + 1)]
-    base = ["run", *child_argv(ctx)]
-    watch = tuple(parent_env(target, token).items()) if executor == "local" else ()  # Slurm: scancel
-    tasks = [cluster.Task(k, jobs, (*base, "--shard", f"{k}/{jobs}", "--out", str(d), "--resume", "--yes"),
-                          os.getcwd(), watch) for k, d in enumerate(shard_dirs, start=1)]  # fmt: skip
-    opts = cluster.Options(executor, jobs, target / "jobs", parallel, partition, gpus_per_job,
-                           timeout_min or cluster.DEFAULT_TIMEOUT_MIN)  # fmt: skip
-    console = err_console()
-    say = lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
-    merge_cmd = shlex.join(["dynbench", "merge", *map(str, shard_dirs), "--out", str(target)])
-    if points is not None:
-        shards = split(points, jobs)
-        say(f"{len(points)} point(s) in {jobs} shard(s): " + ", ".join(
-            f"{k}: {len(s)} (~{sum(map(point_tmacs, s)):.3g} TMACs)" for k, s in enumerate(shards, start=1)))
-    else:
-        say("this machine lacks the sweep's device: the points are expanded on the compute nodes")
-    try:
-        if executor == "local":
-            slots = cluster.local_slots({p.device for p in points or ()}, jobs, parallel, gpus_per_job)
-            say(f"local jobs: {len(slots)} at a time{cluster.slot_note(slots[0])}; logs in {opts.folder}")
-            outcomes = cluster.run_local(tasks, opts, slots, say)
-        else:
-            submitted = cluster.submit_slurm(tasks, opts)
-            say(f"submitted Slurm job array {submitted[0].job_id.split('_')[0]} ({jobs} task(s), logs in "
-                f"{opts.folder}); Ctrl-C cancels it; if this process is killed otherwise, the jobs go on: merge "
-                f"them later with\n  {merge_cmd}")
-            outcomes = cluster.wait(tasks, submitted, say)
-    except KeyboardInterrupt:
-        say(f"Interrupted: every finished row is kept in {target / 'shards'}; continue with the same command and "
-            f"--resume, or merge what finished with\n  {merge_cmd}")
-        raise
-    merged = write_merged([d for d in shard_dirs if d.exists()], target)
-    say_merged(merged, target)
-    _print_rows(merged, json_out)
-    failed = [o for o in outcomes if not o.ok]
-    if failed or merged.notes:
-        say(f"{len(failed)} of {jobs} shard job(s) did not finish cleanly; fix, then run again with --resume "
-            f"(or `{merge_cmd}` after resuming a shard by hand)")
+def say_jobs(result, *, json_out: bool) -> None:
+    """The merged folder, its rows as plain `run` prints them; exit 1 when a job did not finish cleanly."""
+    say_merged(result.merged, result.target)
+    _print_rows(result.merged, json_out)
+    if result.failed or result.merged.notes:
+        err_console().print(f"{result.failed} of {result.jobs} shard job(s) did not finish cleanly; fix, then run "
+                            f"again with --resume (or `{result.merge_cmd}` after resuming a shard by hand)",
+                            highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1)
 
 

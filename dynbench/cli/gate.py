@@ -61,7 +61,7 @@ def check(
 
     report = check_results(results[0] if len(results) == 1 else results, baseline, latency_tol=latency_tol,
                            fail_on_improvement=fail_on_improvement, gate_cpu_latency=gate_cpu_latency,
-                           allow_missing=allow_missing, quality_tol=quality_tol)  # fmt: skip
+                           allow_missing=allow_missing, quality_tol=quality_tol)
     console = err_console()
     console.print(render(report))
     missing = missing_line(report)

@@ -37,7 +37,7 @@ def models() -> None:
 
     # the baselines (random, fastv, h2o, streaming-llm) have llava's parameters
     counts = {name: [count_parameters(build_model(name, m, device="meta")) for m in ("llava", "dynamic-llava")]
-              for name in PRESETS}  # fmt: skip
+              for name in PRESETS}
     out_console().print(presets_table(PRESETS, counts))
 
 

@@ -33,6 +33,6 @@ def _row(entry) -> dict:
     m = entry.method
     options = [] if m is None else [
         {"flag": "--" + m.field(o).replace("_", "-"), "kind": o.kind, "default": o.default, "help": o.help}
-        for o in m.options]  # fmt: skip
+        for o in m.options]
     return {"name": entry.name, "origin": entry.origin, "summary": m.summary if m else None,
             "modes": list(m.modes) if m else None, "options": options, "error": entry.error}

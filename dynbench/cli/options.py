@@ -142,7 +142,7 @@ def point_options(func):
     own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for name, p in sig.parameters.items()
            if name not in ("point", "source")]
     added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=dflt)
-             for name, (ann, dflt) in POINT_OPTIONS.items()]  # fmt: skip
+             for name, (ann, dflt) in POINT_OPTIONS.items()]
 
     @functools.wraps(func)
     def wrapper(**kwargs):
@@ -173,3 +173,29 @@ def err_console():
 
 
 JsonOpt = Annotated[bool, flag("--json", help="print only JSON on stdout (tables go to stderr)", panel=OUTPUT)]
+
+# `dynbench run`'s own options (beside the point options): measurement, output, shards and jobs
+WarmupOpt = Annotated[int | None, opt("warm-up runs \\[default: prefill 3, decode 1]", MEASURE)]
+RepeatsOpt = Annotated[int | None, opt("measured runs \\[default: prefill 10 on GPU, 5 on CPU; decode 1]", MEASURE)]
+RegionsOpt = Annotated[bool, flag("--regions", help="also time predictors, token drop and scoring inside every "
+                                  "step (adds events to timed steps; recorded)", panel=MEASURE)]
+FlopsOpt = Annotated[bool, typer.Option("--flops/--no-flops", help="count FLOPs with fvcore", rich_help_panel=MEASURE)]
+DelayOpt = Annotated[float | None, opt("debugging: sleep this long inside every decode step (recorded; proves "
+                                       "`check` catches a slowdown)", MEASURE, "MS")]
+GpuOpt = Annotated[str | None, opt("roofline bounds on this GPU (dynbench gpus): a projection on cpu / meta; on "
+                                   "cuda the card NVML names is the default", MEASURE, "NAME")]
+GpuSpecOpt = Annotated[str | None, opt("roofline bounds on a GPU not in the table: peak TFLOP/s and memory GB/s",
+                                       MEASURE, "TFLOPS,GBPS")]
+SuiteOpt = Annotated[str | None, opt("a suite YAML file instead of the point flags", OUTPUT, "FILE")]
+OutOpt = Annotated[str | None, opt("results folder (records.jsonl is appended there)", OUTPUT, "DIR")]
+ResumeOpt = Annotated[bool, flag("--resume", help="skip points already recorded in --out", panel=OUTPUT)]
+ShardOpt = Annotated[str | None, opt("measure only shard K of N of the sweep (deterministic, balanced by estimated "
+                                     "cost, a model's points together)", CLUSTER, "K/N")]
+ExecutorOpt = Annotated[str | None, opt("local | slurm: run the sweep as --jobs shard jobs (submitit) into "
+                                        "--out DIR/shards/K, then merge them into --out DIR", CLUSTER)]
+JobsOpt = Annotated[int | None, opt("number of shard jobs (--executor)", CLUSTER, "N")]
+ParallelOpt = Annotated[int | None, opt("jobs at once \\[default: slurm all; local one per GPU, or per CPU core]",
+                                        CLUSTER, "N")]
+PartitionOpt = Annotated[str | None, opt("Slurm partition (--executor slurm)", CLUSTER, "NAME")]
+GpusPerJobOpt = Annotated[int, opt("GPUs per job", CLUSTER)]
+TimeoutOpt = Annotated[int | None, opt(default("wall-clock limit of each job, minutes", "720"), CLUSTER, "M")]

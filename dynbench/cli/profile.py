@@ -50,7 +50,7 @@ def profile(
     spec = points[0]
     if spec.device == "meta":
         raise DynbenchError("--device meta runs nothing, so there is nothing to profile; use cpu or cuda")
-    from dynbench.cli.run import check_attn
+    from dynbench.run import check_attn
 
     check_attn(spec.attn)
     net = Sweep(source=src).build_net(spec)
@@ -59,7 +59,7 @@ def profile(
         net, inputs, spec.drop, spec.mode, spec.gen_len or 1, out, reuse_vision=bool(spec.reuse_vision),
         wait=wait, warmup=warmup, active=active, record_shapes=shapes, profile_memory=memory,
         with_stack=with_stack, use_gzip=gzip, top=top,
-    )  # fmt: skip
+    )
     console = err_console() if json_out else out_console()
     for table in render(result):
         console.print(table)

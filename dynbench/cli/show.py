@@ -60,7 +60,7 @@ def show(
     info = {"checkpoint": spec.checkpoint, "dataset": spec.dataset, "sample": None if chosen is None else chosen.index,
             "sample_id": None if chosen is None else chosen.id, "image": str(chosen.image) if chosen and chosen.image
             else src.image, "inputs": src.inputs, "prompt": src.prompt, "mode": spec.mode, "gen_len": spec.gen_len,
-            "vision_keep": spec.vision_keep, "text_policy": spec.text_policy}  # fmt: skip
+            "vision_keep": spec.vision_keep, "text_policy": spec.text_policy}
     mean, std = src.image_norm() or (CLIP_MEAN, CLIP_STD)
     for path in write_show(writable_dir(Path(out)), stem, inputs.pixel_values[0], views, info, mean, std):
         out_console().print(str(path), highlight=False)

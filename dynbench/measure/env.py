@@ -26,11 +26,11 @@ from typing import Any
 
 import torch
 
-# Fields whose change makes two measurements incomparable. Order is irrelevant (sorted on hash).
-ENV_ID_FIELDS = (
-    "gpu_name", "driver_version", "cuda_version", "torch_version", "transformers_version",
-    "fvcore_version", "dtype", "device_type", "attn",
-)
+from dynbench.records import ENV_ID, env_fields
+
+# Fields whose change makes two measurements incomparable (declared in records.py). Order is
+# irrelevant (sorted on hash).
+ENV_ID_FIELDS = env_fields(ENV_ID)
 
 _warned: set[str] = set()
 

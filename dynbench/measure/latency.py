@@ -164,11 +164,11 @@ def latency_columns(phases: Sequence[str], step_ms: Sequence[Sequence[float]],
         raise ValueError(f"{len(regions)} region records for {len(step_ms)} runs")
     cols: dict = dict.fromkeys(("ttft_ms", "vision_ms", "llm_prefill_ms", "tpot_ms_median", "tpot_ms_p90",
                                 "tpot_ms_p99", "step_ms_median", "step_ms_p90", "total_ms", "latency_cv",
-                                "scoring_ms", *LATENCY_SAMPLE_COLUMNS))  # fmt: skip
+                                "scoring_ms", *LATENCY_SAMPLE_COLUMNS))
     totals = [math.fsum(run) for run in step_ms]
     cols.update(total_ms=_median(totals), total_ms_samples=totals)
     vision = [t + p for run in regions
-              for t, p in zip(run.get("vision_tower", ()), run.get("projector", ()), strict=True)]  # fmt: skip
+              for t, p in zip(run.get("vision_tower", ()), run.get("projector", ()), strict=True)]
     cols["vision_ms"] = _median(vision)
     scoring = _per_run_sum(regions, "scoring")
     cols["scoring_ms"] = _median(scoring) if scoring is not None else None

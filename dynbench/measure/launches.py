@@ -28,7 +28,7 @@ NO_KERNEL = frozenset({
     "_unsafe_view", "lift_fresh", "detach", "alias", "set_", "resize_",  # aliasing / metadata
     "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "is_same_size", "_has_compatible_shallow_copy_type",
     "_assert_tensor_metadata", "record_stream",
-})  # fmt: skip
+})
 
 
 def launches_kernel(func) -> bool:

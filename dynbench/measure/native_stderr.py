@@ -38,7 +38,7 @@ def profiler_stderr_filtered() -> Iterator[None]:
             os.close(saved)
             tmp.seek(0)
             kept = [line for line in tmp.read().decode("utf-8", "replace").splitlines(keepends=True)
-                    if not line.startswith(KINETO_PREFIXES)]  # fmt: skip
+                    if not line.startswith(KINETO_PREFIXES)]
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()

@@ -46,7 +46,7 @@ class PointMeasurement:
 def plan_point(spec, preset) -> PointMeasurement:
     """The steps of a `meta` point from the counting rules (budget policy)."""
     planned = plan_mode(preset, spec.method, spec.mode, spec.prompt_len, spec.gen_len or 1, spec.drop,
-                        bool(spec.reuse_vision), spec.batch, DTYPE_BYTES[spec.dtype], spec.attn)  # fmt: skip
+                        bool(spec.reuse_vision), spec.batch, DTYPE_BYTES[spec.dtype], spec.attn)
     return PointMeasurement(runs=[planned])
 
 

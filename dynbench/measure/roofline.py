@@ -55,7 +55,7 @@ class ModuleBytes:
     @property
     def total(self) -> int:
         return (self.vision + sum(self.layers) + self.final_norm + self.lm_head + self.embed_table
-                + self.vision_predictor + self.text_predictor)  # fmt: skip
+                + self.vision_predictor + self.text_predictor)
 
 
 def _tensor_bytes(module: Any) -> int:
@@ -120,7 +120,7 @@ def step_bytes(step: Any, weights: ModuleBytes, image_tokens: int, kv_entry: int
     after = step.layer_cache_lens
     written = 0 if after is None else sum(max(a - b, 0) for a, b in zip(after, before, strict=True))
     return StepBytes(weights=w, embed=rows * weights.embed_row * batch,
-                     kv_read=sum(before) * kv_entry * batch, kv_written=written * kv_entry * batch)  # fmt: skip
+                     kv_read=sum(before) * kv_entry * batch, kv_written=written * kv_entry * batch)
 
 
 # ---- the roof ---------------------------------------------------------------------------------
@@ -181,18 +181,18 @@ def gpu_for_device(chosen: GpuSpec | None, device: str, nvml_name: str | None) -
 # ---- columns ----------------------------------------------------------------------------------
 ROOF_SUMMARY = ("ttft_roofline_ms", "tpot_roofline_ms", "step_roofline_ms_median", "total_roofline_ms",
                 "roofline_bytes", "roofline_kv_bytes", "roofline_gpu", "roofline_tflops", "roofline_gbps",
-                "roofline_projected", "ttft_roofline_ratio", "tpot_roofline_ratio", "total_roofline_ratio")  # fmt: skip
+                "roofline_projected", "ttft_roofline_ratio", "tpot_roofline_ratio", "total_roofline_ratio")
 ROOF_STEP = ("step_roofline_ms", "roofline_bound", "roofline_bytes", "roofline_kv_bytes")
 RATIOS = {"ttft_roofline_ratio": ("ttft_ms", "ttft_roofline_ms"),
           "tpot_roofline_ratio": ("tpot_ms_median", "tpot_roofline_ms"),
-          "total_roofline_ratio": ("total_ms", "total_roofline_ms")}  # fmt: skip
+          "total_roofline_ratio": ("total_ms", "total_roofline_ms")}
 
 
 def step_columns(roof: Roof, tmacs: float | None, nbytes: StepBytes) -> dict:
     """One step row's roofline columns (`tmacs` in tera-MACs, batch included)."""
     ms, bound = (None, None) if tmacs is None else roof.bound(2 * tmacs * 1e12, nbytes.total)
     return {"step_roofline_ms": ms, "roofline_bound": bound, "roofline_bytes": nbytes.total,
-            "roofline_kv_bytes": nbytes.kv}  # fmt: skip
+            "roofline_kv_bytes": nbytes.kv}
 
 
 def summary_columns(phases: Sequence[str], roof: Roof, step_ms: Sequence[float],
@@ -211,7 +211,7 @@ def summary_columns(phases: Sequence[str], roof: Roof, step_ms: Sequence[float],
         "roofline_bytes": sum(b.total for b in nbytes), "roofline_kv_bytes": sum(b.kv for b in nbytes),
         "roofline_gpu": roof.gpu, "roofline_tflops": roof.tflops, "roofline_gbps": roof.gbps,
         "roofline_projected": roof.projected,
-    }  # fmt: skip
+    }
 
 
 def ratio_columns(summary: Mapping[str, Any]) -> dict:

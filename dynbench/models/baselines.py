@@ -52,7 +52,7 @@ from dynbench.models.llava import (
     SequenceOut,
     attention_implementation,
     sorted_topk,
-)  # fmt: skip
+)
 from dynbench.models.presets import Preset
 from dynbench.models.rules import (
     SINK_TOKENS,
@@ -64,7 +64,7 @@ from dynbench.models.rules import (
     kv_budget_tokens,
     paper_prefill_layer_tokens,
     streaming_prompt_kept,
-)  # fmt: skip
+)
 from dynbench.names import KV_METHODS, PRUNE_METHODS
 from dynbench.registry import get as get_method
 

@@ -78,7 +78,7 @@ SHAPE_FIELDS = (
     "vision_hidden", "vision_layers", "vision_heads", "vision_intermediate", "image_size",
     "patch_size", "vision_feature_layer", "hidden", "layers", "heads", "kv_heads", "intermediate",
     "max_position_embeddings",
-)  # fmt: skip
+)
 
 # official `sparse_config` key → Preset field
 SPARSE_FIELDS = {
@@ -161,7 +161,7 @@ def load_checkpoint(
     """
     if attn not in ATTN_IMPLEMENTATIONS:
         raise DynbenchError(f"unknown attention implementation {attn!r}; choose one of: "
-                            f"{', '.join(ATTN_IMPLEMENTATIONS)}")  # fmt: skip
+                            f"{', '.join(ATTN_IMPLEMENTATIONS)}")
     root = _existing_dir(checkpoint_dir, "checkpoint folder", "--checkpoint")
     config = _read_json(root / "config.json", "the checkpoint's config")
     layout = _detect_layout(config, root)
@@ -184,7 +184,7 @@ def load_checkpoint(
         preprocessing="pad" if layout == "official" and config.get("image_aspect_ratio") == "pad" else "crop",
         text_policy_default="learned" if get_method(method).text_policy else "budget",  # its own predictors
         vision_keep_default=(sparse or {}).get("vision_keep_rate"), notes=notes,
-    )  # fmt: skip
+    )
 
 
 def dense_view(net: LlavaForBench, cls: type[LlavaForBench] = LlavaForBench) -> LlavaForBench:
@@ -236,7 +236,7 @@ def _weight_files(folder: Path) -> list[Path]:
             missing = [f.name for f in files if not f.is_file()]
             if missing:
                 raise DynbenchError(f"{index} lists {len(missing)} missing shard(s): "
-                                    f"{', '.join(missing[:_SHOW])}; re-download the checkpoint")  # fmt: skip
+                                    f"{', '.join(missing[:_SHOW])}; re-download the checkpoint")
             return files
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).is_file():
@@ -245,7 +245,7 @@ def _weight_files(folder: Path) -> list[Path]:
     if shards:
         return shards
     raise DynbenchError(f"no weights in {folder}: expected model.safetensors, sharded "
-                        "model-*.safetensors (+ model.safetensors.index.json) or pytorch_model.bin")  # fmt: skip
+                        "model-*.safetensors (+ model.safetensors.index.json) or pytorch_model.bin")
 
 
 class _Weights:
@@ -331,7 +331,7 @@ def _vision_tower_dir(config: dict, root: Path, given: str | Path | None) -> Pat
     name = config.get("mm_vision_tower") or config.get("vision_tower")
     if not name:
         raise DynbenchError(f"{root}/config.json names no vision tower (mm_vision_tower); "
-                            "pass --vision-tower DIR (a local CLIP ViT-L/14-336 folder)")  # fmt: skip
+                            "pass --vision-tower DIR (a local CLIP ViT-L/14-336 folder)")
     for candidate in (Path(name).expanduser(), root / name):
         if candidate.is_dir():
             return candidate.resolve()
@@ -346,7 +346,7 @@ def _sources(layout: str, config: dict, root: Path, vision_tower_dir, stack: Exi
     if layout == "hf":
         if vision_tower_dir is not None:
             raise DynbenchError("--vision-tower is for official-layout checkpoints only; "
-                                f"{root} is a llava-hf checkpoint that includes its vision tower")  # fmt: skip
+                                f"{root} is a llava-hf checkpoint that includes its vision tower")
         return [(_Weights(root, stack), _hf_key)], None, config.get("vision_config") or {}, None
     clip_dir = _vision_tower_dir(config, root, vision_tower_dir)
     vision = _clip_vision_dict(clip_dir)
@@ -359,7 +359,7 @@ def _clip_vision_dict(clip_dir: Path) -> dict:
     vision = config.get("vision_config") if config.get("model_type") == "clip" else config
     if not isinstance(vision, dict) or vision.get("model_type", "clip_vision_model") != "clip_vision_model":
         raise DynbenchError(f"{clip_dir}/config.json is not a CLIP config (model_type clip or "
-                            "clip_vision_model); pass the CLIP ViT-L/14-336 folder as --vision-tower")  # fmt: skip
+                            "clip_vision_model); pass the CLIP ViT-L/14-336 folder as --vision-tower")
     return vision
 
 
@@ -403,7 +403,7 @@ def _preset(layout, config, vision, sparse, model, root) -> tuple[Preset, dict]:
         name = root.name if root.name not in PRESETS else f"{root.name}-custom"
         base = named[0] if named else Preset(
             name=name, **shape, vocab=extra["vocab"], description=f"inferred from {root}/config.json"
-        )  # fmt: skip
+        )
     return replace(base, **extra), shape
 
 
@@ -413,7 +413,7 @@ def _agrees(preset: Preset, shape: dict, root: Path) -> None:
     for f in SHAPE_FIELDS:
         if getattr(preset, f) != shape[f]:
             raise DynbenchError(f"{root}/config.json has {f} = {shape[f]}, --model {preset.name} has "
-                                f"{getattr(preset, f)}; drop --model to use the checkpoint's own shape")  # fmt: skip
+                                f"{getattr(preset, f)}; drop --model to use the checkpoint's own shape")
 
 
 def _text_fields(text: dict) -> dict:
@@ -429,7 +429,7 @@ def _text_fields(text: dict) -> dict:
         vocab=get("vocab_size"), max_position_embeddings=get("max_position_embeddings"),
         rms_norm_eps=get("rms_norm_eps"),
         rope_theta=float(text.get("rope_theta") or rope.get("rope_theta") or 10000.0),
-    )  # fmt: skip
+    )
 
 
 def _vision_fields(vision: dict) -> dict:
@@ -439,7 +439,7 @@ def _vision_fields(vision: dict) -> dict:
         vision_hidden=get("hidden_size"), vision_layers=get("num_hidden_layers"),
         vision_heads=get("num_attention_heads"), vision_intermediate=get("intermediate_size"),
         image_size=get("image_size"), patch_size=get("patch_size"),
-    )  # fmt: skip
+    )
 
 
 def _check_supported(layout: str, config: dict, text: dict, vision: dict, root: Path) -> None:
@@ -454,7 +454,7 @@ def _check_supported(layout: str, config: dict, text: dict, vision: dict, root: 
         ("rope_scaling", text.get("rope_scaling") or rope.get("rope_type", "default"), ("default",)),
         ("vision hidden_act", vision.get("hidden_act", "quick_gelu"), ("quick_gelu",)),
         ("vision layer_norm_eps", vision.get("layer_norm_eps", 1e-5), (1e-5,)),
-    ]  # fmt: skip
+    ]
     if "head_dim" in text and text["head_dim"] is not None:
         heads = text.get("num_attention_heads", LlamaConfig().num_attention_heads)
         hidden = text.get("hidden_size", LlamaConfig().hidden_size)
@@ -466,7 +466,7 @@ def _check_supported(layout: str, config: dict, text: dict, vision: dict, root: 
              ("default",)),
             ("projector_hidden_act", config.get("projector_hidden_act", "gelu"), ("gelu",)),
             ("multimodal_projector_bias", config.get("multimodal_projector_bias", True), (True,)),
-        ]  # fmt: skip
+        ]
     else:
         checks += [
             ("mm_projector_type", config.get("mm_projector_type", "linear"), ("mlp2x_gelu",)),
@@ -480,7 +480,7 @@ def _check_supported(layout: str, config: dict, text: dict, vision: dict, root: 
     for key, found, allowed in checks:
         if found not in allowed:
             raise DynbenchError(f"{root}: {key} = {found!r} is not LLaVA-1.5 (dynbench builds "
-                                f"{allowed[0]!r}); this checkpoint is not supported")  # fmt: skip
+                                f"{allowed[0]!r}); this checkpoint is not supported")
 
 
 def _build_on_meta(preset: Preset, method: str, attn: str, dtype: torch.dtype) -> LlavaForBench:
@@ -544,10 +544,10 @@ def _plan(net: LlavaForBench, sources, method: str, layout: str):
     missing = [k for k in expected if k not in plan]
     if missing:
         raise DynbenchError(f"{len(missing)} weight(s) of {where} missing from the {layout} checkpoint: "
-                            f"{_first(missing)}; the checkpoint is incomplete or of another layout")  # fmt: skip
+                            f"{_first(missing)}; the checkpoint is incomplete or of another layout")
     if unexpected:
         raise DynbenchError(f"{len(unexpected)} checkpoint tensor(s) not in {where}: "
-                            f"{_first(unexpected)}; check --model / --method or the checkpoint")  # fmt: skip
+                            f"{_first(unexpected)}; check --model / --method or the checkpoint")
     if method == "llava" and any(skipped[p] for p in PREDICTOR_PREFIXES):
         notes.append("Dynamic-LLaVA predictor weights present but not used (--method llava)")
     if skipped["model.instruct_score_predictor."]:

@@ -217,7 +217,7 @@ class DynamicLlava(LlavaForBench):
         return SequenceOut(
             hidden, counts["index"], seq_lens, counts["image"], counts.get("text"),
             image_scored=b - a, text_scored=counts.get("text_scored", 0),
-        )  # fmt: skip
+        )
 
     def forward_token(self, hidden, position, cache, decider=None):
         decision = {}

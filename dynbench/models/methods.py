@@ -18,7 +18,7 @@ from dynbench.models.rules import (
     keep_count,
     match_fastv_keep,
     streaming_prompt_kept,
-)  # fmt: skip
+)
 from dynbench.names import METHODS
 
 

@@ -104,4 +104,4 @@ __all__ = [
     "MISSING", "NOT_COMPARABLE", "PASS", "REGRESSION", "VERDICTS", "Baseline", "Check", "CheckReport",
     "CheckResult", "ExactCheck", "LatencyCheck", "Outcome", "PeakMemoryCheck", "StatusCheck", "check",
     "check_results", "classify_ratio", "default_checks", "env_snapshots", "read_baseline", "write_baseline",
-]  # fmt: skip
+]

@@ -16,18 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from dynbench.errors import DynbenchError
-from dynbench.records import POINT_KEY, latest_summaries
+from dynbench.records import BASELINE_ENV, POINT_KEY, env_fields, latest_summaries
 from dynbench.regress.checks import STATUS_RANK
 from dynbench.report.format import point_label
 from dynbench.results import check_types, env_snapshots, iter_records, jsonable, require_dynbench, write_atomic
 
 BASELINE_FORMAT = 1  # header field `dynbench_baseline`; bump when the file layout changes
-# Environment columns a row may carry (`measure.env.snapshot` names); kept in the baseline header.
-ENV_FIELDS = (
-    "gpu_name", "driver_version", "cuda_version", "torch_version", "transformers_version",
-    "fvcore_version", "python_version", "platform", "cpu_model", "device", "device_type", "dtype",
-    "attn",
-)  # fmt: skip
+# Environment fields a row may carry (`measure.env.snapshot` names); kept in the baseline header.
+ENV_FIELDS = env_fields(BASELINE_ENV)
 
 
 @dataclass(frozen=True)

@@ -16,18 +16,19 @@ from typing import Any
 import numpy as np
 
 from dynbench.names import STATUS_OK, STATUS_OOM
+from dynbench.records import LATENCY_ENV, MEMORY_ENV, VERSIONED, env_fields
 from dynbench.report.format import run_length
 from dynbench.stats import MIN_CI_SAMPLES, ratio_of_medians_ci
 
-VERSION_FIELDS = ("torch_version", "transformers_version", "fvcore_version")  # shift fvcore counts
-LATENCY_ENV_FIELDS = ("gpu_name", "driver_version")
-MEMORY_ENV_FIELDS = ("gpu_name", "driver_version", "cuda_version", "torch_version")
+VERSION_FIELDS = env_fields(VERSIONED)  # shift fvcore counts
+LATENCY_ENV_FIELDS = env_fields(LATENCY_ENV)
+MEMORY_ENV_FIELDS = env_fields(MEMORY_ENV)
 
 EXACT_METRICS = (
     "layer_seq_lens", "layer_cache_lens", "image_tokens_kept", "text_tokens_fed",
     "text_tokens_kept", "kv_bytes", "kv_bytes_prompt", "kv_bytes_generated", "params", "tmacs",
     "tflops_paper", "tmacs_fastv",
-)  # fmt: skip
+)
 # kernel-launching ops per step (measure/launches.py): exact on any device, and torch / transformers
 # releases change the op decompositions, so not comparable across them
 LAUNCH_METRICS = ("ops_per_step", "ops_total")
@@ -291,7 +292,7 @@ def default_checks(*, latency_tol: float = 0.05, mem_tol: float = 0.01, gate_cpu
     exact = tuple(
         ExactCheck(m, version_fields=VERSION_FIELDS, source_field="flops_source") if m == "tmacs"
         else ExactCheck(m) for m in EXACT_METRICS
-    )  # fmt: skip
+    )
     quality = (QualityCheck(m, rel_tol=quality_tol, higher_is_better=up) for m, up in QUALITY_METRICS.items())
     launches = tuple(ExactCheck(m, rel_tol=0.0, version_fields=VERSION_FIELDS) for m in LAUNCH_METRICS)
     return (StatusCheck(), *exact, *launches, *quality, *(PeakMemoryCheck(m, rel_tol=mem_tol) for m in MEMORY_METRICS),

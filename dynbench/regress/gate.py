@@ -23,7 +23,7 @@ from dynbench.regress.checks import (
     Check,
     Outcome,
     default_checks,
-)  # fmt: skip
+)
 from dynbench.results import env_snapshots, iter_records, jsonable
 
 
@@ -46,7 +46,7 @@ class CheckResult(Outcome):
         return jsonable({**self.point, "metric": self.metric, "kind": self.kind, "verdict": self.verdict,
                          "baseline": self.baseline, "current": self.current, "ratio": self.ratio,
                          "ci_low": self.ci[0] if self.ci else None, "ci_high": self.ci[1] if self.ci else None,
-                         "note": self.note})  # fmt: skip
+                         "note": self.note})
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class CheckReport:
         """0 no regression; 1 regression, baseline points or metrics missing from the run (unless
         `allow_missing`), or improvement with `fail_on_improvement`."""
         failed = (self.regressions or (not self.allow_missing and self.missing_from_run)
-                  or (self.fail_on_improvement and self.improvements))  # fmt: skip
+                  or (self.fail_on_improvement and self.improvements))
         return 1 if failed else 0
 
 

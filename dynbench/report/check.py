@@ -21,11 +21,11 @@ from dynbench.regress import (
     REGRESSION,
     CheckReport,
     CheckResult,
-)  # fmt: skip
+)
 from dynbench.report.format import DASH, md_cell, md_table, point_label, run_length
 
 STYLE = {REGRESSION: "bold red", IMPROVEMENT: "bold green", MISSING: "yellow",
-         NOT_COMPARABLE: "magenta", INFO: "cyan", PASS: "green"}  # fmt: skip
+         NOT_COMPARABLE: "magenta", INFO: "cyan", PASS: "green"}
 MD_MARK = {REGRESSION: "❌", IMPROVEMENT: "🟢", MISSING: "⚠️", NOT_COMPARABLE: "➖", INFO: "ℹ️", PASS: "✅"}
 HEADERS = ("verdict", "point", "metric", "baseline", "current", "ratio [95% CI]", "note")
 
@@ -101,7 +101,7 @@ def _ratio(r: CheckResult) -> str:
 def _cells(r: CheckResult, varying: list[str]) -> tuple[str, ...]:
     metric = "latency" if r.metric == LATENCY_METRIC else r.metric
     return (point_label(r.point, varying), metric, _value(r.metric, r.baseline), _value(r.metric, r.current),
-            _ratio(r), r.note)  # fmt: skip
+            _ratio(r), r.note)
 
 
 def render(report: CheckReport, everything: bool = False):

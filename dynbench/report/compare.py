@@ -51,30 +51,30 @@ DELTA_METRICS = (
     "energy_j", "energy_j_per_token",
     "ops_per_step",  # kernel launches per step (measure/launches.py)
     "ppl", "ppl_pooled", "meteor",  # quality (dynbench/quality.py)
-)  # fmt: skip
+)
 # roofline bounds (measure/roofline.py), compared with llava's on the same roofline_gpu only
 ROOFLINE_METRICS = ("ttft_roofline_ms", "tpot_roofline_ms", "step_roofline_ms_median", "total_roofline_ms")
 ROOFLINE_CARRIED = ("roofline_gpu", "roofline_tflops", "roofline_gbps", "roofline_projected", "ttft_roofline_ratio",
-                    "tpot_roofline_ratio", "total_roofline_ratio")  # fmt: skip
+                    "tpot_roofline_ratio", "total_roofline_ratio")
 # latency metrics and the raw samples behind each: their Δ% carries the bootstrap CI of the
 # ratio of medians (the gate's rule) or is marked as noise
 LATENCY_SAMPLES = {"ttft_ms": "ttft_ms_samples", "tpot_ms_median": "latency_ms_samples",
-                   "step_ms_median": "latency_ms_samples", "total_ms": "total_ms_samples"}  # fmt: skip
+                   "step_ms_median": "latency_ms_samples", "total_ms": "total_ms_samples"}
 CARRIED = (
     "status", "image_tokens", "image_tokens_kept", "vision_keep_realized", "text_tokens_fed",
     "text_tokens_kept", "text_keep_realized", "timer", "mem_source", "throttled", "env_id",
     "matched_ratio", "scoring_ms", "layer_seq_lens", "layer_cache_lens", *ROOFLINE_CARRIED,
     "host_bound_frac", "host_ms_median",  # measure/host.py: the report labels host-bound TPOTs
-)  # fmt: skip
+)
 # a dataset point's aggregate: how many samples, and the spread over them (samples.py)
 DATASET_CARRIED = ("samples", "samples_skipped", "text_keep_pooled",
-                   *(f"{m}_{q}" for m in SPREAD_METRICS for q in QUANTILES))  # fmt: skip
+                   *(f"{m}_{q}" for m in SPREAD_METRICS for q in QUANTILES))
 QUALITY_CARRIED = ("answer_tokens", "output_tokens")
 INT_FIELDS = {
     "batch", "prompt_len", "gen_len", "seed", "step", "repeat", "warmup", "repeats", "image_tokens",
     "seq_len", "image_tokens_kept", "text_tokens_fed", "text_tokens_kept", "params", "sample", "round", "rounds",
     "samples", "samples_skipped", "round_prompt_tokens", "limit", "sample_seed",
-}  # fmt: skip
+}
 HEADLINE = {"prefill": "ttft_ms", "no-cache": "step_ms_median", "kv-cache": "tpot_ms_median"}
 IMPOSED = "text keep imposed"
 
@@ -100,7 +100,7 @@ def records(df: pd.DataFrame) -> list[dict]:
     """Rows of a DataFrame as dicts of plain values (see `clean`)."""
     cols = list(df.columns)
     return [{c: clean(v, c) for c, v in zip(cols, row, strict=True)}
-            for row in df.itertuples(index=False, name=None)]  # fmt: skip
+            for row in df.itertuples(index=False, name=None)]
 
 
 def summary_rows(df: pd.DataFrame) -> list[dict]:
@@ -198,7 +198,7 @@ def _sort_key(row: Mapping[str, Any]) -> tuple:
         none_last(row.get("text_keep")), str(row.get("text_policy")), none_last(row.get("fastv_k")),
         none_last(row.get("fastv_r")), none_last(row.get("kv_budget")), str(row.get("match_budget")),
         str(hashable(row.get("method_options"))), str(row.get("env_id")),
-    )  # fmt: skip
+    )
 
 
 def _realized(row: Mapping[str, Any], ratio: str, kept: str, total: str) -> float | None:
@@ -215,7 +215,7 @@ def _pick_baseline(row: Mapping[str, Any], bases: list[dict]) -> dict | None:
     score = lambda i: (
         bases[i].get("env_id") == row.get("env_id"), bases[i].get("status") == "ok",
         bases[i].get("reuse_vision") == row.get("reuse_vision"), bases[i].get("seed") == row.get("seed"), i,
-    )  # fmt: skip
+    )
     return bases[max(range(len(bases)), key=score)]
 
 
@@ -239,9 +239,9 @@ COMPARE_COLUMNS = (
     *ROOFLINE_CARRIED, *(c for m in ROOFLINE_METRICS for c in (m, f"{m}_delta_pct")),
     *(c for m in LATENCY_SAMPLES for c in (f"{m}_delta_ci_low", f"{m}_delta_ci_high", f"{m}_delta_noise")),
     *DATASET_CARRIED, "host_bound_frac", "host_ms_median",
-)  # fmt: skip
+)
 _NULLABLE_INT = [c for c in COMPARE_COLUMNS if c in INT_FIELDS or c.endswith("_bytes")
-                 or c in ("kv_bytes_prompt", "kv_bytes_generated")]  # fmt: skip
+                 or c in ("kv_bytes_prompt", "kv_bytes_generated")]
 
 
 def answer_argmax(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[Any, list]]:
@@ -305,7 +305,7 @@ def compare(df: pd.DataFrame) -> pd.DataFrame:
             token_agreement=None if is_base or base is None
             else token_agreement(r.get("generated_ids"), base.get("generated_ids")),
             top1_agree=_top1(r, base, argmax),
-        )  # fmt: skip
+        )
         item["env_mixed"] = item["env_mixed"] or item["env_mismatch"]
         for m in DELTA_METRICS:
             item[m] = r.get(m)

@@ -124,7 +124,7 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], numeric: Seq
     """A GitHub-flavoured Markdown table (numeric columns right-aligned), ending with a newline."""
     numeric = numeric or [False] * len(headers)
     lines = ["| " + " | ".join(md_cell(h) for h in headers) + " |",
-             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]  # fmt: skip
+             "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 

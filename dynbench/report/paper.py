@@ -23,7 +23,7 @@ PAPER_MEASURES = (  # (measure, mode it comes from, column of that mode's summar
 SETTING = ("model", "batch", "prompt_len", "dtype", "device", "attn")
 VARIANT = ("method", *METHOD_PARAMS)
 PAPER_COLUMNS = (*SETTING, *VARIANT, "note", "measure", "gen_len", "value", "delta_pct", "status", "env",
-                 "env_mismatch")  # fmt: skip
+                 "env_mismatch")
 
 
 def paper_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -42,7 +42,7 @@ def paper_table(df: pd.DataFrame) -> pd.DataFrame:
             out.append({
                 **{k: r.get(k) for k in (*SETTING, *VARIANT, "note", "gen_len", "status", "env", "env_mismatch")},
                 "measure": measure, "value": r.get(col), "delta_pct": r.get(f"{col}_delta_pct"),
-            })  # fmt: skip
+            })
     ptab = pd.DataFrame.from_records(out, columns=list(PAPER_COLUMNS))
     return nullable_ints(ptab, ("batch", "prompt_len", "gen_len"))
 
@@ -61,7 +61,7 @@ def paper_tables(ptab: pd.DataFrame) -> list[TableData]:
     w/ cache peak memory per generated length (cells: value and Δ% vs llava; OOM as such)."""
     rows = records(ptab)
     settings = sorted({key_of(r, SETTING) for r in rows},
-                      key=lambda k: tuple((v is None, str(v)) for v in k))  # fmt: skip
+                      key=lambda k: tuple((v is None, str(v)) for v in k))
     tables = []
     for setting in settings:
         group = [r for r in rows if key_of(r, SETTING) == setting]
@@ -72,7 +72,7 @@ def paper_tables(ptab: pd.DataFrame) -> list[TableData]:
                                          for v in map(_variant, decode))},
                           key=lambda v: (method_rank(v[0]), none_last(v[1]), none_last(v[2]), str(v[3]), str(v[4:])))
         gens = {m: sorted({r["gen_len"] for r in group if r["measure"] == m and r["gen_len"] is not None})
-                for m, _, _ in PAPER_MEASURES}  # fmt: skip
+                for m, _, _ in PAPER_MEASURES}
         headers = ["method", "keep v/t", "prefill time"]
         headers += [f"w/o cache total, gen {g}" for g in gens["no_cache_total_ms"]]
         headers += [f"w/ cache peak mem, gen {g}" for g in gens["kv_cache_peak_mem_bytes"]]

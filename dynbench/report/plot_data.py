@@ -36,9 +36,9 @@ from dynbench.stats import percentile
 
 # fields that tell points of one method variant apart; shown in a label only where they vary
 CONTEXT = ("prompt_len", "gen_len", "batch", "attn", "reuse_vision", "seed", "checkpoint", "inputs",
-           "teacher_force", "regions", "env_id")  # fmt: skip
+           "teacher_force", "regions", "env_id")
 MEM_SOURCES = {"torch_allocator": "torch allocator peak", "cpu_tensors": "CPU tensors",
-               "rss_sampled_approx": "process RSS, approx."}  # fmt: skip
+               "rss_sampled_approx": "process RSS, approx."}
 NOISE = "~"  # a latency Δ% within noise (as in the tables)
 
 
@@ -122,7 +122,7 @@ def _g(v: Any) -> str:
 
 
 def series_label(row: Mapping[str, Any], axis: Iterable[str] = (), context: Iterable[str] = (),
-                 envs: Mapping[Any, str] | None = None) -> str:  # fmt: skip
+                 envs: Mapping[Any, str] | None = None) -> str:
     """The one name of a series, in every chart: 'llava', 'dynamic-llava v0.2 t0.5', 'random v0.2',
     'fastv K2 R0.5' (matched: 'fastv K3 R0.828 =flops'), 'h2o KV 0.2'; fields on the chart's
     axis are left out, `context` fields (those that vary in the chart) appended ('P=64')."""
@@ -375,7 +375,7 @@ PREFIX_LAST = ("kv_bytes", "kv_bytes_generated", "kv_bytes_prompt")  # a summary
 
 
 def prefix_summaries(steps: Sequence[dict], cumulative: Sequence[str] = ("tmacs",),
-                     last: Sequence[str] = PREFIX_LAST) -> list[dict]:  # fmt: skip
+                     last: Sequence[str] = PREFIX_LAST) -> list[dict]:
     """Each step of each series' longest generation as the summary row of the generation cut
     there: gen_len = tokens generated so far, `cumulative` metrics summed up to the step (median
     over runs), `last` metrics the step's own. `compare` of these rows gives Δ% per step."""

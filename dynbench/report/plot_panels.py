@@ -33,11 +33,11 @@ from dynbench.report.plot_data import (
     sortable,
     spread,
     step_curve,
-)  # fmt: skip
+)
 
 
 def _line_panel(title: str, xlabel: str, series: list[Series], kind: str, name: str, sweep: bool = False,
-                notes: Sequence[str] = ()) -> Panel | None:  # fmt: skip
+                notes: Sequence[str] = ()) -> Panel | None:
     """A panel of series over tokens (per step) or generated lengths (`sweep`); bars when a sweep
     has one length; None when no series has a point."""
     series = [s for s in series if s.y]
@@ -47,7 +47,7 @@ def _line_panel(title: str, xlabel: str, series: list[Series], kind: str, name: 
     xs = {x for s in series for x in s.x}
     if sweep and len(xs) == 1:
         return from_zero(finish(Panel("bars", title, f"generated length = {int(next(iter(xs)))} tokens", ylabel,
-                                       series, list(notes))), 1.15)  # fmt: skip
+                                       series, list(notes))), 1.15)
     pos = [x for x in xs if x > 0]
     xlog = sweep and bool(pos) and max(pos) / min(pos) >= 100
     return from_zero(finish(Panel("lines", title, xlabel, ylabel, series, list(notes), xlog=xlog)))
@@ -58,11 +58,11 @@ def _length_series(rows: Sequence[dict], metric: str, samples: str | None = None
     label = Labeller(rows, axis=("gen_len",))
     out = []
     for _, group in groups([r for r in rows if r.get(metric) is not None and r.get("gen_len") is not None],
-                           axis=("gen_len",)):  # fmt: skip
+                           axis=("gen_len",)):
         group = sorted(group, key=lambda r: r["gen_len"])
         bands = [spread(r.get(samples)) if samples else None for r in group]
         out.append(Series(label(group[0]), group[0]["method"], [float(r["gen_len"]) for r in group],
-                          [r[metric] for r in group], None if None in bands else bands))  # fmt: skip
+                          [r[metric] for r in group], None if None in bands else bands))
     return out
 
 
@@ -95,7 +95,7 @@ def prefill_panels(summaries: Sequence[dict]) -> list[Panel]:
             bands = [spread(r.get(samples)) for r in group] if samples else []
             s = Series(label(group[-1]), group[-1]["method"], [keep_x(r) for r in group], [r[metric] for r in group],
                        None if not bands or None in bands else bands,
-                       texts=[delta_text(cmp.get(key_of(r, SHOWN_KEY)), metric) for r in group])  # fmt: skip
+                       texts=[delta_text(cmp.get(key_of(r, SHOWN_KEY)), metric) for r in group])
             if s.method == BASELINE:  # no keep ratio: a reference line at its last row
                 s = Series(s.label, s.method, [], s.y[-1:], None if s.band is None else s.band[-1:], ref=True)
             series.append(s)
@@ -120,7 +120,7 @@ def no_cache_panels(summaries: Sequence[dict], steps: Sequence[dict]) -> list[Pa
             _line_panel("per-step latency" + cpu, x, _step_series(srows, "step_ms"), "ms",
                         "step latency, median over runs"),
             _line_panel("total time" + cpu, x, _step_series(srows, "step_ms", True), "ms", "cumulative time"),
-        ]  # fmt: skip
+        ]
     else:
         x = "generated length (tokens)"
         made = [
@@ -129,7 +129,7 @@ def no_cache_panels(summaries: Sequence[dict], steps: Sequence[dict]) -> list[Pa
                         "step latency, median (p10–p90)", True),
             _line_panel("total time" + cpu, x, _length_series(rows, "total_ms", "total_ms_samples"), "ms",
                         "total time (p10–p90 over runs)", True),
-        ]  # fmt: skip
+        ]
     return [p for p in made if p is not None]
 
 
@@ -149,7 +149,7 @@ def kv_cache_panels(summaries: Sequence[dict], steps: Sequence[dict]) -> list[Pa
                     _length_series(rows, "peak_mem_bytes"), "bytes", "peak memory", True),
         _line_panel("time per output token" + cpu_text(rows), "generated length (tokens)",
                     _length_series(rows, "tpot_ms_median", "latency_ms_samples"), "ms", "TPOT median, p10–p90", True),
-    ]  # fmt: skip
+    ]
     return [p for p in made if p is not None]
 
 
@@ -170,10 +170,10 @@ def layer_panels(summaries: Sequence[dict]) -> list[Panel]:
         rows = one_context(rows)
         label = Labeller(rows)
         series = [Series(label(g[-1]), g[-1]["method"], [float(i) for i in range(len(g[-1][col]))],
-                         [float(v) for v in g[-1][col]]) for _, g in groups(rows)]  # fmt: skip
+                         [float(v) for v in g[-1][col]]) for _, g in groups(rows)]
         drops = sorted({i for s in series for i in range(1, len(s.y)) if s.y[i] < s.y[i - 1]})
         panel = Panel("layers", f"{title}\n({context_note(rows[0])})", "decoder layer index", ylabel, series,
-                      marks=[i - 0.5 for i in drops])  # fmt: skip
+                      marks=[i - 0.5 for i in drops])
         panels.append(from_zero(finish(panel)))
     return panels
 
@@ -200,7 +200,7 @@ def summary_panels(summaries: Sequence[dict]) -> list[tuple[str, list[Panel]]]:
     for mode in MODES:
         metrics = [(m, n) for md, m, n in RELATIVE if md == mode]
         rows = [r for r in cmp if r.get("mode") == mode
-                and any(r.get(f"{m}_delta_pct") is not None for m, _ in metrics)]  # fmt: skip
+                and any(r.get(f"{m}_delta_pct") is not None for m, _ in metrics)]
         if not rows:
             continue
         top = max(rows, key=lambda r: tuple(sortable(r.get(f))[1] for f in ("prompt_len", "gen_len", "batch")))
@@ -219,13 +219,13 @@ def summary_panels(summaries: Sequence[dict]) -> list[tuple[str, list[Panel]]]:
                 lo, hi = r.get(f"{metric}_delta_ci_low"), r.get(f"{metric}_delta_ci_high")
                 series.append(Series(ticks[i], r["method"], [d], [float(i)],
                                      xband=None if lo is None or hi is None else [(lo, hi)],
-                                     texts=[delta_text(r, metric)]))  # fmt: skip
+                                     texts=[delta_text(r, metric)]))
             if series:
                 ends = [v for s in series for v in (s.x[0], *(s.xband[0] if s.xband else ()))] + [0.0]
                 span = (max(ends) - min(ends)) or 10.0  # room for the values written past the dots
                 panels.append(finish(Panel("dots", name, "Δ% vs llava (< 0: saves)", "", series, ticks=ticks,
                                            xlim=(min(ends) - 0.3 * span, max(ends) + 0.3 * span),
-                                           ylim=(len(ordered) - 0.5, -0.5))))  # fmt: skip
+                                           ylim=(len(ordered) - 0.5, -0.5))))
         if panels:
             out.append((where, panels))
     return out
@@ -238,7 +238,7 @@ PARETO = (  # (mode, x metrics by preference, x kind, x name, y metric, y kind, 
      "latency_ms_samples", "decoding: KV cache vs time per token"),
     ("kv-cache", ("kv_bytes",), "bytes", "KV cache after the last step", "tmacs", "tera",
      "MACs (fvcore), whole generation", None, "decoding: KV cache vs compute"),
-)  # fmt: skip
+)
 COMPUTE_NAMES = {"tflops_paper": "FLOPs (paper convention, 2×MAC)", "tmacs": "MACs (fvcore)"}
 
 
@@ -294,12 +294,12 @@ def savings_panels(steps: Sequence[dict]) -> list[Panel]:
         for _, g in groups(rows, axis=("gen_len",)):
             g = sorted(g, key=lambda r: r["gen_len"])
             series.append(Series(label(g[0]), g[0]["method"], [float(r["gen_len"]) for r in g],
-                                 [-r[f"{metric}_delta_pct"] for r in g]))  # fmt: skip
+                                 [-r[f"{metric}_delta_pct"] for r in g]))
         values = [v for s in series for v in s.y] + [0.0]
         pad = 0.08 * ((max(values) - min(values)) or 10.0)
         series.insert(0, Series("llava (0 %)", BASELINE, [], [0.0], ref=True))
         panels.append(finish(Panel("lines", title, "tokens generated", ylabel, series,
-                                   ylim=(min(values) - pad, max(values) + pad))))  # fmt: skip
+                                   ylim=(min(values) - pad, max(values) + pad))))
     return panels
 
 
@@ -308,21 +308,21 @@ def keep_distribution_panels(samples: Sequence[dict]) -> list[Panel]:
     (dataset, mode), one series per point (method variant): y = each ok sample's
     `text_keep_realized`, in sample order."""
     rows = [r for r in ok(samples) if r.get("mode") in ("no-cache", "kv-cache") and r.get("text_keep_realized")
-            is not None]  # fmt: skip
+            is not None]
     panels = []
     for (dataset, mode), group in _by(rows, ("dataset", "mode")):
         points = _by(group, ("point_id",))
         heads = [dict(rs[0], prompt_len=None, sample=None) for _, rs in points]
         label = Labeller(heads)
         series = [Series(label(head), head.get("method"), [float(i)] * len(rs), [r["text_keep_realized"] for r in rs])
-                  for i, (head, (_, rs)) in enumerate(zip(heads, points, strict=True))]  # fmt: skip
+                  for i, (head, (_, rs)) in enumerate(zip(heads, points, strict=True))]
         order = sorted(range(len(series)), key=lambda i: C.method_rank(series[i].method))
         series = [replace_x(series[i], float(n)) for n, i in enumerate(order)]
         name = str(dataset).rsplit("/", 1)[-1]
         counts = sorted({len(s.y) for s in series})
         panels.append(finish(Panel("strip", f"{mode} · {name}", "", "realized text keep (kept / fed)", series,
                                    notes=[f"{'/'.join(map(str, counts))} samples; bar p10–p90, tick median"],
-                                   ylim=(0.0, 1.05))))  # fmt: skip
+                                   ylim=(0.0, 1.05))))
     return panels
 
 
@@ -350,7 +350,7 @@ QUALITY_PARETO = (  # (mode, x metric, x kind, x name, y metric, y label, higher
      True, "no-cache: decoding compute vs METEOR"),
     ("kv-cache", "kv_bytes_generated", "bytes", "KV cache of generated tokens", "meteor", "METEOR (mean), p10–p90",
      True, "kv-cache: generated KV vs METEOR"),
-)  # fmt: skip
+)
 
 
 def quality_pareto_panels(summaries: Sequence[dict]) -> list[Panel]:
@@ -374,7 +374,7 @@ def quality_pareto_panels(summaries: Sequence[dict]) -> list[Panel]:
         sign = -1.0 if higher else 1.0
         front = [(x, sign * v) for x, v in pareto_front([(s.x[0], sign * s.y[0]) for s in series])]
         panel = finish(Panel("points", f"{title}\n({have[0].get('dataset')})", UNITS[xkind].format(u=xunit, name=xname),
-                             ylabel, series, front=front))  # fmt: skip
+                             ylabel, series, front=front))
         panel.xlim = (0.0, max(s.x[0] for s in series) * 1.15 or 1.0)
         # METEOR lives in [0, 1]: from zero; PPL differences of a few % would vanish from zero
         panels.append(from_zero(panel, 1.15) if higher else panel)

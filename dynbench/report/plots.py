@@ -58,7 +58,7 @@ def style(s: Series) -> dict[str, Any]:
     """Colour by method; marker by method and variant, so methods that coincide stay apart; line
     style by variant; a copy of another series dashed with hollow markers."""
     out = {"color": color(s.method), "marker": MARKERS[(C.method_rank(s.method)[0] + s.variant) % len(MARKERS)],
-           "linestyle": LINESTYLES[s.variant % len(LINESTYLES)]}  # fmt: skip
+           "linestyle": LINESTYLES[s.variant % len(LINESTYLES)]}
     if s.same_as is not None:
         out.update(linestyle="--", markerfacecolor="none", markeredgewidth=1.4)
     return out
@@ -110,10 +110,10 @@ def _legend(fig: Figure, panels: Sequence[Panel]) -> None:
                 handles[s.label] = Patch(color=st["color"])
             else:
                 handles[s.label] = Line2D([], [], color=st["color"], marker=None if s.ref else st["marker"],
-                                          linestyle="none" if panel.kind == "points" else st["linestyle"])  # fmt: skip
+                                          linestyle="none" if panel.kind == "points" else st["linestyle"])
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(len(handles), 4),
-                   fontsize=9, frameon=False)  # fmt: skip
+                   fontsize=9, frameon=False)
 
 
 def _axes(ax: Axes, panel: Panel) -> None:
@@ -155,14 +155,14 @@ def _lines(ax: Axes, panel: Panel) -> None:
         if s.band and len(s.x) <= 24:
             ax.errorbar(s.x, s.y, yerr=[[y - lo for y, (lo, _) in zip(s.y, s.band, strict=True)],
                                         [hi - y for y, (_, hi) in zip(s.y, s.band, strict=True)]],
-                        fmt="none", ecolor=st["color"], alpha=0.6, capsize=2)  # fmt: skip
+                        fmt="none", ecolor=st["color"], alpha=0.6, capsize=2)
         elif s.band:
             ax.fill_between(s.x, *zip(*s.band, strict=True), color=st["color"], alpha=0.15, linewidth=0)
         for x, y, text in zip(s.x, s.y, () if s.same_as else s.texts or (), strict=False):
             if text:  # a Δ% ≥ 0 lies on or above llava's line: above the point, else below it
                 up = not text.startswith("-")
                 ax.annotate(text, (x, y), xytext=(4, 5 if up else -5), textcoords="offset points", ha="left",
-                            va="bottom" if up else "top", fontsize=7.5, color="#333333")  # fmt: skip
+                            va="bottom" if up else "top", fontsize=7.5, color="#333333")
     _axes(ax, panel)
 
 
@@ -172,10 +172,10 @@ def _bars(ax: Axes, panel: Panel) -> None:
         st = style(s)
         err = None if not s.band else [[s.y[0] - s.band[0][0]], [s.band[0][1] - s.y[0]]]
         ax.bar(i, s.y[0], width=0.7, color=st["color"], edgecolor="white", label=s.label, yerr=err,
-               ecolor="#333333", capsize=3)  # fmt: skip
+               ecolor="#333333", capsize=3)
         top = s.band[0][1] if s.band else s.y[0]
         ax.annotate(f"{s.y[0]:.3g}", (i, top), xytext=(0, 2), textcoords="offset points", ha="center",
-                    va="bottom", fontsize=8, color="#333333")  # fmt: skip
+                    va="bottom", fontsize=8, color="#333333")
     ax.set_xticks([])
     ax.set_xlim(-0.6, len(panel.series) - 0.4)
     _axes(ax, panel)
@@ -187,13 +187,13 @@ def _points(ax: Axes, panel: Panel) -> None:
         st = style(s)
         ax.plot(s.x, s.y, linestyle="none", marker=st["marker"], color=st["color"], markersize=13 if s.same_as else 8,
                 markerfacecolor=st.get("markerfacecolor", st["color"]), markeredgewidth=1.6, label=s.label,
-                zorder=2 if s.same_as else 3)  # fmt: skip
+                zorder=2 if s.same_as else 3)
         if s.band:
             ax.errorbar(s.x, s.y, yerr=[[s.y[0] - s.band[0][0]], [s.band[0][1] - s.y[0]]], fmt="none",
-                        ecolor=st["color"], alpha=0.6, capsize=3)  # fmt: skip
+                        ecolor=st["color"], alpha=0.6, capsize=3)
     if len(panel.front) > 1:
         ax.plot(*zip(*panel.front, strict=True), color="#555555", linestyle="--", linewidth=1,
-                drawstyle="steps-post", label="_front", zorder=0)  # fmt: skip
+                drawstyle="steps-post", label="_front", zorder=0)
     _axes(ax, panel)
 
 
@@ -205,13 +205,13 @@ def _dots(ax: Axes, panel: Panel, ticks: bool) -> None:
         x, y = s.x[0], s.y[0]
         ax.hlines(y, 0, x, color=st["color"], linewidth=2.5, alpha=0.5)
         ax.plot([x], [y], linestyle="none", marker=st["marker"], color=st["color"], markersize=7,
-                markerfacecolor=st.get("markerfacecolor", st["color"]))  # fmt: skip
+                markerfacecolor=st.get("markerfacecolor", st["color"]))
         lo, hi = s.xband[0] if s.xband else (x, x)
         if s.xband:
             ax.errorbar([x], [y], xerr=[[x - lo], [hi - x]], fmt="none", ecolor="#333333", capsize=3, linewidth=1)
         right = x >= 0
         ax.annotate(s.texts[0], (hi if right else lo, y), xytext=(6 if right else -6, 0), textcoords="offset points",
-                    ha="left" if right else "right", va="center", fontsize=8)  # fmt: skip
+                    ha="left" if right else "right", va="center", fontsize=8)
     ax.set_yticks(range(len(panel.ticks)), panel.ticks, fontsize=9)
     ax.tick_params(axis="y", labelleft=ticks)
     _axes(ax, panel)
@@ -229,7 +229,7 @@ def _layers(ax: Axes, panel: Panel) -> None:
         layers = ", ".join(str(int(x + 0.5)) for x in panel.marks)
         ax.annotate(f"drop at the input\nof layer{'s' if len(panel.marks) > 1 else ''} {layers}",
                     (panel.marks[0], 0.03), xycoords=("data", "axes fraction"), xytext=(4, 0),
-                    textcoords="offset points", fontsize=8, color="#555555")  # fmt: skip
+                    textcoords="offset points", fontsize=8, color="#555555")
     ax.xaxis.get_major_locator().set_params(integer=True)
     _axes(ax, panel)
 
@@ -243,7 +243,7 @@ def _strip(ax: Axes, panel: Panel) -> None:
         n = len(ys)
         xs = [x0 + (0.28 * (k / (n - 1) - 0.5) if n > 1 else 0.0) for k in range(n)]
         ax.plot(xs, ys, linestyle="none", marker=st["marker"], color=st["color"], alpha=0.55, markersize=5,
-                label=s.label)  # fmt: skip
+                label=s.label)
         lo, mid, hi = (D.percentile(ys, q) for q in (10, 50, 90))
         ax.vlines(x0 + 0.22, lo, hi, color=st["color"], linewidth=3)
         ax.hlines(mid, x0 + 0.14, x0 + 0.30, color="#222222", linewidth=1.5)
@@ -254,7 +254,7 @@ def _strip(ax: Axes, panel: Panel) -> None:
 
 
 DRAW: dict[str, Callable[[Axes, Panel], None]] = {"lines": _lines, "bars": _bars, "points": _points,
-                                                   "layers": _layers, "strip": _strip}  # fmt: skip
+                                                   "layers": _layers, "strip": _strip}
 
 
 def _panels(fig: Figure, panels: list[Panel], cols: int | None = None, **kw: Any) -> list[Axes]:
@@ -301,7 +301,7 @@ def chart_no_cache(summaries: list[dict], steps: list[dict]) -> Figure:
         raise Skip("no-cache rows hold no FLOPs or latency")
     fig = _figure("decoding without KV cache", rows, memory=False,
                   note="latency: median over runs, band p10–p90" if any(p.kind == "lines" and "ms" in p.ylabel
-                                                                         for p in panels) else "")  # fmt: skip
+                                                                         for p in panels) else "")
     _panels(fig, panels)
     return fig
 
@@ -336,7 +336,7 @@ def chart_summary(summaries: list[dict], steps: list[dict]) -> Figure:
         raise Skip("no point has both llava and another method")
     latency = any(s.xband for _, row in grid for p in row for s in p.series)
     fig = _figure("change vs llava at the same point", summaries,
-                  note="latency: bar = 95 % bootstrap CI, ~ = within noise" if latency else "")  # fmt: skip
+                  note="latency: bar = 95 % bootstrap CI, ~ = within noise" if latency else "")
     D.share_styles([p for _, row in grid for p in row])
     heights = [0.3 * len(row[0].ticks) + 1.3 for _, row in grid]
     cols = max(len(row) for _, row in grid)  # equal panel widths in every row
@@ -360,7 +360,7 @@ def chart_pareto(summaries: list[dict], steps: list[dict]) -> Figure:
     front = any(len(p.front) > 1 for p in panels)
     fig = _figure("Pareto: cost vs latency and memory", rows,
                   note="dashed: Pareto front, lower-left is better" if front
-                  else "lower-left is better; Pareto front: one point beats every other")  # fmt: skip
+                  else "lower-left is better; Pareto front: one point beats every other")
     _panels(fig, panels)
     return fig
 

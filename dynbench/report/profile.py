@@ -45,7 +45,7 @@ def render(result: ProfileResult) -> list:
         device = [_ms(r.device_ms), _pct(r.device_share)] if cuda else []
         calls = "" if r.calls is None else str(r.calls)
         t1.add_row(r.name, calls, _ms(r.cpu_ms), _pct(r.share), _ms(r.outside_ops_ms), *device,
-                   style="dim" if r.name == OTHER else None)  # fmt: skip
+                   style="dim" if r.name == OTHER else None)
     device = [_ms(result.device_total_ms), _pct(1.0)] if cuda else []
     t1.add_row("traced total", "", _ms(total), _pct(1.0), "", *device, style="bold", end_section=True)
 
@@ -60,7 +60,7 @@ def render(result: ProfileResult) -> list:
     for n in result.nested:
         device = [_ms(n.device_ms), _pct(n.device_share_of_parent), _pct(n.device_share_of_total)] if cuda else []
         t2.add_row(f"{n.name} *" if n.method_specific else n.name, n.parent, str(n.calls), _ms(n.cpu_ms),
-                   _pct(n.share_of_parent), _pct(n.share_of_total), *device)  # fmt: skip
+                   _pct(n.share_of_parent), _pct(n.share_of_total), *device)
 
     cols = ["operator", "calls", "self CPU ms", "% total"] + (["self CUDA ms", "% CUDA"] if cuda else [])
     t3 = _table(f"Top operators by self {'CUDA' if cuda else 'CPU'} time — {head}", runs, cols)

@@ -26,12 +26,12 @@ from dynbench.report.tables import ENV_MISMATCH, TableData, keeps_label, markdow
 SETTING = ("model", "dataset", "limit", "sample_seed", "batch", "gen_len", "dtype", "device", "attn")
 VARIANT = ("method", *METHOD_PARAMS)
 FORCED = ("text_tokens_fed", "text_tokens_kept", "tflops_paper", "kv_bytes_generated", "ppl", "ppl_pooled",
-          "top1_agree", "samples")  # fmt: skip
+          "top1_agree", "samples")
 FREE = ("meteor", "output_tokens")
 DELTAS = ("tflops_paper", "kv_bytes_generated", "ppl", "ppl_pooled", "meteor")
 TABLE3_COLUMNS = (*SETTING, "mode", *VARIANT, "note", "text_tokens_fed", "text_tokens_kept", "samples",
                   *(c for m in DELTAS for c in (m, f"{m}_delta_pct")), "top1_agree", "output_tokens",
-                  "env_mismatch")  # fmt: skip
+                  "env_mismatch")
 
 
 def quality_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -42,7 +42,7 @@ def quality_table(df: pd.DataFrame) -> pd.DataFrame:
     for r in sorted(rows, key=lambda r: bool(r.get("free_run"))):  # teacher-forced first: its costs win
         key = (key_of(r, SETTING), r.get("mode"), key_of(r, VARIANT))
         item = merged.setdefault(key, {**{k: r.get(k) for k in (*SETTING, "mode", *VARIANT, "note")},
-                                       "env_mismatch": False})  # fmt: skip
+                                       "env_mismatch": False})
         for name in FORCED + FREE:  # the free-run point fills what the teacher-forced one lacks
             if item.get(name) is None and r.get(name) is not None:
                 item[name] = r[name]
@@ -71,7 +71,7 @@ def _percent(x: float | None) -> str:
 
 
 HEADERS = ("mode", "method", "keep v/t", "output tokens → computing", "decoding TFLOPs", "KV mem (generated)",
-           "PPL", "PPL pooled", "METEOR", "top-1 = llava")  # fmt: skip
+           "PPL", "PPL pooled", "METEOR", "top-1 = llava")
 
 
 def quality_tables(qtab: pd.DataFrame) -> list[TableData]:
@@ -82,18 +82,18 @@ def quality_tables(qtab: pd.DataFrame) -> list[TableData]:
     for setting in settings:
         group = sorted((r for r in rows if key_of(r, SETTING) == setting),
                        key=lambda r: (str(r.get("mode")), method_rank(r.get("method")), none_last(r.get("vision_keep")),
-                                      none_last(r.get("text_keep")), str(r.get("text_policy"))))  # fmt: skip
+                                      none_last(r.get("text_keep")), str(r.get("text_policy"))))
         body = [[str(r.get("mode")), r.get("method") or DASH, keeps_label(r), _tokens(r),
                  _cell(r, "tflops_paper", fmt_t), _cell(r, "kv_bytes_generated", fmt_bytes),
                  _cell(r, "ppl", fmt_score), _cell(r, "ppl_pooled", fmt_score), _cell(r, "meteor", fmt_score),
-                 _percent(r.get("top1_agree"))] for r in group]  # fmt: skip
+                 _percent(r.get("top1_agree"))] for r in group]
         s = dict(zip(SETTING, setting, strict=True))
         title = (f"paper Table 3 view · {s['model']} · {s['device']} · {s['dtype']} · dataset {s['dataset']}"
                  + (f" (limit {s['limit']})" if s["limit"] is not None else "") + f" · gen ≤ {s['gen_len']}")
         notes = ["output tokens → computing: generated tokens fed → kept from the sparse layer on (mean per sample); "
                  "decoding TFLOPs: no-cache, paper convention; KV mem: generated tokens' KV (kv-cache)",
                  "PPL: teacher-forced dataset answers (mean of per-sample PPL; pooled = exp(Σ NLL / Σ tokens)); "
-                 "METEOR: --free-run answers; top-1: argmax = llava's on the answer positions"]  # fmt: skip
+                 "METEOR: --free-run answers; top-1: argmax = llava's on the answer positions"]
         if any(r.get("env_mismatch") for r in group):
             notes.append(f"{ENV_MISMATCH} Δ% against a llava row from another environment")
         tables.append(TableData(title, list(HEADERS), body, [False, False, False] + [True] * 7, notes))

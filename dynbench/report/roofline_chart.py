@@ -99,7 +99,7 @@ def roofline_series(summaries: list[dict], steps: list[dict]) -> RooflineSeries 
     ok = [r for r in ok if r["roofline_gpu"] == gpu]
     first = ok[0]
     out = RooflineSeries(gpu, first["roofline_tflops"], first["roofline_gbps"],
-                         all(r.get("roofline_projected") for r in ok), sorted(set(counts) - {gpu}))  # fmt: skip
+                         all(r.get("roofline_projected") for r in ok), sorted(set(counts) - {gpu}))
     varying = {f for f in _VARIANT_FIELDS if len({r.get(f) for r in ok}) > 1}
     by_point = {r.get("point_id"): r for r in ok}
     runs: dict[tuple, list[dict]] = {}  # (key, mode, point) → its first measured run's steps
@@ -201,7 +201,7 @@ def chart_roofline(summaries: list[dict], steps: list[dict]):
             handles.setdefault(lab, h)
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(len(handles), 4),
-                   fontsize=8, frameon=False)  # fmt: skip
+                   fontsize=8, frameon=False)
     return fig
 
 
@@ -213,7 +213,7 @@ def _draw_roof(ax, s: RooflineSeries, index: dict[tuple, int]) -> None:
     ax.plot(grid, [s.roof(x) for x in grid], color="#333333", linewidth=1.5, label="_roof")
     ax.axvline(s.ridge, color="#999999", linewidth=0.8, linestyle=":")
     ax.annotate(f"ridge {s.ridge:.0f} FLOP/B", (s.ridge, s.tflops), xytext=(4, -12), textcoords="offset points",
-                fontsize=8, color="#555555")  # fmt: skip
+                fontsize=8, color="#555555")
     for (key, phase), pts in sorted(s.points.items(), key=lambda kv: (str(kv[0][0]), PHASES.index(kv[0][1]))):
         st = _style(key, index)
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=14 if phase == DECODE_PHASE else 36,
@@ -253,7 +253,7 @@ def _draw_lines(ax, lines: dict, index: dict[tuple, int], ylabel: str, title: st
                     label=f"{label(key)}{suffix} measured")
         if ttft is not None and mode == "kv-cache" and key in ttft:
             ax.annotate(f"TTFT {fmt_ms(ttft[key])}", (x[0], bound[0] / scale), xytext=(6, 4 + 10 * n),
-                        textcoords="offset points", fontsize=7, color=st["color"])  # fmt: skip
+                        textcoords="offset points", fontsize=7, color=st["color"])
     ax.set_ylim(bottom=0)
     ax.set_xlabel("tokens generated")
     ax.set_ylabel(ylabel if ttft is None else f"{ylabel} ({unit})")

@@ -134,7 +134,7 @@ h1 { font-size: 1.3em; } h2 { font-size: 1.1em; margin: 0.2em 0; } h3 { font-siz
 def _token_html(token) -> str:
     cls = {True: "kept", False: "dropped", None: "last"}[token.kept]
     what = {True: "kept in the cache", False: "dropped from the cache (layers ≥ sparse layer)",
-            None: "last token of the round, never fed back"}[token.kept]  # fmt: skip
+            None: "last token of the round, never fed back"}[token.kept]
     text = token.text if token.text else f"#{token.id}"  # no tokenizer, or an id it cannot spell
     return (f'<span class="tok {cls}" title="{html.escape(f"id {token.id}: {what}", quote=True)}">'
             f"{html.escape(text)}</span>")
@@ -148,7 +148,7 @@ def page_html(title: str, meta: str, views: Sequence[KeptView], pictures: Sequen
         alt = f"{view.method}: {_caption(view)}; dropped patches dimmed, kept ones outlined"
         parts = [f'<section class="method"><h2>{html.escape(view.method)}</h2>',
                  f'<p class="caption">{html.escape(_caption(view))}</p>',
-                 f'<img alt="{html.escape(alt, quote=True)}" src="{src}">']  # fmt: skip
+                 f'<img alt="{html.escape(alt, quote=True)}" src="{src}">']
         for r in range(view.rounds):
             tokens = [t for t in view.tokens if t.round == r]
             question = view.questions[r] if r < len(view.questions) else None
@@ -159,11 +159,11 @@ def page_html(title: str, meta: str, views: Sequence[KeptView], pictures: Sequen
         parts.append("</section>")
         sections.append("\n".join(parts))
     legend = ('<p class="legend"><span class="tok kept">kept</span> <span class="tok dropped">dropped</span> '
-              '<span class="tok last">never fed (a round\'s last token)</span></p>')  # fmt: skip
+              '<span class="tok last">never fed (a round\'s last token)</span></p>')
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
             f"<style>{CSS}</style></head>\n<body>\n<h1>{html.escape(title)}</h1>\n"
             f'<p class="meta">{html.escape(meta)}</p>\n{legend}\n<div class="methods">\n'
-            + "\n".join(sections) + "\n</div>\n</body></html>\n")  # fmt: skip
+            + "\n".join(sections) + "\n</div>\n</body></html>\n")
 
 
 def write_show(out_dir: Path, name: str, pixel_values, views: Sequence[KeptView], info: dict[str, Any],
@@ -178,9 +178,9 @@ def write_show(out_dir: Path, name: str, pixel_values, views: Sequence[KeptView]
     title = f"dynbench show — {name}"
     meta = " · ".join(f"{k} {v}" for k, v in info.items() if v is not None)
     doc = {"name": name, **info, "image_grid": side, "patch_pixels": rgb.shape[0] // side,
-           "methods": {v.method: v.as_dict() for v in views}}  # fmt: skip
+           "methods": {v.method: v.as_dict() for v in views}}
     files = {out_dir / f"{name}.png": png_bytes(pictures, views, title),
              out_dir / f"{name}.html": page_html(title, meta, views, pictures),
-             out_dir / f"{name}.json": json.dumps(doc, indent=1) + "\n"}  # fmt: skip
+             out_dir / f"{name}.json": json.dumps(doc, indent=1) + "\n"}
     write_together(files)
     return list(files)

@@ -23,7 +23,7 @@ from dynbench.report.compare import (
     compare,
     env_labels,
     records,
-)  # fmt: skip
+)
 from dynbench.report.format import (
     DASH,
     fmt_bytes,
@@ -243,7 +243,7 @@ COLUMNS = (
     Column("top1", "top-1 = llava", lambda r: DASH if r.get("top1_agree") is None
            else f"{r['top1_agree'] * 100:.1f}%", ("top1_agree",)),
     Column("status", "status", lambda r: _status(r), (), False),
-)  # fmt: skip
+)
 BY_KEY = {c.key: c for c in COLUMNS}
 # the compact default: what matters per mode, fits 120 columns (`--wide`: every column with data)
 COMPACT = {  # the roofline bound only where `--gpu` gave one (a column without data is left out)
@@ -256,7 +256,7 @@ COMPACT = {  # the roofline bound only where `--gpu` gave one (a column without 
 WIDE_EXCLUDED = {"tpot", "step"}  # --wide shows the median / p90 versions instead
 # shown in the title when constant inside one mode table, as a column when they vary
 CONTEXT = (("model", "model"), ("device", "device"), ("dtype", "dtype"), ("attn", "attn"),
-           ("batch", "batch"), ("prompt_len", "prompt"), ("gen_len", "gen"), ("dataset", "dataset"))  # fmt: skip
+           ("batch", "batch"), ("prompt_len", "prompt"), ("gen_len", "gen"), ("dataset", "dataset"))
 
 
 @dataclass
@@ -309,7 +309,7 @@ def table_notes(rows: list[dict], deltas: Sequence[str] = tuple(f"{m}_delta_pct"
     if any(r.get("device") == "meta" for r in rows):
         notes.append("meta device: shape-only counts, no latency or memory")
     roofs = {(r["roofline_gpu"], r.get("roofline_tflops"), r.get("roofline_gbps")): None for r in rows
-             if r.get("roofline_gpu") is not None}  # fmt: skip
+             if r.get("roofline_gpu") is not None}
     if roofs:
         named = ", ".join(f"{g} ({t:g} TFLOP/s, {b:g} GB/s)" for g, t, b in roofs)
         notes.append(f"roofline: the fastest {named} allows, max(2×MACs / peak, bytes / bandwidth), bytes = weights "
@@ -357,21 +357,21 @@ def mode_tables(cmp: pd.DataFrame, columns: Sequence[str] | None = None, wide: b
         keys = [k for k in keys if k not in ("prompt", "gen") or ({"prompt": "prompt_len", "gen": "gen_len"}[k]
                                                                   in varying or columns is not None)]
         cols = [Column(k, dict(CONTEXT)[k], lambda r, k=k: DASH if r.get(k) is None else str(r[k]), (), False)
-                for k in varying if k not in ("prompt_len", "gen_len")]  # fmt: skip
+                for k in varying if k not in ("prompt_len", "gen_len")]
         if "prompt_len" in varying and "prompt" not in keys:
             keys.insert(1, "prompt")
         if "gen_len" in varying and "gen" not in keys:
             keys.insert(2, "gen")
         cols += [BY_KEY[k] for k in keys if not BY_KEY[k].needs
-                 or any(r.get(n) is not None for r in rows for n in BY_KEY[k].needs)]  # fmt: skip
+                 or any(r.get(n) is not None for r in rows for n in BY_KEY[k].needs)]
         if any(r.get("env_mixed") for r in rows):
             cols.append(Column("env", "env", lambda r: r.get("env", "?") + (ENV_MISMATCH if r.get("env_mismatch")
-                                                                            else ""), (), False))  # fmt: skip
+                                                                            else ""), (), False))
         tables.append(TableData(
             title=title, headers=[c.header for c in cols],
             rows=[[c.cell(r) for c in cols] for r in rows],
             numeric=[c.numeric for c in cols], notes=table_notes(rows),
-        ))  # fmt: skip
+        ))
     return tables
 
 
@@ -382,7 +382,7 @@ def rich_table(t: TableData):
     # light rules, no outer edge: the compact tables fit 120 columns
     table = Table(title=t.title, caption="\n".join(t.notes) or None, caption_justify="left", title_justify="left",
                   box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
-                  collapse_padding=True)  # fmt: skip
+                  collapse_padding=True)
     for header, numeric in zip(t.headers, t.numeric, strict=True):
         table.add_column(header, justify="right" if numeric else "left", no_wrap=not numeric)
     for row in t.rows:
@@ -431,7 +431,7 @@ def presets_table(presets: Mapping[str, Any], counts: Mapping[str, Sequence[int]
 
     table = Table(title="dynbench model presets")
     for col in ("preset", "params llava", "params dynamic-llava", "image tokens", "layers", "hidden",
-                "sparse layer", "description"):  # fmt: skip
+                "sparse layer", "description"):
         table.add_column(col, overflow="fold")
     for name, p in presets.items():
         table.add_row(name, *(f"{n / 1e9:.3f} B" if n > 1e8 else f"{n / 1e6:.2f} M" for n in counts[name]),
@@ -456,14 +456,14 @@ def gpus_table(gpus: Mapping[str, Any]):
     table = Table(title="dynbench GPU specs (dense peaks, boost clock)",
                   caption="--gpu NAME selects one; --gpu-spec TFLOPS,GBPS any other. float32 bounds use the FP32 "
                   "column (PyTorch's default: TF32 off for matmuls), TF32 only when allowed. ridge = FLOP per "
-                  "byte where 16-bit compute meets memory bandwidth.", caption_justify="left")  # fmt: skip
+                  "byte where 16-bit compute meets memory bandwidth.", caption_justify="left")
     for col in ("name", "GPU", "bf16/fp16 TFLOP/s", "TF32", "FP32", "GB/s", "memory", "ridge FLOP/B", "source"):
         table.add_column(col, justify="left" if col in ("name", "GPU", "source") else "right",
-                         overflow="fold", no_wrap=col in ("name", "GPU"))  # fmt: skip
+                         overflow="fold", no_wrap=col in ("name", "GPU"))
     for name, g in gpus.items():
         table.add_row(name, g.label, f"{g.tflops_fp16:g}", f"{g.tflops_tf32:g}", f"{g.tflops_fp32_nontensor:g}",
                       f"{g.mem_gbps:g}", DASH if g.mem_gib is None else f"{g.mem_gib:g} GB",
-                      f"{g.tflops_fp16 * 1e3 / g.mem_gbps:.0f}", g.source)  # fmt: skip
+                      f"{g.tflops_fp16 * 1e3 / g.mem_gbps:.0f}", g.source)
     return table
 
 
@@ -473,7 +473,7 @@ def methods_table(rows: Sequence[Mapping[str, Any]]):
 
     table = Table(title="dynbench methods", caption="a plug-in registers in the `dynbench.methods` entry-point "
                   "group (docs/methods.md); `--method package.module:Name` runs one from a local module",
-                  caption_justify="left")  # fmt: skip
+                  caption_justify="left")
     for col in ("method", "options (flag = default)", "modes", "from", "what it does"):
         table.add_column(col, overflow="fold", no_wrap=col == "method")
     for r in rows:
