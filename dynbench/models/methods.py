@@ -84,27 +84,28 @@ class FastV(Method):
         return {"k": k, "r": fastv_ratio(kept, preset.image_tokens)}
 
 
-class H2O(Method):
-    name = "h2o"
-    summary = "H2O: KV cache of heavy hitters + recent tokens, per layer and head"
-    model = "dynbench.models.baselines:H2O"
+class _EvictsKV(Method):
+    """The KV-eviction baselines: an unpruned prefill, then a cache bounded to a share of the prompt."""
+
     modes = ("prefill", "kv-cache")
     evicts_kv = True
     label_fields = (("KV ", "kv_budget", "g"),)
     options = (Option("budget", "float", 0.2, "KV budget, share of the prompt P", field="kv_budget"),)
+
+
+class H2O(_EvictsKV):
+    name = "h2o"
+    summary = "H2O: KV cache of heavy hitters + recent tokens, per layer and head"
+    model = "dynbench.models.baselines:H2O"
 
     def scored_layers(self, preset, options, phase):
         return frozenset(range(preset.layers))  # every layer accumulates attention received, every phase
 
 
-class StreamingLLM(Method):
+class StreamingLLM(_EvictsKV):
     name = "streaming-llm"
     summary = "StreamingLLM: 4 attention sinks + a window of the newest KV entries"
     model = "dynbench.models.baselines:StreamingLLM"
-    modes = ("prefill", "kv-cache")
-    evicts_kv = True
-    label_fields = (("KV ", "kv_budget", "g"),)
-    options = (Option("budget", "float", 0.2, "KV budget, share of the prompt P", field="kv_budget"),)
 
     def kv_prompt_kept(self, n_prompt, n, budget):
         return streaming_prompt_kept(n_prompt, n, budget - SINK_TOKENS)  # sinks + the newest window

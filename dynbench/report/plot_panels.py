@@ -242,6 +242,21 @@ PARETO = (  # (mode, x metrics by preference, x kind, x name, y metric, y kind, 
 COMPUTE_NAMES = {"tflops_paper": "FLOPs (paper convention, 2×MAC)", "tmacs": "MACs (fvcore)"}
 
 
+def variant_series(rows: Sequence[dict], xm: str, y: str, band_of) -> list[Series]:
+    """One single-marker series per method variant: its last row at (`xm`, `y`), with `band_of(row)`
+    as the marker's spread (None: no bar)."""
+    label = Labeller(rows)
+    return [Series(label(r), r["method"], [r[xm]], [r[y]], band_of(r)) for r in (g[-1] for _, g in groups(rows))]
+
+
+def _samples_band(samples: str | None):
+    """A marker's spread from its column of raw samples (`spread`); no column, no bar."""
+    def band(row: dict) -> list | None:
+        b = spread(row.get(samples)) if samples else None
+        return None if b is None else [b]
+    return band
+
+
 def pareto_panels(summaries: Sequence[dict]) -> list[Panel]:
     """One marker per method variant at (cost, latency / compute) in one context, and the front."""
     panels = []
@@ -252,12 +267,7 @@ def pareto_panels(summaries: Sequence[dict]) -> list[Panel]:
         if not have:
             continue
         have = one_context(have)
-        label = Labeller(have)
-        series = []
-        for _, g in groups(have):
-            r = g[-1]
-            band = spread(r.get(samples)) if samples else None
-            series.append(Series(label(r), r["method"], [r[xm]], [r[y]], None if band is None else [band]))
+        series = variant_series(have, xm, y, _samples_band(samples))
         ylabel = scale(series, ykind, yname)
         xsize, xunit = engineering_scale([s.x[0] for s in series], xkind)
         for s in series:
@@ -362,12 +372,8 @@ def quality_pareto_panels(summaries: Sequence[dict]) -> list[Panel]:
         if not have:
             continue
         have = one_context(have)
-        label = Labeller(have)
-        series = []
-        for _, g in groups(have):
-            r = g[-1]
-            band = None if r.get(f"{y}_p10") is None else [(r[f"{y}_p10"], r[f"{y}_p90"])]
-            series.append(Series(label(r), r["method"], [r[xm]], [r[y]], band))
+        series = variant_series(have, xm, y,
+                                lambda r, y=y: None if r.get(f"{y}_p10") is None else [(r[f"{y}_p10"], r[f"{y}_p90"])])
         xsize, xunit = engineering_scale([s.x[0] for s in series], xkind)
         for s in series:
             s.x = [s.x[0] / xsize]
