@@ -16,8 +16,9 @@ Null on CPU: execution is synchronous there, so host time *is* the step time.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
+
+from dynbench.stats import median_or_none
 
 HOST_BOUND_TOL = 0.05  # device time ≤ host time × (1 + this): the GPU never ran ahead of the host
 HOST_BOUND_DOMINATES = 0.5  # report: a TPOT with at least this share of host-bound steps is labelled
@@ -41,7 +42,7 @@ def host_columns(phases: Sequence[str], step_ms: Sequence[Sequence[float]] | Non
              for d, h, phase in zip(dev, host, phases, strict=True) if phase == headline]
     if not pairs:
         return cols
-    cols["host_ms_median"] = statistics.median(h for _, h in pairs)
+    cols["host_ms_median"] = median_or_none([h for _, h in pairs])
     cols["host_bound_frac"] = sum(bool(host_bound(d, h)) for d, h in pairs) / len(pairs)
     return cols
 
