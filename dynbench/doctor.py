@@ -81,13 +81,13 @@ def _need_cuda(ctx: Context) -> None:
 def _sweep_rows(ctx: Context, name: str, point: dict, flops: bool = False) -> list[dict]:
     """Run the points of `point` (flag values, as `dynbench run` takes them) into a fresh folder
     under the scratch dir, quietly; the records written."""
+    from dynbench.fields import SUITE_FIELDS
     from dynbench.results import RECORDS_FILE, iter_records
     from dynbench.run import run_sweep
     from dynbench.sources import Source
-    from dynbench.spec import FIELDS
 
     out = ctx.work / name
-    point = {**dict.fromkeys(FIELDS), **point}  # every field, as the CLI's flags give them
+    point = {**dict.fromkeys(SUITE_FIELDS), **point}  # every field, as the CLI's flags give them
     rows = run_sweep(point, Source(), out=str(out), flops=flops, yes=True).rows  # yes: the checks size their points
     failed = [r["status"] for r in rows if r["status"] not in ("ok", "oom")]
     if failed:

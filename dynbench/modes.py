@@ -52,6 +52,7 @@ from dynbench.models.dynamic_llava import TextDecider
 from dynbench.models.llava import DropConfig, LlavaForBench, PromptLayout, SequenceOut
 from dynbench.models.presets import Preset
 from dynbench.models.rules import (
+    LEARNED_NEEDS_WEIGHTS,
     check_kv_budget,
     keep_count,
     kv_budget_tokens,
@@ -164,10 +165,7 @@ def _check(model: LlavaForBench, inputs: ModelInputs, drop: DropConfig, gen_len:
             )
     learned = get_method(model.method).text_policy and drop.text_policy == "learned"
     if learned and decoding and model.device.type == "meta":
-        raise DynbenchError(
-            "the meta device computes shapes only, so learned text decisions cannot be made there; "
-            "use --text-policy budget (exact counts) or a real device"
-        )
+        raise DynbenchError(LEARNED_NEEDS_WEIGHTS)
     if decoding and learned and inputs.batch > 1 and not inputs.rows_identical():
         # learned text decisions differ per row → ragged caches; the official code pads them
         # without masking (reference pitfall 3c). Refuse rather than measure a wrong model.
@@ -385,8 +383,7 @@ def plan_mode(preset: Preset, method: str, mode: str, prompt_len: int, gen_len: 
     options = info.values_of(drop)
     dynamic = info.text_policy  # decides which generated tokens are cached (and scores image tokens)
     if dynamic and drop.text_policy == "learned" and mode != "prefill":
-        raise DynbenchError("learned text decisions depend on the weights and cannot be counted without running "
-                            "the model; use --text-policy budget on the meta device")
+        raise DynbenchError(LEARNED_NEEDS_WEIGHTS)
     info.check_mode(mode)
     info.check(preset, options)
     s, N = preset.sparse_layer, preset.image_tokens

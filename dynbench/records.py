@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dynbench.fields import POINT_FIELDS
 from dynbench.names import DECODE_PHASE, FORWARD_PHASE, MODES, PREFILL_PHASE
 
 SUMMARY, STEP, BOTH = "summary", "step", "both"
@@ -68,44 +69,10 @@ SPREAD_METRICS += ("ppl", "meteor")  # quality (dynbench/quality.py)
 QUANTILES = {"p10": 10, "p50": 50, "p90": 90}
 QUALITY = "quality"
 
-_DECLARED: tuple[Column, ...] = (
-    # ---- spec: the RunSpec, one column per field (axes a point does not use are null)
-    _c("model", SPEC, "str", "model preset (or a checkpoint's shape name)"),
-    _c("method", SPEC, "str", "llava | dynamic-llava | random | fastv | h2o | streaming-llm | a plug-in's "
-       "name (dynbench methods)"),
-    _c("mode", SPEC, "str", "prefill | no-cache | kv-cache"),
-    _c("prompt_len", SPEC, "int", "text tokens in the prompt, image excluded", "tokens"),
-    _c("gen_len", SPEC, "int", "tokens generated (decode modes)", "tokens", modes=DECODE),
-    _c("vision_keep", SPEC, "float", "requested image keep ratio (dynamic-llava, random, matched fastv)"),
-    _c("text_keep", SPEC, "float", "requested output-text keep ratio (dynamic-llava, budget policy)", modes=DECODE),
-    _c("text_policy", SPEC, "str", "learned | budget (dynamic-llava, decode modes)", modes=DECODE),
-    _c("fastv_k", SPEC, "int", "fastv: first pruned layer K"),
-    _c("fastv_r", SPEC, "float", "fastv: fraction R of image tokens dropped"),
-    _c("kv_budget", SPEC, "float", "h2o / streaming-llm: KV budget, share of the prompt P"),
-    _c("match_budget", SPEC, "str", "random / fastv: flops | tokens — ratio set to match dynamic-llava"),
-    _c("reuse_vision", SPEC, "bool", "no-cache: the image is encoded once", modes=("no-cache",)),
-    _c("batch", SPEC, "int", "batch size (one prompt replicated)"),
-    _c("seed", SPEC, "int", "seed of random weights, synthetic inputs and random pruning"),
-    _c("device", SPEC, "str", "cpu | cuda | meta"),
-    _c("dtype", SPEC, "str", "float32 | float16 | bfloat16"),
-    _c("attn", SPEC, "str", "sdpa | eager | flash_attention_2 (the point's backend; see attn_ledger)"),
-    _c("warmup", SPEC, "int", "warm-up runs (not recorded)"),
-    _c("repeats", SPEC, "int", "measured runs"),
-    _c("regions", SPEC, "bool", "fine regions (predictors, token drop, scoring) were timed inside the steps"),
-    _c("debug_decode_delay_ms", SPEC, "float", "debugging: a sleep added to every decode step (--debug-decode-"
-       "delay-ms; proves the gate fires). Not part of the point key", "ms"),
-    _c("checkpoint", SPEC, "str", "--checkpoint folder; null = random weights"),
-    _c("inputs", SPEC, "str", "--inputs .npz or --image file; null = a synthetic prompt"),
-    _c("teacher_force", SPEC, "str", "--teacher-force .npz of answer tokens", modes=DECODE),
-    _c("dataset", SPEC, "str", "--dataset file: the samples the point ran over (JSON Lines or LLaVA JSON)"),
-    _c("image_folder", SPEC, "str", "--image-folder the dataset's images are relative to"),
-    _c("limit", SPEC, "int", "--limit: at most this many samples of the dataset"),
-    _c("sample_seed", SPEC, "int", "--sample-seed: the samples were drawn at random with this seed"),
-    _c("free_run", SPEC, "bool", "dataset: every method generates its own tokens (false: the dataset's answers "
-       "are teacher-forced where it has them)", modes=DECODE),
-    # method plug-ins (dynbench/method_api.py): a plug-in method's options, declared by the method
-    _c("method_options", SPEC, "dict", "a plug-in method's options, e.g. pdrop {layers: [8, 16, 24], ratio: 0.5} "
-       "(flags --<method>-<option>); null for the shipped methods, whose options are the columns above"),
+# ---- spec: the RunSpec, one column per field (`fields.py`; a field a point does not use is null)
+_SPEC_DECLARED = tuple(_c(f.name, SPEC, f.kind, f.column_doc, f.unit, modes=f.modes) for f in POINT_FIELDS)
+
+_DECLARED: tuple[Column, ...] = _SPEC_DECLARED + (
     # ---- identity
     _c("step", IDENT, "int", "step index within a run; null on the summary row"),
     _c("repeat", IDENT, "int", "measured run the step row belongs to (0 … repeats − 1)", rows=STEP),

@@ -122,18 +122,16 @@ def refuse_expensive(points: list) -> None:
 
 
 def expand_points(point: dict, source, suite: str | None, *, executor: str | None, yes: bool,
-                  warn: Callable[[str], None]) -> list | None:
-    """The sweep's points, ordered so each model is built once, refused when too many or too
-    expensive (without --yes); None when a Slurm login node cannot expand a GPU sweep (the jobs will)."""
-    from dynbench.spec import NoDevice
+                  warn: Callable[[str], None]) -> list:
+    """The sweep's points, ordered so each model is built once, on this machine's device (`auto`
+    resolved; a Slurm login node keeps it: the jobs resolve it on their nodes), refused when too
+    many or too expensive (without --yes)."""
+    from dynbench.spec import resolved
     from dynbench.sweep import order_points
 
-    try:
-        points = order_points(build_points(point, source, suite, warn))
-    except NoDevice:
-        if executor != "slurm":  # a login node submitting GPU jobs cannot expand them: the shards will
-            raise
-        return None
+    points = order_points(build_points(point, source, suite, warn))
+    if executor != "slurm":
+        points = resolved(points)
     if len(points) > MAX_POINTS and not yes:
         raise DynbenchError(f"the sweep has {len(points):,} points (over {MAX_POINTS:,}); add --yes to run it")
     if not yes and executor != "slurm":  # Slurm: the nodes' speed is not this machine's

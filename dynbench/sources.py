@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from dynbench.errors import DynbenchError
+from dynbench.fields import FIELD
 from dynbench.models.presets import Preset, get_preset, register_preset
 from dynbench.names import BASELINE
 
@@ -211,7 +212,7 @@ class Source:
                 values["text_policy"] = info.text_policy_default
             if values["vision_keep"] is None and info.vision_keep_default is not None:
                 values["vision_keep"] = [info.vision_keep_default]
-        real = self.real_inputs(get_preset(values["model"] or "tiny"))
+        real = self.real_inputs(get_preset(values["model"] or FIELD["model"].default))
         if real is not None:
             if values.get("prompt_len") is not None:
                 raise DynbenchError("--prompt-len is set by --inputs / --image --prompt; drop it")

@@ -112,7 +112,7 @@ class Sweep:
 
     def run(self, points: Iterable) -> Iterator[dict]:
         for spec in points:
-            yield self.run_point(spec)
+            yield self.run_point(spec.resolved())  # `auto` → this machine's device (a no-op once resolved)
 
     # ---- models ---------------------------------------------------------------------------------
     def model(self, spec) -> LoadedModel:

@@ -51,7 +51,7 @@ def prepare_out(out: str | None, resume: bool) -> Path:
     return path.resolve()
 
 
-def run_jobs(points: list | None, plan: JobPlan, *, out: str | None, resume: bool,
+def run_jobs(points: list, plan: JobPlan, *, out: str | None, resume: bool,
              say: Callable[[str], None]) -> JobsResult:
     """Shard the sweep into `plan.jobs` jobs, run them (`cluster`), merge them into `out`."""
     from dynbench import cluster
@@ -83,15 +83,12 @@ def _run_jobs(points, plan: JobPlan, target: Path, token: str, say) -> JobsResul
     opts = cluster.Options(plan.executor, jobs, target / "jobs", plan.parallel, plan.partition, plan.gpus_per_job,
                            plan.timeout_min or cluster.DEFAULT_TIMEOUT_MIN)
     merge_cmd = shlex.join(["dynbench", "merge", *map(str, shard_dirs), "--out", str(target)])
-    if points is not None:
-        shards = split(points, jobs)
-        say(f"{len(points)} point(s) in {jobs} shard(s): " + ", ".join(
-            f"{k}: {len(s)} (~{sum(map(point_tmacs, s)):.3g} TMACs)" for k, s in enumerate(shards, start=1)))
-    else:
-        say("this machine lacks the sweep's device: the points are expanded on the compute nodes")
+    shards = split(points, jobs)
+    say(f"{len(points)} point(s) in {jobs} shard(s): " + ", ".join(
+        f"{k}: {len(s)} (~{sum(map(point_tmacs, s)):.3g} TMACs)" for k, s in enumerate(shards, start=1)))
     try:
         if plan.executor == "local":
-            slots = cluster.local_slots({p.device for p in points or ()}, jobs, plan.parallel, plan.gpus_per_job)
+            slots = cluster.local_slots({p.device for p in points}, jobs, plan.parallel, plan.gpus_per_job)
             say(f"local jobs: {len(slots)} at a time{cluster.slot_note(slots[0])}; logs in {opts.folder}")
             outcomes = cluster.run_local(tasks, opts, slots, say)
         else:

@@ -20,7 +20,7 @@ BAD = [
     (["run", "--text-policy", "learned", "--text-keep", "0.3"], "--text-keep cannot be used"),
     (["run", "--text-policy", "oracle"], "unknown text-policy"),
     (["run", "--prompt-len", "ten"], "--prompt-len: cannot read"),
-    (["run", "--batch", "x"], "Invalid value for '--batch'"),
+    (["run", "--batch", "x"], "--batch: cannot read 'x' as int"),
     (["run", "--no-such-flag"], "No such option"),
     (["run", "--dtype", "float8"], "unknown dtype"),
     (["run", "--attn", "flash"], "unknown attn"),
@@ -75,12 +75,13 @@ def test_models_lists_presets(capsys):
 def test_expand_collapses_unused_axes():
     axes = {"mode": ["prefill", "kv-cache"], "method": ["llava", "dynamic-llava"], "gen_len": [8, 16],
             "vision_keep": [0.2, 0.5], "text_keep": [0.5]}
-    points = expand(axes, {"model": "tiny"})
+    points = expand(axes, {"model": "tiny", "device": "cpu"})
     # llava: prefill 1 + kv-cache 2 (gen lens); dynamic: prefill 2 (keeps) + kv-cache 2 × 2
     assert len(points) == 3 + 6 == len(set(points))
     llava_prefill = [p for p in points if p.method == "llava" and p.mode == "prefill"]
-    assert llava_prefill == [RunSpec(method="llava", mode="prefill", gen_len=None, vision_keep=None,
-                                     text_keep=None, text_policy=None, warmup=3, repeats=5)]
+    assert llava_prefill == [RunSpec(method="llava", mode="prefill", device="cpu", warmup=3, repeats=5)]
+    unused = ("gen_len", "vision_keep", "text_keep", "text_policy", "fastv_k", "kv_budget", "reuse_vision", "free_run")
+    assert all(getattr(llava_prefill[0], name) is None for name in unused)
 
 
 def test_expand_refuses_text_keep_with_learned():

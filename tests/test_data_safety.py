@@ -155,7 +155,7 @@ def test_merge_baseline_plot_show_on_a_full_disk(tiny_disk, results, capsys):
 # ---- odd and hostile inputs ----------------------------------------------------------------
 @pytest.mark.parametrize(("flags", "message"), [
     (["--sample-seed", str(2**63), "--dataset", "x.jsonl"], "--sample-seed: 9223372036854775808 is out of range"),
-    (["--seed", "-3"], "--seed: a seed must be ≥ 0"),
+    (["--seed", "-3"], "--seed must be ≥ 0, got -3"),
     (["--debug-decode-delay-ms", "nan"], "--debug-decode-delay-ms: nan is not a finite number"),
     (["--debug-decode-delay-ms", "inf"], "--debug-decode-delay-ms: inf is not a finite number"),
     (["--prompt-len", str(2**64)], "is out of range"),

@@ -171,12 +171,11 @@ def test_suite_points(tmp_path, monkeypatch):
         (m, k) for m in ("prefill", "no-cache", "kv-cache") for k in ("llava", "dynamic-llava")
     }
     assert len(points) == 1 + 2 + 2 + 2  # llava prefill once; dynamic prefill at two keeps
-    if not torch.cuda.is_available():  # the GPU suites name --device cuda: refused, in one line, on a CPU machine
-        with pytest.raises(DynbenchError, match="no CUDA device"):
-            load_suite("suites/ci-gpu.yaml")
-    # with the device check stubbed (as on a GPU runner), every GPU suite loads
-    monkeypatch.setattr(spec_mod, "resolve_device", lambda device: device)
+    # a GPU suite loads anywhere (a Slurm login node expands it); its device is checked when it runs
     ci = load_suite("suites/ci-gpu.yaml")
+    if not torch.cuda.is_available():  # --device cuda on a CPU machine: refused, in one line
+        with pytest.raises(DynbenchError, match="no CUDA device"):
+            spec_mod.resolved(ci)
     # prefill: llava + 2 keeps; kv-cache at batch 1 and 8 for both methods; no-cache for both
     assert len(ci) == (1 + 2) + 2 * 2 + 2 and {p.batch for p in ci if p.mode == "kv-cache"} == {1, 8}
     assert all(p.device == "cuda" and p.dtype == "bfloat16" for p in ci)
@@ -286,3 +285,23 @@ def test_no_flops_never_imports_fvcore():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_auto_and_cuda_stay_in_the_spec_until_the_sweep_runs_here():
+    """A Slurm login node without a GPU expands a `--device cuda` sweep (its jobs resolve the device
+    on their nodes); a local run resolves `auto` to this machine's device and refuses cuda without one."""
+    from dynbench.fields import SUITE_FIELDS
+    from dynbench.run import expand_points
+    from dynbench.sources import Source
+
+    flags = {**dict.fromkeys(SUITE_FIELDS), "device": "cuda", "mode": ["prefill"], "method": ["llava"]}
+    points = expand_points(dict(flags), Source(), None, executor="slurm", yes=False, warn=print)
+    assert [(p.device, p.repeats) for p in points] == [("cuda", 10)]
+    unresolved = expand_points({**flags, "device": "auto"}, Source(), None, executor="slurm", yes=False, warn=print)
+    assert [(p.device, p.repeats) for p in unresolved] == [("auto", None)]  # 10 on a GPU node, 5 on a CPU one
+    local = expand_points({**flags, "device": None}, Source(), None, executor=None, yes=False, warn=print)
+    here = "cuda" if torch.cuda.is_available() else "cpu"
+    assert [(p.device, p.repeats) for p in local] == [(here, 10 if here == "cuda" else 5)]
+    if here == "cpu":
+        with pytest.raises(DynbenchError, match="no CUDA device"):
+            expand_points(dict(flags), Source(), None, executor=None, yes=False, warn=print)

@@ -36,7 +36,7 @@ def profile(
     from dynbench import profile as profiling
     from dynbench.report.profile import render
     from dynbench.sources import Source
-    from dynbench.spec import points_from
+    from dynbench.spec import points_from, resolved
     from dynbench.sweep import Sweep
 
     if point["method"] is None:
@@ -44,7 +44,7 @@ def profile(
     point.setdefault("mode", None)
     point["mode"] = point["mode"] or ["kv-cache"]
     src = Source(**source)
-    points = points_from(src.defaults_for(point), source=src.labels)
+    points = resolved(points_from(src.defaults_for(point), source=src.labels))
     if len(points) != 1:
         raise DynbenchError(f"profile takes one point, the flags give {len(points)}: give one value per flag")
     spec = points[0]

@@ -32,14 +32,12 @@ EXAMPLES = """[bold]Examples[/]
 
 
 @app.command(epilog=EXAMPLES)
-@point_options
-def run(ctx: typer.Context, point: dict, source: dict, warmup: o.WarmupOpt = None, repeats: o.RepeatsOpt = None,
-        regions: o.RegionsOpt = False, flops: o.FlopsOpt = True, debug_decode_delay_ms: o.DelayOpt = None,
-        gpu: o.GpuOpt = None, gpu_spec: o.GpuSpecOpt = None, suite: o.SuiteOpt = None, out: o.OutOpt = None,
-        resume: o.ResumeOpt = False, yes: YesOpt = False, json_out: o.JsonOpt = False, shard: o.ShardOpt = None,
-        executor: o.ExecutorOpt = None, jobs: o.JobsOpt = None, parallel: o.ParallelOpt = None,
-        slurm_partition: o.PartitionOpt = None, gpus_per_job: o.GpusPerJobOpt = 1, timeout_min: o.TimeoutOpt = None,
-        ) -> None:
+@point_options(command=o.RUN_ONLY)
+def run(ctx: typer.Context, point: dict, source: dict, flops: o.FlopsOpt = True, gpu: o.GpuOpt = None,
+        gpu_spec: o.GpuSpecOpt = None, suite: o.SuiteOpt = None, out: o.OutOpt = None, resume: o.ResumeOpt = False,
+        yes: YesOpt = False, json_out: o.JsonOpt = False, shard: o.ShardOpt = None, executor: o.ExecutorOpt = None,
+        jobs: o.JobsOpt = None, parallel: o.ParallelOpt = None, slurm_partition: o.PartitionOpt = None,
+        gpus_per_job: o.GpusPerJobOpt = 1, timeout_min: o.TimeoutOpt = None) -> None:
     """Measure every point of the sweep: FLOPs, memory, latency and the tokens each method keeps."""
     from dynbench.cli.cluster import child_argv, say_jobs
     from dynbench.cluster import check_options
@@ -49,7 +47,6 @@ def run(ctx: typer.Context, point: dict, source: dict, warmup: o.WarmupOpt = Non
     from dynbench.sweep_jobs import JobPlan
 
     check_options(executor, jobs, shard, parallel, slurm_partition, gpus_per_job, timeout_min)
-    point.update(warmup=warmup, repeats=repeats, regions=regions or None, debug_decode_delay_ms=debug_decode_delay_ms)
     roof_gpu = resolve_gpu(gpu, gpu_spec)
     if roof_gpu is not None and not flops:
         raise DynbenchError("--gpu / --gpu-spec bound each step by its FLOPs; drop --no-flops")

@@ -34,7 +34,7 @@ def show(
     from dynbench.report.show import CLIP_MEAN, CLIP_STD, write_show
     from dynbench.results import writable_dir
     from dynbench.sources import Source
-    from dynbench.spec import points_from
+    from dynbench.spec import points_from, resolved
 
     if name is not None:
         file_stem(name)  # checked before anything runs
@@ -45,7 +45,7 @@ def show(
     point["mode"] = point["mode"] or ["kv-cache"]
     if sample is not None and point.get("dataset") is None:
         raise DynbenchError("--sample picks a sample of --dataset; give --dataset FILE")
-    points = points_from(src.defaults_for(point), source=src.labels)
+    points = resolved(points_from(src.defaults_for(point), source=src.labels))
     if len({p.method for p in points}) != len(points):
         raise DynbenchError(f"show draws one input per method; the flags give {len(points)} points: give one value "
                             "per flag (several only for --method)")

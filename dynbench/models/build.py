@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import torch
 
 from dynbench.errors import DynbenchError
+from dynbench.fields import FIELD
 from dynbench.models.baselines import BASELINES
 from dynbench.models.dynamic_llava import DynamicLlava
 from dynbench.models.llava import LlavaForBench
@@ -37,8 +38,8 @@ def default_dtype(dtype: torch.dtype):
 
 
 def build_model(
-    model: str = "tiny",
-    method: str = "dynamic-llava",
+    model: str = FIELD["model"].default,
+    method: str = FIELD["method"].default,
     *,
     attn: str = "sdpa",
     dtype: torch.dtype = torch.float32,

@@ -9,6 +9,7 @@ Their options keep the spec fields and record columns they had before the method
 from __future__ import annotations
 
 from dynbench.errors import DynbenchError
+from dynbench.fields import FIELD
 from dynbench.method_api import Method, Option
 from dynbench.models.rules import (
     SINK_TOKENS,
@@ -21,6 +22,12 @@ from dynbench.models.rules import (
 )
 from dynbench.names import METHODS
 
+
+def _own(name: str, field: str) -> Option:
+    """A shipped method's option kept in a spec field of its own (`fields.py`): kind, default and help
+    as declared there."""
+    declared = FIELD[field]
+    return Option(name, declared.kind, declared.default, declared.help.split(": ", 1)[-1], field=field)
 
 class _AtSparseLayer(Method):
     """Keeps `int(N × vision_keep)` image tokens from the sparse layer on, chosen without reading
@@ -45,8 +52,7 @@ class DynamicLlava(_AtSparseLayer):
     model = "dynbench.models.dynamic_llava:DynamicLlava"
     llava_weights = False
     uses_vision_keep = text_policy = True
-    options = (Option("vision_keep", "float", 0.2, "image keep ratio", field="vision_keep"),
-               Option("text_keep", "float", 0.5, "output-text keep ratio (budget policy)", field="text_keep"))
+    options = (_own("vision_keep", "vision_keep"), _own("text_keep", "text_keep"))
 
 
 class RandomPrune(_AtSparseLayer):
@@ -54,7 +60,7 @@ class RandomPrune(_AtSparseLayer):
     summary = "uniformly random image tokens at the sparse layer, as many as dynamic-llava keeps"
     model = "dynbench.models.baselines:RandomPrune"
     uses_vision_keep = budget_matched = True
-    options = (Option("vision_keep", "float", 0.2, "image keep ratio", field="vision_keep"),)
+    options = (_own("vision_keep", "vision_keep"),)
 
     def matched_options(self, preset, vision_keep, by, options):
         return {}  # the same count at the same layer as dynamic-llava: its keep, by construction
@@ -67,8 +73,7 @@ class FastV(Method):
     budget_matched = True
     matched_ratio_field = "fastv_r"
     label_fields = (("K", "fastv_k", "g"), ("R", "fastv_r", ".3g"))
-    options = (Option("k", "int", 2, "first pruned layer K", field="fastv_k"),
-               Option("r", "float", 0.5, "fraction R of image tokens dropped", field="fastv_r"))
+    options = (_own("k", "fastv_k"), _own("r", "fastv_r"))
 
     def check(self, preset, options):
         check_fastv(options["k"], options["r"], preset.layers)
@@ -90,7 +95,7 @@ class _EvictsKV(Method):
     modes = ("prefill", "kv-cache")
     evicts_kv = True
     label_fields = (("KV ", "kv_budget", "g"),)
-    options = (Option("budget", "float", 0.2, "KV budget, share of the prompt P", field="kv_budget"),)
+    options = (_own("budget", "kv_budget"),)
 
 
 class H2O(_EvictsKV):

@@ -17,23 +17,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dynbench.errors import DynbenchError
+from dynbench.fields import FIELD
 from dynbench.names import MATCH_BUDGETS
 
 _EPS = 1e-9  # floor(0.29 × 100) must be 29, not 28 (float rounding)
 SINK_TOKENS = 4  # StreamingLLM's attention sinks (its default `start_size`)
+# the one count the rules cannot give: which generated tokens a learned predictor keeps
+LEARNED_NEEDS_WEIGHTS = ("learned text decisions depend on the weights and cannot be counted without running the "
+                         "model (the meta device computes shapes only); use --text-policy budget on the meta device")
 
 
 @dataclass(frozen=True)
 class DropConfig:
     """Keep ratios and text policy for one point (ignored by `--method llava`)."""
 
-    vision_keep: float = 0.2
-    text_keep: float | None = 0.5
-    text_policy: str = "budget"  # "learned" | "budget"
+    # the defaults are the spec fields' (`fields.py`)
+    vision_keep: float = FIELD["vision_keep"].default
+    text_keep: float | None = FIELD["text_keep"].default
+    text_policy: str = FIELD["text_policy"].default  # "learned" | "budget"
     # baselines (`baselines.py`); Dynamic-LLaVA ignores them
-    fastv_k: int = 2  # FastV: first pruned layer (scores come from layer K - 1)
-    fastv_r: float = 0.5  # FastV: fraction of image tokens dropped
-    kv_budget: float = 0.2  # H2O / StreamingLLM: KV cache budget, fraction of the prompt P
+    fastv_k: int = FIELD["fastv_k"].default  # FastV: first pruned layer (scores come from layer K - 1)
+    fastv_r: float = FIELD["fastv_r"].default  # FastV: fraction of image tokens dropped
+    kv_budget: float = FIELD["kv_budget"].default  # H2O / StreamingLLM: KV cache budget, fraction of the prompt P
     seed: int = 0  # random pruning: seed of the chosen image tokens
     # a plug-in method's options (`method_api`): ((name, value), …), hashable
     options: tuple[tuple[str, object], ...] = ()
