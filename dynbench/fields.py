@@ -10,7 +10,6 @@ appears twice under two names. Plain data, no imports beyond `names`: `--help` s
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +39,8 @@ class PointField:
     sweep: tuple | None = None  # a sweep's values when not given, where not just (default,)
     shown: str | None = None  # the default as the help says it, where not `default` / `sweep`
     metavar: str | None = None
-    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
+    choices: tuple[str, ...] | None = None  # the values allowed (None: any; methods and models are
+    # checked by the registry and the presets, and their help lists what is installed: `cli/options.py`)
     minimum: float | None = None  # a number at least this
     ratio: bool = False  # a ratio in (0, 1]
     modes: tuple[str, ...] = MODES  # the modes that use it
@@ -61,41 +61,28 @@ class PointField:
         """An axis' values when the flag or suite key is not given ([None]: each point's default)."""
         return list(self.sweep) if self.sweep else [None]
 
-    def choice_list(self) -> tuple[str, ...]:
-        return self.choices() if callable(self.choices) else tuple(self.choices or ())
-
     @property
     def column_doc(self) -> str:
         """The record column's description (docs/records.md)."""
-        return self.doc or self.help.replace("{choices}", " | ".join(self.choice_list()))
+        return self.doc or self.help_text(default=False)
 
-    def help_text(self) -> str:
-        """The help with its choices and its default."""
-        text = self.help.replace("{choices}", " | ".join(self.choice_list()))
+    def help_text(self, choices: tuple[str, ...] | None = None, *, default: bool = True) -> str:
+        """The help with its choices (`choices`, or the declared ones) and its default."""
+        text = self.help.replace("{choices}", " | ".join(choices or self.choices or ()))
+        if not default:
+            return text
         shown = self.shown
         if shown is None and self.default is not None and not isinstance(self.default, bool):
             shown = ",".join(map(str, self.sweep or (self.default,)))
         return f"{text} [default: {shown}]" if shown else text
 
 
-def _method_names() -> tuple[str, ...]:
-    from dynbench import registry  # the plug-ins are found when the help is rendered, not at import
-
-    return (*registry.names(), "package.module:Name")
-
-
-def _presets() -> tuple[str, ...]:
-    from dynbench.models.presets import PRESETS
-
-    return tuple(PRESETS)
-
-
 _F = PointField
 POINT_FIELDS: tuple[PointField, ...] = (
-    _F("model", "str", "preset: {choices}", MODEL, default="tiny", choices=_presets,
+    _F("model", "str", "preset: {choices}", MODEL, default="tiny",
        doc="model preset (or a checkpoint's shape name)"),
     _F("method", "str", "{choices}", default="dynamic-llava", axis=True, sweep=("llava", "dynamic-llava"),
-       metavar="METHOD", choices=_method_names,
+       metavar="METHOD",
        doc="llava | dynamic-llava | random | fastv | h2o | streaming-llm | a plug-in's name (dynbench methods)"),
     _F("mode", "str", "{choices}", default="kv-cache", axis=True, sweep=MODES, shown="all three", metavar="MODE",
        choices=MODES),

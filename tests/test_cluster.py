@@ -354,10 +354,10 @@ def test_slurm_submits_one_array_and_merges(tmp_path, capsys, monkeypatch, fake_
         assert args[:1] == ["run"] and "--no-flops" in args and "--executor" not in args and "--jobs" not in args
         assert args[args.index("--shard") + 1] == f"{k}/2" and args[args.index("--out") + 1] == f"{out}/shards/{k}"
         assert "--resume" in args and "--yes" in args
-    from dynbench.spec import points_from
+    from dynbench.spec import points_from, resolved
 
-    flag_points = points_from({"mode": ["prefill"], "prompt_len": [4], "vision_keep": [0.2, 0.5], "warmup": 0,
-                               "repeats": 1})
+    flag_points = resolved(points_from({"mode": ["prefill"], "prompt_len": [4], "vision_keep": [0.2, 0.5], "warmup": 0,
+                                        "repeats": 1}))
     expected = {key_of(p.as_dict()) for p in flag_points}
     assert sorted(map(key_of, summaries(out)), key=str) == sorted(expected, key=str)
     assert main(argv) == 2  # the folder holds shards: --resume to continue

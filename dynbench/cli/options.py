@@ -29,6 +29,7 @@ from dynbench.fields import (  # noqa: F401 (the panels the commands' own option
     PointField,
     flag_fields,
 )
+from dynbench.models.presets import PRESETS
 
 OUTPUT = "Output"
 PLUGINS = "Plug-in methods' options (dynbench methods)"
@@ -53,9 +54,16 @@ ListOpt = list[str] | None
 LIST = "A[,B…]"
 
 
+def _installed(name: str) -> tuple[str, ...] | None:
+    """The methods and presets a flag's help lists: what this installation has (plug-ins included)."""
+    if name == "method":
+        return (*registry.names(), "package.module:Name")
+    return tuple(PRESETS) if name == "model" else None
+
+
 def field_option(f: PointField) -> tuple[object, object]:
     """(annotation, default) of a point field's flag: axes take `A[,B…]`, booleans are flags."""
-    text = f.help_text().replace("[", "\\[")  # rich markup would eat "[default: …]"
+    text = f.help_text(_installed(f.name)).replace("[", "\\[")  # rich markup would eat "[default: …]"
     if f.kind == "bool":
         return Annotated[bool | None, flag(f.flag, help=text, panel=f.panel)], None
     if f.axis:
