@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dynbench.errors import DynbenchError
+from dynbench.stats import mean_or_none
 
 WORDNET_FIX = ("METEOR needs WordNet for nltk: run `python -m nltk.downloader wordnet`, or offline install "
                "Debian's wordnet-base and wordnet-sense-index and run scripts/ci-wordnet.sh")
@@ -47,7 +48,7 @@ def answer_columns(nll: Sequence[float | None], argmax: Sequence[int | None]) ->
     scored = [(x, a) for x, a in zip(nll, argmax, strict=True) if x is not None]
     if not scored:
         return dict.fromkeys(("answer_tokens", "nll_mean", "ppl", "answer_argmax"))
-    mean = math.fsum(x for x, _ in scored) / len(scored)
+    mean = mean_or_none([x for x, _ in scored])
     return {"answer_tokens": len(scored), "nll_mean": mean, "ppl": math.exp(mean),
             "answer_argmax": [a for _, a in scored]}
 
@@ -61,7 +62,7 @@ def conversation_ppl(rounds: Sequence[Mapping[str, Any]]) -> float | None:
     """A conversation's PPL: the mean of its rounds' PPL (the official multi-round script's
     `mean_round_ppl`); its `nll_mean` stays pooled over the tokens of every round."""
     ppl = [r["ppl"] for r in rounds if r.get("ppl") is not None]
-    return math.fsum(ppl) / len(ppl) if ppl else None
+    return mean_or_none(ppl)
 
 
 def pooled_ppl(rows: Sequence[Mapping[str, Any]]) -> float | None:
@@ -113,7 +114,7 @@ def combine_meteor(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     scored = [r for r in rounds if r.get("meteor") is not None]
     if not scored:
         return {"meteor": None, "output_tokens": None}
-    return {"meteor": math.fsum(r["meteor"] for r in scored) / len(scored),
+    return {"meteor": mean_or_none([r["meteor"] for r in scored]),
             "output_tokens": sum(r["output_tokens"] for r in scored)}
 
 

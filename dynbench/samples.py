@@ -28,7 +28,7 @@ from typing import Any
 from dynbench.names import ERROR_PREFIX, STATUS_OK, STATUS_OOM
 from dynbench.quality import pooled_ppl, step_answer_columns
 from dynbench.records import BY_NAME, ENV, IDENT, QUANTILES, SPEC, SPREAD_METRICS
-from dynbench.stats import percentile
+from dynbench.stats import mean_or_none, median_or_none, percentile
 
 PEAKS = ("peak_alloc_bytes", "peak_reserved_bytes", "nvml_process_bytes", "peak_rss_bytes", "peak_tensor_bytes",
          "peak_mem_bytes")
@@ -38,10 +38,6 @@ PER_SAMPLE = ("generated_ids", "layer_seq_lens", "layer_cache_lens", "seq_len", 
 DATASET_COLUMNS = ("samples", "samples_skipped", "text_keep_pooled", "ppl_pooled",
                    *(f"{m}_{q}" for m in SPREAD_METRICS for q in QUANTILES))
 
-
-
-def _mean(values: list[float]) -> float:
-    return math.fsum(values) / len(values)
 
 
 def _measured(name: str) -> bool:
@@ -69,7 +65,7 @@ def aggregate(sample_rows: Sequence[Mapping[str, Any]], skipped: int = 0) -> dic
         elif name == "throttled":
             out[name] = any(values)
         elif col.type in ("int", "float") and all(isinstance(v, (int, float)) for v in values):
-            mean = _mean(values)
+            mean = mean_or_none(values)
             out[name] = math.floor(mean + 0.5) if col.type == "int" else mean
         elif all(v == values[0] for v in values):
             out[name] = values[0]
@@ -112,8 +108,6 @@ def round_rows(steps: Sequence[Any], step_ms: Sequence[Sequence[float]] | None,
     the cache's at its end (the growth across rounds); `ttft_ms` = its opening forward, `total_ms`
     = Σ of its steps (medians over runs); `tmacs` Σ of its steps.
     """
-    from statistics import median
-
     out, fed0, kept0 = [], 0, 0
     starts = round_starts([s.round for s in steps]) + [len(steps)]
     for r, (lo, hi) in enumerate(zip(starts, starts[1:], strict=False)):
@@ -133,8 +127,8 @@ def round_rows(steps: Sequence[Any], step_ms: Sequence[Sequence[float]] | None,
             else None,
             "tmacs": math.fsum(macs) if macs and all(m is not None for m in macs) else None,
             **step_answer_columns(steps[lo:hi]),
-            "ttft_ms": median(run[lo] for run in step_ms) if step_ms else None,
-            "total_ms": median(math.fsum(run[lo:hi]) for run in step_ms) if step_ms else None,
+            "ttft_ms": median_or_none([run[lo] for run in step_ms]),
+            "total_ms": median_or_none([math.fsum(run[lo:hi]) for run in step_ms]),
         }
         out.append(row)
         fed0, kept0 = end.text_tokens_fed, end.text_tokens_kept or 0

@@ -43,6 +43,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def mean_or_none(values: Sequence[float]) -> float | None:
+    """The arithmetic mean (`math.fsum`: no rounding drift over many samples); None for no values."""
+    return math.fsum(values) / len(values) if len(values) else None
+
+
 def median_or_none(values: Sequence[float]) -> float | None:
     """The median (`percentile(values, 50)`); None for no values."""
     return percentile(values, 50) if len(values) else None

@@ -120,3 +120,16 @@ def test_every_region_a_model_times_is_declared():
                     and isinstance(node.args[0], ast.Constant):
                 used.add(node.args[0].value)
     assert "lm_head" in used and used <= set(REGIONS), sorted(used - set(REGIONS))
+
+
+def test_statistics_have_one_owner():
+    """Medians, means and percentiles come from `dynbench.stats`; only the doctor imports the standard
+    library's `statistics`, as the independent reference its checks compare the pipeline with."""
+    others = []
+    for mod, path in modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        if "statistics" in names and mod not in ("dynbench.stats", "dynbench.doctor"):
+            others.append(mod)
+    assert others == []

@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
@@ -332,7 +331,7 @@ def _clock_result(samples, before: dict | None, after: dict | None, unavailable:
     gating_read = reasons is not None or any(k in (violation_ms or {}) for k in GATING_VIOLATIONS)
     return ClockResult(
         sm_clock_mhz_start=clocks[0] if clocks else None, sm_clock_mhz_end=clocks[-1] if clocks else None,
-        sm_clock_mhz_median=int(statistics.median(clocks)) if clocks else None, clock_event_reasons=reasons,
+        sm_clock_mhz_median=int(_median(clocks)) if clocks else None, clock_event_reasons=reasons,
         throttle_reasons=tuple(names), throttled=bool(names) if gating_read else None, violation_ms=violation_ms,
         unavailable=unavailable,
     )

@@ -27,7 +27,6 @@ Pure arithmetic: no torch import. `module_bytes` reads a model's parameters (it 
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 from dynbench.errors import DynbenchError
 from dynbench.measure.gpus import GpuSpec, custom_gpu, get_gpu, gpu_from_nvml_name, peak_tflops
 from dynbench.names import DECODE_PHASE, FORWARD_PHASE, PREFILL_PHASE
+from dynbench.stats import median_or_none
 
 COMPUTE, MEMORY = "compute", "memory"
 
@@ -205,8 +205,8 @@ def summary_columns(phases: Sequence[str], roof: Roof, step_ms: Sequence[float],
     forward = [ms for ms, p in zip(step_ms, phases, strict=True) if p == FORWARD_PHASE]
     return {
         "ttft_roofline_ms": step_ms[0] if phases[0] == PREFILL_PHASE else None,
-        "tpot_roofline_ms": statistics.median(decode) if decode else None,
-        "step_roofline_ms_median": statistics.median(forward) if forward else None,
+        "tpot_roofline_ms": median_or_none(decode),
+        "step_roofline_ms_median": median_or_none(forward),
         "total_roofline_ms": sum(step_ms),
         "roofline_bytes": sum(b.total for b in nbytes), "roofline_kv_bytes": sum(b.kv for b in nbytes),
         "roofline_gpu": roof.gpu, "roofline_tflops": roof.tflops, "roofline_gbps": roof.gbps,
