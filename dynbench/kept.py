@@ -124,9 +124,8 @@ def show_views(points, source, preset, sample=None) -> tuple[object, list[KeptVi
     or the source's input — and collect its `KeptView` (questions: the sample's turns, or
     `--prompt`). Returns (the inputs, the views)."""
     from dynbench.modes import run_mode
-    from dynbench.sweep import Sweep
 
-    sweep, views, inputs = Sweep(source=source), [], None
+    views, inputs = [], None
     tokenizer = source.tokenizer()
     questions = [t.question for t in sample.turns] if sample is not None and sample.turns else \
         ([source.prompt] if source.prompt is not None else None)
@@ -134,7 +133,7 @@ def show_views(points, source, preset, sample=None) -> tuple[object, list[KeptVi
         if get_method(spec.method).evicts_kv:
             raise DynbenchError(f"{spec.method} evicts KV entries per layer and head: there is no one kept set to "
                                 "draw; show a method that drops tokens")
-        net = sweep.build_net(spec)
+        net = source.build_net(spec)
         if inputs is None:
             inputs = source.sample_inputs(spec, sample, preset) if sample is not None else \
                 source.point_inputs(spec, preset)

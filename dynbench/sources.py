@@ -42,6 +42,7 @@ class Source:
     _datasets: dict = field(default_factory=dict, repr=False)  # (file, folder, limit, seed) → datasets.Dataset
     _tokenizer: object | None = field(default=None, repr=False)  # the checkpoint's, loaded once
     _processor: object | None = field(default=None, repr=False)  # the checkpoint's image processor
+    _weights: tuple | None = field(default=None, repr=False)  # ((dtype, device, attn), checkpoints.LoadedModel)
 
     def __post_init__(self):
         from dynbench.images import set_max_pixels
@@ -74,6 +75,29 @@ class Source:
             for note in self._meta.notes:
                 warnings.warn(note, stacklevel=2)
         return self._meta
+
+    def build_net(self, spec):
+        """The model of a point: random weights of its preset, or this checkpoint's weights, read once
+        per (dtype, device, attention) and shared by the methods that use them (`llava` is a view of
+        a Dynamic-LLaVA checkpoint without its predictors)."""
+        from dynbench.models.build import DTYPES, build_model, model_class
+        from dynbench.models.checkpoints import dense_view, load_checkpoint
+        from dynbench.registry import get as get_method
+
+        if self.checkpoint is None:
+            return build_model(spec.model, spec.method, attn=spec.attn, dtype=DTYPES[spec.dtype],
+                               device=spec.device, seed=spec.seed)
+        key = (spec.dtype, spec.device, spec.attn)
+        if self._weights is None or self._weights[0] != key:
+            self._weights = None  # the old weights go before the new ones are read
+            self._weights = (key, load_checkpoint(self.checkpoint, vision_tower_dir=self.vision_tower,
+                                                  dtype=DTYPES[spec.dtype], device=spec.device, attn=spec.attn))
+        loaded = self._weights[1]
+        if spec.method == loaded.method:
+            return loaded.net
+        if get_method(spec.method).llava_weights:  # the LLaVA weights, no predictor
+            return dense_view(loaded.net, model_class(spec.method))
+        raise DynbenchError(f"--checkpoint {self.checkpoint} holds {loaded.method} weights, not {spec.method}")
 
     def columns(self) -> dict:
         """What a row records about the weights and inputs."""

@@ -77,7 +77,7 @@ class RunSpec(_Fields):
             warnings.warn(
                 f"{positions} positions exceed {self.model}'s max_position_embeddings "
                 f"({preset.max_position_embeddings}); RoPE extrapolates (the paper's Table 4 does too)",
-                stacklevel=3,
+                stacklevel=4,  # the caller of RunSpec(...): warn ← _check_length ← __post_init__ ← __init__
             )
 
     def resolved(self) -> RunSpec:

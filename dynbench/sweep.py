@@ -99,7 +99,6 @@ class Sweep:
         self.source = source or Source()
         self.warn = warn or (lambda message: warnings.warn(message, stacklevel=3))  # the CLI prints a line
         self._loaded: tuple[tuple, LoadedModel] | None = None  # one model in memory at a time
-        self._checkpoint: tuple[tuple, object] | None = None
         self._load_warned = False
         self._where: dict | None = None  # hostname, job_id, array_index: once per sweep
         self._rounds_warned = False
@@ -129,7 +128,7 @@ class Sweep:
             return self._loaded[1]
         self._release()  # free the previous model before building the next
         memory = MemoryTracker(spec.device)
-        net = self.build_net(spec)
+        net = self.source.build_net(spec)
         if spec.device == "cuda":
             torch.cuda.synchronize()
         snap = envmod.snapshot(spec.device, DTYPES[spec.dtype], spec.attn)
@@ -142,29 +141,9 @@ class Sweep:
         self._loaded = (key, loaded)
         return loaded
 
-    def build_net(self, spec):
-        from dynbench.models.build import DTYPES, build_model, model_class
-        from dynbench.models.checkpoints import dense_view, load_checkpoint
-        from dynbench.registry import get as get_method
-
-        if self.source.checkpoint is None:
-            return build_model(spec.model, spec.method, attn=spec.attn, dtype=DTYPES[spec.dtype],
-                               device=spec.device, seed=spec.seed)
-        key = (spec.dtype, spec.device, spec.attn)
-        if self._checkpoint is None or self._checkpoint[0] != key:
-            self._checkpoint = None
-            loaded = load_checkpoint(self.source.checkpoint, vision_tower_dir=self.source.vision_tower,
-                                     dtype=DTYPES[spec.dtype], device=spec.device, attn=spec.attn)
-            self._checkpoint = (key, loaded)
-        loaded = self._checkpoint[1]
-        if spec.method == loaded.method:
-            return loaded.net
-        if get_method(spec.method).llava_weights:  # the LLaVA weights, no predictor
-            return dense_view(loaded.net, model_class(spec.method))
-        raise DynbenchError(f"--checkpoint {self.source.checkpoint} holds {loaded.method} weights, not {spec.method}")
-
     def _release(self) -> None:
-        """Drop the model (and checkpoint) references, then give the memory back."""
+        """Drop the model's references (a checkpoint's weights stay with the source), then give the memory
+        back."""
         device = self._loaded[1].net.device.type if self._loaded is not None else None
         self._loaded = None
         gc.collect()
@@ -336,7 +315,7 @@ class Sweep:
     def _roof(self, spec, loaded: LoadedModel):
         """The point's roofline (`measure.roofline.Roof`): --gpu / --gpu-spec, else on CUDA the
         card NVML names; None without either (a CUDA card not in the table is warned about once)."""
-        from dynbench.measure.roofline import Roof, gpu_for_device
+        from dynbench.measure.roofline import gpu_for_device, point_roof
 
         gpu = gpu_for_device(self.gpu, spec.device, loaded.env.get("gpu_name"))
         if gpu is None:
@@ -345,12 +324,7 @@ class Sweep:
                 self.warn(f"GPU {loaded.env.get('gpu_name')!r} is not in the spec table (dynbench gpus): "
                           "no roofline columns; name it with --gpu or --gpu-spec TFLOPS,GBPS")
             return None
-        tf32 = False
-        if spec.dtype == "float32":
-            import torch
-
-            tf32 = _tf32_matmuls(torch)
-        return Roof.of(gpu, spec.dtype, tf32, projected=spec.device != "cuda")
+        return point_roof(gpu, spec.dtype, spec.device)
 
     def _warn_load(self, spec, load: float | None) -> None:
         """Warn (once per sweep) when other work competes for the CPU the timings come from."""
@@ -364,17 +338,6 @@ class Sweep:
         row.update({name: None for name in (SUMMARY_NAMES if is_summary(row) else STEP_NAMES) if name not in row})
         if self.out_dir is not None:
             append_record(self.out_dir / RECORDS_FILE, row)
-
-
-def _tf32_matmuls(torch) -> bool:
-    """Whether float32 matmuls run on TF32 tensor cores: torch ≥ 2.9's `fp32_precision` ("tf32"),
-    else the older `allow_tf32` (reading it can raise when a user mixed the two APIs)."""
-    matmul = torch.backends.cuda.matmul
-    try:
-        precision = getattr(matmul, "fp32_precision", None)
-        return precision == "tf32" if precision is not None else bool(matmul.allow_tf32)
-    except RuntimeError:
-        return False
 
 
 def _now() -> str:

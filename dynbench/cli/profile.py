@@ -37,7 +37,6 @@ def profile(
     from dynbench.report.profile import render
     from dynbench.sources import Source
     from dynbench.spec import points_from, resolved
-    from dynbench.sweep import Sweep
 
     if point["method"] is None:
         raise DynbenchError("profile needs --method (one of the methods: the trace is of one model)")
@@ -53,7 +52,7 @@ def profile(
     from dynbench.run import check_attn
 
     check_attn(spec.attn)
-    net = Sweep(source=src).build_net(spec)
+    net = src.build_net(spec)
     inputs = src.point_inputs(spec, net.preset).to(net.device)
     result = profiling.profile_point(
         net, inputs, spec.drop, spec.mode, spec.gen_len or 1, out, reuse_vision=bool(spec.reuse_vision),

@@ -178,6 +178,28 @@ def gpu_for_device(chosen: GpuSpec | None, device: str, nvml_name: str | None) -
     return None
 
 
+def point_roof(gpu: GpuSpec, dtype: str, device: str) -> Roof:
+    """The roofline of a point on `gpu`: float32 matmuls at the TF32 peak when torch lets them run on
+    TF32 tensor cores (on CUDA), a projection unless the point runs on CUDA."""
+    tf32 = False
+    if dtype == "float32":
+        import torch
+
+        tf32 = _tf32_matmuls(torch)
+    return Roof.of(gpu, dtype, tf32, projected=device != "cuda")
+
+
+def _tf32_matmuls(torch) -> bool:
+    """Whether float32 matmuls run on TF32 tensor cores: torch ≥ 2.9's `fp32_precision` ("tf32"),
+    else the older `allow_tf32` (reading it can raise when a user mixed the two APIs)."""
+    matmul = torch.backends.cuda.matmul
+    try:
+        precision = getattr(matmul, "fp32_precision", None)
+        return precision == "tf32" if precision is not None else bool(matmul.allow_tf32)
+    except RuntimeError:
+        return False
+
+
 # ---- columns ----------------------------------------------------------------------------------
 ROOF_SUMMARY = ("ttft_roofline_ms", "tpot_roofline_ms", "step_roofline_ms_median", "total_roofline_ms",
                 "roofline_bytes", "roofline_kv_bytes", "roofline_gpu", "roofline_tflops", "roofline_gbps",
