@@ -162,27 +162,43 @@ class Sweep:
                 **self.source.columns(), **self.where()}
         if spec.dataset is not None:
             return self._run_dataset(spec, base)
-        failure = loaded = None
-        try:
+
+        def measure():
             loaded = self.model(spec)
-            base.update(env_id=loaded.env_id, git_sha=loaded.env.get("git_sha"), gpu_uuid=loaded.gpu_uuid,
-                        **{k: loaded.env.get(k) for k in ENV_COLUMNS})
-            rows = self._measure(spec, loaded)
-        except DynbenchError:
-            raise
-        except Exception as exc:  # noqa: BLE001 — an OOM or a failing point must not end the sweep
-            failure = failure_status(exc)
-        if failure is not None:  # outside the handler: the traceback no longer pins the tensors
-            loaded = None  # nor this frame: the model goes before the cache is emptied
-            self._release()
-            row = {**base, "step": None, "status": failure}
-            self._write(row)
-            return row
+            base.update(self._env_columns(loaded))
+            return self._measure(spec, loaded)
+
+        rows, failure = self._attempt(measure)
+        if failure is not None:
+            return self._failed(base, failure)
         for step_row in rows.steps:
             self._write({**base, **step_row, "status": STATUS_OK})
         row = {**base, **rows.summary, "step": None, "status": STATUS_OK}
         self._write(row)
         return row
+
+    def _attempt(self, work: Callable[[], object]) -> tuple[object, str | None]:
+        """(`work()`, None), or (None, the failure's status) when it fails for any reason but bad input
+        (a `DynbenchError` ends the sweep): an OOM or a failing point must not end the sweep. The
+        failed work's frames (and the model they hold) are gone when this returns."""
+        try:
+            return work(), None
+        except DynbenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            return None, failure_status(exc)
+
+    def _failed(self, row: dict, failure: str) -> dict:
+        """A failed point's (or sample's) row, written once the model is released."""
+        self._release()
+        row = {**row, "step": None, "status": failure}
+        self._write(row)
+        return row
+
+    @staticmethod
+    def _env_columns(loaded: LoadedModel) -> dict:
+        return {"env_id": loaded.env_id, "git_sha": loaded.env.get("git_sha"), "gpu_uuid": loaded.gpu_uuid,
+                **{k: loaded.env.get(k) for k in ENV_COLUMNS}}
 
     def where(self) -> dict:
         """Where the rows run (`measure.env.where_it_ran`); the GPU's UUID comes with the model."""
@@ -250,11 +266,10 @@ class Sweep:
         from dynbench.samples import round_rows
 
         mine = {**base, "sample": sample.index, "sample_id": sample.id}
-        failure = None
-        try:
+
+        def measure():
             loaded = self.model(spec)
-            mine.update(env_id=loaded.env_id, git_sha=loaded.env.get("git_sha"), gpu_uuid=loaded.gpu_uuid,
-                        **{k: loaded.env.get(k) for k in ENV_COLUMNS})
+            mine.update(self._env_columns(loaded))
             inputs = self.source.sample_inputs(spec, sample, loaded.facts.preset)
             conversation = spec.mode == "kv-cache" and len(inputs.rounds) > 1
             # the sample's own lengths: its prompt, and the tokens it produces (Σ rounds run)
@@ -262,17 +277,13 @@ class Sweep:
             produced = None if spec.gen_len is None else sum(r.gen_len for r in ran)
             mine.update(prompt_len=inputs.layout.prompt_len, gen_len=produced, preprocessing=inputs.preprocessing)
             one = dataclasses.replace(spec, prompt_len=inputs.layout.prompt_len, gen_len=produced)
-            rows, measured = self._measure_inputs(one, loaded, inputs)
-        except DynbenchError:
-            raise
-        except Exception as exc:  # noqa: BLE001 — one failing sample must not end the point
-            failure = failure_status(exc)
+            return (inputs, conversation, *self._measure_inputs(one, loaded, inputs),
+                    loaded.facts.preset.image_tokens)
+
+        done, failure = self._attempt(measure)  # one failing sample must not end the point
         if failure is not None:
-            loaded = inputs = None  # this frame must not pin the model or its inputs through the release
-            self._release()
-            row = {**mine, "step": None, "status": failure}
-            self._write(row)
-            return row
+            return self._failed(mine, failure)
+        inputs, conversation, rows, measured, image_tokens = done
         if len(inputs.rounds) > 1 and not conversation and not self._rounds_warned:
             self._rounds_warned = True
             self.warn(f"{spec.mode} runs the first round of a conversation (the official multi-round "
@@ -286,7 +297,7 @@ class Sweep:
             first = measured.runs[0].steps
             prompts = [inputs.layout.seq_len, *(r.prompt_ids.shape[1] for r in inputs.rounds[1:])]
             tmacs = [r.get("tmacs") for r in rows.steps[: len(first)]]
-            rounds = round_rows(first, measured.step_ms, tmacs, loaded.facts.preset.image_tokens, prompts)
+            rounds = round_rows(first, measured.step_ms, tmacs, image_tokens, prompts)
             summary["ppl"] = conversation_ppl(rounds)
         if spec.mode != "prefill":
             self._score_free_run(sample, inputs, summary, rounds)
