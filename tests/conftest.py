@@ -1,8 +1,19 @@
-import pytest
-import torch
+import os
 
-from dynbench.inputs import synthetic_inputs
-from dynbench.models.build import build_model
+# One intra-op thread per test process, set before torch is imported so that the `dynbench` subprocesses
+# some tests start inherit it too: the tiny preset's ops are too small to gain from a second thread,
+# and on 2 shared cores (two xdist workers, or another job) OpenMP threads that contend for a core
+# spin and run several times slower (measured: tests/test_latency_columns.py + test_records.py +
+# test_model.py under a load of 2, 19 s on one thread vs 59 s on two).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from dynbench.inputs import synthetic_inputs  # noqa: E402
+from dynbench.models.build import build_model  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # torch may have been imported before this file
 
 
 def pytest_collection_modifyitems(config, items):
@@ -36,6 +47,15 @@ def shared_assets(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("assets")
     return {**checkpoints(root), **datasets(root)}
+
+
+@pytest.fixture(scope="session")
+def every_method_sweep(tmp_path_factory):
+    """`assets.every_method_sweep`'s results folders {repeats: folder}, run once per session (a dozen
+    seconds): read-only for the tests."""
+    from assets import every_method_sweep
+
+    return every_method_sweep(tmp_path_factory.mktemp("every-method"))
 
 
 @pytest.fixture(scope="session")
