@@ -7,8 +7,11 @@ install:
 	$(PYTHON) -m pip install -e examples/dynbench-pdrop
 
 # pytest exit code 5 (no tests collected) is a failure too: a suite that ran nothing proves nothing.
+# Two pytest-xdist workers, one torch thread each (tests/conftest.py); a file's tests, and the files
+# sharing a costly session fixture, stay on one worker (conftest's scheduler). TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
 test:
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # the quick loop while developing: everything but the tests marked slow (a few seconds each)
 test-fast:

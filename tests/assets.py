@@ -10,6 +10,7 @@ from pathlib import Path
 from test_checkpoints import save_hf, save_official
 
 from dynbench.inputs import TEMPLATES
+from dynbench.names import KV_METHODS, PRUNE_METHODS
 
 QUESTIONS = ("What shape is in the image?", "What colour is it?", "Where is it?")
 ANSWERS = ("A red circle in the middle.", "It is red.", "It sits in the centre of a white picture.")
@@ -124,3 +125,25 @@ def datasets(root: Path) -> dict[str, Path]:
                                                  "question": list(QUESTIONS[:2]), "answer": list(ANSWERS[:2])}]))
     return {"jsonl": root / "data.jsonl", "conversation": root / "conversation.json", "images": images,
             "lvis": root / "lvis.json"}
+
+
+# The CPU sweep of every mode × method that tests/test_latency_columns.py and tests/test_records.py
+# read (`conftest.every_method_sweep`): 3 fed tokens, so the budget rule at 0.5 keeps tokens 1 and 3
+# (kv-cache), 1 of 2 candidates + the newest (no-cache).
+SWEEP_METHODS = ("llava", "dynamic-llava", *PRUNE_METHODS, *KV_METHODS)
+SWEEP_GEN = 4
+
+
+def every_method_sweep(root: Path) -> dict[int, Path]:
+    """Every mode × method of the tiny preset on the CPU, with one measured run (and FLOPs) and with
+    three (timing only: the counts do not depend on the repeat, and fvcore tracing is the slow part):
+    {repeats: results folder}."""
+    from dynbench.cli import main
+
+    folders = {}
+    for repeats in (1, 3):
+        folder = folders[repeats] = root / f"r{repeats}"
+        argv = ["run", "--mode", "prefill,no-cache,kv-cache", "--method", ",".join(SWEEP_METHODS), "--prompt-len",
+                "8", "--gen-len", str(SWEEP_GEN), "--warmup", "0", "--repeats", str(repeats), "--out", str(folder)]
+        assert main(argv if repeats == 1 else [*argv, "--no-flops"]) == 0
+    return folders

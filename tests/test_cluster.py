@@ -441,17 +441,14 @@ def test_smoke_whole_sharded_and_local_jobs_agree(tmp_path, fast_smoke, one_thre
     keys = [key_of(p.as_dict()) for p in load_suite(fast_smoke)]
     assert len(keys) == len(set(keys)) == 7
     run = ["run", "--suite", str(fast_smoke), "--no-flops"]
-    t0 = time.monotonic()
     assert main([*run, "--out", str(tmp_path / "whole")]) == 0
-    t1 = time.monotonic()
     parts = [tmp_path / "shards" / str(k) for k in (1, 2, 3)]
     for k, part in enumerate(parts, start=1):
         assert main([*run, "--shard", f"{k}/3", "--out", str(part)]) == 0
     assert main(["merge", *map(str, parts), "--out", str(tmp_path / "merged")]) == 0
-    t2 = time.monotonic()
+    # no wall-clock bound (a loaded machine fails one, a fast one proves nothing): what the jobs did is checked
+    # below, and a job that never ends shows as a test that never ends
     assert main([*run, "--executor", "local", "--jobs", "3", "--out", str(tmp_path / "jobs")]) == 0
-    t3 = time.monotonic()
-    assert t3 - t0 < 300, (t1 - t0, t2 - t1, t3 - t2)  # seconds: whole, 3 shards + merge, 3 local jobs
     write_baseline(tmp_path / "whole", tmp_path / "whole.jsonl")
     for folder in ("whole", "merged", "jobs"):
         assert_whole_sweep(tmp_path / folder, keys)

@@ -13,12 +13,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from assets import SWEEP_GEN, SWEEP_METHODS
 
 from dynbench.cli import main
 from dynbench.measure import point as point_mod
 from dynbench.measure.latency import latency_columns
 from dynbench.measure.memory import MemoryTracker
-from dynbench.names import KV_METHODS, PRUNE_METHODS
+from dynbench.names import KV_METHODS
 from dynbench.results import load
 
 # ---- part 1: the pure function ------------------------------------------------------------------
@@ -122,23 +123,13 @@ def test_latency_cv_needs_two_samples():
 
 # ---- part 2: invariants on real runs --------------------------------------------------------------
 
-METHODS = ["llava", "dynamic-llava", *PRUNE_METHODS, *KV_METHODS]
-# 3 fed tokens: the budget rule at 0.5 keeps tokens 1 and 3 (kv-cache), 1 of 2 candidates + the newest (no-cache)
-GEN = 4
+METHODS, GEN = SWEEP_METHODS, SWEEP_GEN  # 3 fed tokens: see assets.py
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Every mode × method, with one measured run (and FLOPs) and with three (timing only: the
-    counts do not depend on the repeat, and fvcore tracing is the slow part)."""
-    out = {}
-    for repeats in (1, 3):
-        folder = tmp_path_factory.mktemp(f"r{repeats}")
-        argv = ["run", "--mode", "prefill,no-cache,kv-cache", "--method", ",".join(METHODS), "--prompt-len", "8",
-                "--gen-len", str(GEN), "--warmup", "0", "--repeats", str(repeats), "--out", str(folder)]
-        assert main(argv if repeats == 1 else [*argv, "--no-flops"]) == 0
-        out[repeats] = load(folder)
-    return out
+def runs(every_method_sweep):
+    """Every mode × method, with one measured run (and FLOPs) and with three (timing only)."""
+    return {repeats: load(folder) for repeats, folder in every_method_sweep.items()}
 
 
 def _points(df):

@@ -40,6 +40,16 @@ def pdrop(pdrop_site, monkeypatch):
     _clear()
 
 
+def _main(capsys, *argv: str):
+    """`dynbench ARGV` in this process: (exit code, stdout, stderr)."""
+    from dynbench.cli import main
+
+    capsys.readouterr()
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
 def fastv_macs(layer_tokens, d, m):
     """FastV / PDrop convention, written out here: per layer 4nd² + 2n²d + 3ndm, in tera."""
     return sum(4 * n * d * d + 2 * n * n * d + 3 * n * d * m for n in layer_tokens) / 1e12
@@ -150,8 +160,11 @@ def test_a_method_refuses_the_modes_it_does_not_run_in_one_line():
     assert isinstance(registry.get(name), PrefillOnly)
 
 
-def test_a_broken_plugin_is_one_line_and_breaks_nothing_else(tmp_path):
-    env = env_with(broken_site(tmp_path / "site"))
+def test_a_broken_plugin_is_one_line_and_breaks_nothing_else(tmp_path, capsys, monkeypatch):
+    """A fresh `dynbench` (which reads the plug-ins as it starts) lists and helps; the runs, which import
+    torch (seconds per process), go in this process with the broken distribution on sys.path."""
+    site = broken_site(tmp_path / "site")
+    env = env_with(site)
     listed = dynbench("methods", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     errors = {(m["name"], m["origin"].startswith("entry point")): m["error"] for m in json.loads(listed.stdout)}
@@ -161,14 +174,20 @@ def test_a_broken_plugin_is_one_line_and_breaks_nothing_else(tmp_path):
     assert errors["fastv", True] == "the name 'fastv' is taken by another method"
     for argv in (["--help"], ["run", "--help"], ["methods"]):
         assert dynbench(*argv, env=env).returncode == 0, argv
-    bad = dynbench("run", "--method", "exploding", "--device", "meta", "--mode", "prefill", env=env)
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
-    assert "exploding" in bad.stderr and "RuntimeError" in bad.stderr
-    good = dynbench("run", "--method", "llava,fastv", "--device", "meta", "--mode", "prefill", env=env)
-    assert good.returncode == 0, good.stderr
-    local = dynbench("run", "--method", "method_plugins:PrefillOnly", "--mode", "kv-cache", "--device", "meta",
-                     env=env)
-    assert local.returncode == 2 and len(local.stderr.strip().splitlines()) == 1, local.stderr
+    monkeypatch.syspath_prepend(str(site))
+    _clear()
+    try:
+        rc, _, err = _main(capsys, "run", "--method", "exploding", "--device", "meta", "--mode", "prefill")
+        assert rc == 2 and len(err.strip().splitlines()) == 1, err
+        assert "exploding" in err and "RuntimeError" in err
+        rc, _, err = _main(capsys, "run", "--method", "llava,fastv", "--device", "meta", "--mode", "prefill")
+        assert rc == 0, err
+        rc, _, err = _main(capsys, "run", "--method", "method_plugins:PrefillOnly", "--mode", "kv-cache", "--device",
+                           "meta")
+        assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    finally:
+        monkeypatch.undo()
+        _clear()
 
 
 def test_help_with_plugins_installed_imports_nothing_heavy(pdrop_site, tmp_path):
@@ -207,11 +226,14 @@ def test_the_docs_minimal_plugin_runs_as_written(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_pdrop_end_to_end_on_the_tiny_preset(pdrop_site, tmp_path):
-    """run → report → plot → baseline/check → show, on CPU, as for a shipped method."""
+def test_pdrop_end_to_end_on_the_tiny_preset(pdrop_site, pdrop, tmp_path, capsys, monkeypatch):
+    """run → report → plot → baseline/check → show, on CPU, as for a shipped method. `run` and `show` take
+    the plug-in's flags, which a fresh `dynbench` registers when it starts: a subprocess each; the
+    commands after them read the records, in this process (with the plug-in on sys.path: `pdrop`)."""
     import numpy as np
 
     env = env_with(pdrop_site)
+    monkeypatch.setenv("COLUMNS", "200")
     out = tmp_path / "res"
     run = dynbench("run", "--method", "llava,pdrop", "--pdrop-layers", "1,2,3", "--pdrop-ratio", "0.5",
                    "--mode", "prefill,kv-cache", "--prompt-len", "8", "--gen-len", "3", "--warmup", "0",
@@ -222,15 +244,14 @@ def test_pdrop_end_to_end_on_the_tiny_preset(pdrop_site, tmp_path):
     assert summary["pdrop", "prefill"]["layer_seq_lens"] == [584, 296, 152, 80]
     assert summary["pdrop", "kv-cache"]["method_options"] == {"layers": [1, 2, 3], "ratio": 0.5}
     assert summary["pdrop", "kv-cache"]["layer_cache_lens"] == [584 + 2, 296 + 2, 152 + 2, 80 + 2]
-    report = dynbench("report", str(out), env=env)
-    assert report.returncode == 0 and "layers=1,2,3 ratio=0.5" in report.stdout, report.stderr
-    plot = dynbench("plot", str(out), "--out", str(tmp_path / "charts"), env=env)
-    assert plot.returncode == 0 and (tmp_path / "charts" / "layer_tokens.svg").exists(), plot.stderr
-    base = dynbench("baseline", str(out), "--out", str(tmp_path / "base.jsonl"), env=env)
-    assert base.returncode == 0, base.stderr
-    check = dynbench("check", str(out), "--baseline", str(tmp_path / "base.jsonl"), env=env)
-    assert check.returncode == 0, check.stderr
-    assert "pdrop prefill P=8 layers=1,2,3 ratio=0.5" in " ".join((check.stdout + check.stderr).split())
+    rc, printed, err = _main(capsys, "report", str(out))
+    assert rc == 0 and "layers=1,2,3 ratio=0.5" in printed, err
+    rc, _, err = _main(capsys, "plot", str(out), "--out", str(tmp_path / "charts"))
+    assert rc == 0 and (tmp_path / "charts" / "layer_tokens.svg").exists(), err
+    assert _main(capsys, "baseline", str(out), "--out", str(tmp_path / "base.jsonl"))[0] == 0
+    rc, printed, err = _main(capsys, "check", str(out), "--baseline", str(tmp_path / "base.jsonl"))
+    assert rc == 0, err
+    assert "pdrop prefill P=8 layers=1,2,3 ratio=0.5" in " ".join((printed + err).split())
     rng = np.random.default_rng(3)
     ids = np.concatenate([[1], rng.integers(3, 300, 12), [-200], rng.integers(3, 300, 6)])
     np.savez(tmp_path / "p.npz", input_ids=ids, pixel_values=rng.standard_normal((3, 336, 336)).astype("f4"))
@@ -239,9 +260,9 @@ def test_pdrop_end_to_end_on_the_tiny_preset(pdrop_site, tmp_path):
     assert show.returncode == 0, show.stderr
     views = json.loads((tmp_path / "show" / "p.json").read_text())["methods"]
     assert len(views["pdrop"]["kept_image_indices"]) == 72 and len(views["llava"]["kept_image_indices"]) == 576
-    refused = dynbench("run", "--method", "pdrop", "--device", "cpu", "--mode", "prefill", env=env)
-    assert refused.returncode == 2 and "pdrop: cut layers" in refused.stderr, refused.stderr  # 8,16,24 on 4 layers
-    assert len(refused.stderr.strip().splitlines()) == 1
+    rc, _, err = _main(capsys, "run", "--method", "pdrop", "--device", "cpu", "--mode", "prefill")
+    assert rc == 2 and "pdrop: cut layers" in err, err  # 8,16,24 on 4 layers
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_no_method_name_branches_outside_the_methods_modules():

@@ -107,8 +107,15 @@ def test_cut_at_eos():
 
 
 # ---- METEOR --------------------------------------------------------------------------------------
-needs_wordnet = pytest.mark.skipif(not wordnet_available(),
-                                   reason="WordNet for nltk is absent (scripts/ci-wordnet.sh installs it)")
+@pytest.fixture
+def wordnet():
+    """Checked when a METEOR test starts, not when the file is collected: loading WordNet takes
+    seconds, which every pytest-xdist worker would pay."""
+    if not wordnet_available():
+        pytest.skip("WordNet for nltk is absent (scripts/ci-wordnet.sh installs it)")
+
+
+needs_wordnet = pytest.mark.usefixtures("wordnet")
 
 
 def meteor_by_definition(matches, hyp_len, ref_len, chunks, alpha=0.9, beta=3.0, gamma=0.5):

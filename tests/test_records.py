@@ -15,15 +15,13 @@ RECORDS_DOC = Path(__file__).parent.parent / "docs" / "records.md"  # the column
 
 
 @pytest.fixture(scope="module")
-def sweep_rows(tmp_path_factory):
-    """Every mode and a KV-eviction baseline on the CPU, plus a meta-device (counts only) sweep."""
-    out = tmp_path_factory.mktemp("cpu")
-    assert main(["run", "--method", "llava,dynamic-llava,h2o", "--prompt-len", "8", "--gen-len", "3", "--warmup",
-                 "0", "--repeats", "2", "--out", str(out)]) == 0
+def sweep_rows(every_method_sweep, tmp_path_factory):
+    """Every mode and method on the CPU (the session's shared sweep: one run with FLOPs, three runs
+    without), plus a meta-device (counts only) sweep."""
     meta = tmp_path_factory.mktemp("meta")
     assert main(["run", "--device", "meta", "--method", "llava,dynamic-llava,fastv", "--mode", "prefill,kv-cache",
                  "--prompt-len", "8", "--gen-len", "3", "--out", str(meta)]) == 0
-    return list(iter_records(out)) + list(iter_records(meta))
+    return [r for folder in (*every_method_sweep.values(), meta) for r in iter_records(folder)]
 
 
 def test_every_record_validates(sweep_rows):
