@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: install test test-fast test-floor smoke lint figures docs gpu-wheels
+.PHONY: install test test-processes test-all test-fast test-floor smoke lint figures docs gpu-wheels
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -9,9 +9,17 @@ install:
 # pytest exit code 5 (no tests collected) is a failure too: a suite that ran nothing proves nothing.
 # Two pytest-xdist workers, one torch thread each (tests/conftest.py); a file's tests, and the files
 # sharing a costly session fixture, stay on one worker (conftest's scheduler). TEST_WORKERS=0: serial.
+# `make test` is every test but the `processes` tier (≤ 2 min on 2 idle cores): the tests that start
+# dynbench processes and local job arrays, seconds of imports each, run by `make test-processes`.
+# CI (.ci/run) runs both: `make test-all`.
 TEST_WORKERS ?= 2
 test:
-	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not processes"
+
+test-processes:
+	$(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m processes
+
+test-all: test test-processes
 
 # the quick loop while developing: everything but the tests marked slow (a few seconds each)
 test-fast:

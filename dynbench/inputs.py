@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from dynbench.errors import DynbenchError
-from dynbench.models.llava import PromptLayout
+from dynbench.models.layout import PromptLayout
 from dynbench.models.presets import Preset
 
 SYSTEM_TOKENS = 35

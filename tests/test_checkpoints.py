@@ -230,7 +230,7 @@ def test_bin_weights_load_safely(tmp_path, prompt):
     _same_weights(llava, load_checkpoint(folder).net)
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 @pytest.mark.slow
 def test_bfloat16_load_makes_no_float32_copy(tmp_path):
     """Peak RSS while loading (and touching every weight) stays within 1.3 × the checkpoint bytes

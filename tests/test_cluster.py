@@ -97,6 +97,7 @@ def test_a_cheapest_new_point_moves_no_other_point():
     assert all(after[p] == before[p] for p in points)
 
 
+@pytest.mark.processes
 def test_partition_does_not_depend_on_the_hash_seed():
     code = ("from dynbench.shards import partition, point_digest; from dynbench.spec import load_suite; "
             "print([[point_digest(p) for p in s] for s in partition(load_suite('suites/smoke.yaml'), 3)])")
@@ -435,6 +436,7 @@ def exact_passes(report):
     return [(r.metric, r.verdict) for r in report.results if r.kind == "exact"]
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 def test_smoke_whole_sharded_and_local_jobs_agree(tmp_path, fast_smoke, one_thread, capsys):
     pytest.importorskip("submitit")
@@ -469,6 +471,7 @@ def test_smoke_whole_sharded_and_local_jobs_agree(tmp_path, fast_smoke, one_thre
     capsys.readouterr()
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 def test_a_killed_job_resumes_only_its_missing_points(tmp_path, capsys):
     pytest.importorskip("submitit")

@@ -82,6 +82,7 @@ for i in range(int(sys.argv[3])):
 """
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 def test_two_concurrent_writers_lose_no_row(tmp_path):
     """The stress that lost rows (28 of 6,000 4-kB rows; ~20 of 800 60-kB rows here): two processes
@@ -138,6 +139,7 @@ RUN = ["-m", "dynbench", "run", "--mode", "prefill", "--method", "llava", "--pro
        "--repeats", "1", "--warmup", "0", "--no-flops", "--resume"]
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 def test_two_concurrent_resumed_runs_measure_each_point_once(tmp_path):
     out = tmp_path / "res"
@@ -177,6 +179,7 @@ def _alive(pid: int) -> bool:
     return not open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
 def test_local_job_arrays_die_with_their_parent(tmp_path, how):

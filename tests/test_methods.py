@@ -55,6 +55,7 @@ def fastv_macs(layer_tokens, d, m):
     return sum(4 * n * d * d + 2 * n * n * d + 3 * n * d * m for n in layer_tokens) / 1e12
 
 
+@pytest.mark.processes
 def test_installed_pdrop_is_listed_and_gives_the_papers_7b_figures(pdrop_site):
     env = env_with(pdrop_site)
     listed = dynbench("methods", "--json", env=env)
@@ -225,6 +226,7 @@ def test_the_docs_minimal_plugin_runs_as_written(tmp_path, monkeypatch):
     _clear()
 
 
+@pytest.mark.processes
 @pytest.mark.slow
 def test_pdrop_end_to_end_on_the_tiny_preset(pdrop_site, pdrop, tmp_path, capsys, monkeypatch):
     """run → report → plot → baseline/check → show, on CPU, as for a shipped method. `run` and `show` take

@@ -271,6 +271,7 @@ def test_after_an_oom_the_model_is_gone_before_the_cache_is_emptied(tmp_path, mo
     assert row["status"] == "oom" and nets and alive == [False]
 
 
+@pytest.mark.processes
 def test_no_flops_never_imports_fvcore():
     """The GPU machine has no fvcore unless carried: a --no-flops sweep must not need it."""
     import subprocess

@@ -22,27 +22,11 @@ from transformers import CLIPVisionModel, LlamaModel
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from dynbench.models.kv_cache import PrunableKVCache
+from dynbench.models.layout import PromptLayout
 from dynbench.models.presets import Preset
 from dynbench.models.rules import DropConfig
 
 __all__ = ["DropConfig", "LlavaForBench", "PromptLayout", "SequenceOut", "attention_implementation", "sorted_topk"]
-
-
-@dataclass(frozen=True)
-class PromptLayout:
-    """Where the image sits in the prompt: [text before | image | text after] (same for every row)."""
-
-    image_start: int
-    image_tokens: int
-    seq_len: int  # P = text tokens + image tokens
-
-    @property
-    def image_end(self) -> int:
-        return self.image_start + self.image_tokens
-
-    @property
-    def prompt_len(self) -> int:  # text tokens only (DESIGN: `prompt_len`)
-        return self.seq_len - self.image_tokens
 
 
 @dataclass
