@@ -27,14 +27,6 @@ def _run(argv, capsys):
     return capsys.readouterr()
 
 
-def _dataset_run(files, out, capsys, *extra):
-    _run(["run", "--checkpoint", str(files["official"]), "--vision-tower", str(files["clip"]), "--dataset",
-          str(files["jsonl"]), "--mode", "kv-cache,no-cache", "--method", "llava,dynamic-llava", "--gen-len", "16",
-          "--limit", "2", "--no-flops",
-          "--out", str(out), *FAST, *extra], capsys)
-    return list(iter_records(out))
-
-
 @pytest.fixture(scope="module")
 def forced(files, tmp_path_factory):
     out = tmp_path_factory.mktemp("forced") / "res"

@@ -332,7 +332,7 @@ class FakeJob:
         return main(list(self.task.argv))
 
 
-def test_slurm_submits_one_array_and_merges(tmp_path, capsys, monkeypatch, fake_slurm, one_thread):
+def test_slurm_submits_one_array_and_merges(tmp_path, capsys, monkeypatch, fake_slurm):
     """Slurm itself is faked: each array task's job runs its argv in this process."""
     pytest.importorskip("submitit")
     submitted = []
@@ -366,7 +366,7 @@ def test_slurm_submits_one_array_and_merges(tmp_path, capsys, monkeypatch, fake_
 
 
 def test_executor_keeps_a_dataset_points_samples_and_prints_only_point_rows(tmp_path, capsys, monkeypatch,
-                                                                           fake_slurm, one_thread):
+                                                                           fake_slurm):
     """A real dataset sweep (3 npz samples, 2 methods) as 2 faked Slurm jobs with --json: the merged folder
     holds every row its shards wrote, by kind; stdout holds one row per point, like plain `run`."""
     pytest.importorskip("submitit")
@@ -392,18 +392,6 @@ def test_executor_keeps_a_dataset_points_samples_and_prints_only_point_rows(tmp_
     merged = list(iter_records(out, strict=True))
     assert kinds(merged) == kinds(shard_rows)
     assert kinds(merged) == {"step": 2 * 3 * 3, "sample": 2 * 3, "point": 2}  # 3 steps (gen_len) per sample
-
-
-@pytest.fixture
-def one_thread():
-    """In-process runs on one torch thread, like each local job here (2 shared cores: two threads
-    contending with other work run several times slower; exact metrics do not depend on it)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -438,7 +426,7 @@ def exact_passes(report):
 
 @pytest.mark.processes
 @pytest.mark.slow
-def test_smoke_whole_sharded_and_local_jobs_agree(tmp_path, fast_smoke, one_thread, capsys):
+def test_smoke_whole_sharded_and_local_jobs_agree(tmp_path, fast_smoke, capsys):
     pytest.importorskip("submitit")
     keys = [key_of(p.as_dict()) for p in load_suite(fast_smoke)]
     assert len(keys) == len(set(keys)) == 7
