@@ -125,8 +125,7 @@ def _settled(values: dict) -> dict:
         if values[name] is None:
             values[name] = FIELD[name].default
     method = registry.get(values["method"])
-    if values["mode"] not in MODES:
-        _check_value(FIELD["mode"], values["mode"])
+    _check_value(FIELD["mode"], values["mode"])  # the modes' rules below need a known one
     if values["text_policy"] == "learned" and values["text_keep"] is not None and _uses(FIELD["text_keep"], values,
                                                                                        method, policy=False):
         raise DynbenchError(TEXT_KEEP_WITH_LEARNED)
@@ -144,10 +143,8 @@ def _settled(values: dict) -> dict:
         values.update(warmup=0, repeats=0)
     if values["warmup"] is None:
         values["warmup"] = 3 if prefill else 1
-    if values["repeats"] is None and device != "auto":
-        values["repeats"] = (10 if device == "cuda" else 5) if prefill else 1
-    if values["repeats"] is None and not prefill:
-        values["repeats"] = 1
+    if values["repeats"] is None:  # prefill on `auto`: None until the device is resolved
+        values["repeats"] = {"cuda": 10, "cpu": 5}.get(device) if prefill else 1
     if values["method_options"] is None and any(o.field is None for o in method.options):
         defaults = method.option_values({})  # made directly (not from flags): the plug-in's defaults, recorded
         values["method_options"] = tuple((o.name, defaults[o.name]) for o in method.options if o.field is None)

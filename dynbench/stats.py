@@ -59,7 +59,7 @@ def summarize(values_ms: Sequence[float]) -> LatencyStats:
     n = len(values)
     if n == 0:
         raise ValueError("summarize() needs at least one sample")
-    mean = math.fsum(values) / n
+    mean = mean_or_none(values)
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
     cv = std / mean if mean != 0 else (0.0 if std == 0 else math.nan)
     return LatencyStats(n=n, median=percentile(values, 50), p90=percentile(values, 90), p99=percentile(values, 99),

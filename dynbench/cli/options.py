@@ -19,6 +19,7 @@ from dynbench.fields import (  # noqa: F401 (the panels the commands' own option
     BASELINES,
     DATASETS,
     EVERY_COMMAND,
+    FIELD,
     INPUTS,
     KINDS,
     MEASURE,
@@ -51,7 +52,6 @@ def opt(help: str, panel: str, metavar: str | None = None) -> typer.models.Optio
 
 
 ListOpt = list[str] | None
-LIST = "A[,B…]"
 
 
 def _installed(name: str) -> tuple[str, ...] | None:
@@ -117,8 +117,9 @@ def command_options(command: str) -> dict[str, tuple[object, object]]:
     return found | _plugin_options(found)
 
 
-POINT_OPTIONS = command_options(EVERY_COMMAND)  # `profile`, `show`
 RUN_OPTIONS = command_options(RUN_ONLY)  # `run`: the point options and how it measures
+POINT_OPTIONS = {name: option for name, option in RUN_OPTIONS.items()  # `profile`, `show`: all but `run`'s own
+                 if name not in FIELD or FIELD[name].command != RUN_ONLY}
 
 
 def split(values: list[str] | None) -> list[str] | None:
