@@ -111,7 +111,7 @@ class Sweep:
 
     def run(self, points: Iterable) -> Iterator[dict]:
         for spec in points:
-            yield self.run_point(spec.resolved())  # `auto` → this machine's device (a no-op once resolved)
+            yield self.run_point(spec)
 
     # ---- models ---------------------------------------------------------------------------------
     def model(self, spec) -> LoadedModel:
@@ -157,6 +157,7 @@ class Sweep:
         """Measure one point, append its rows, return the summary row (status ok / oom / error)."""
         from dynbench.registry import get as get_method
 
+        spec = spec.resolved()  # `auto` → this machine's device (`run_sweep` resolved it already: a no-op there)
         base = {**spec.as_dict(), "point_id": uuid.uuid4().hex[:12], "time_utc": _now(),
                 "text_keep_imposed": get_method(spec.method).text_policy and spec.text_policy == "budget",
                 **self.source.columns(), **self.where()}
